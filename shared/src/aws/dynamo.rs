@@ -1,0 +1,253 @@
+use std::collections::HashMap;
+
+use async_trait::async_trait;
+use aws_sdk_dynamodb::operation::put_item::PutItemError;
+use aws_sdk_dynamodb::types::{AttributeValue, ReturnValuesOnConditionCheckFailure};
+
+use crate::counters::{CounterDelta, CounterSink};
+use crate::event::{format_utc, Event};
+use crate::store::{
+    EventStatus, EventStore, FailureRecord, ProcessedRecord, Provenance, StoreError, StoreOutcome,
+    StoredEvent,
+};
+
+type Item = HashMap<String, AttributeValue>;
+
+/// First write of an `eventId` wins, but a recorded failure may be replaced by a later success.
+const UNLESS_PROCESSED: &str = "attribute_not_exists(eventId) OR #status <> :processed";
+
+pub struct DynamoEventStore {
+    client: aws_sdk_dynamodb::Client,
+    table: String,
+}
+
+impl DynamoEventStore {
+    pub fn new(client: aws_sdk_dynamodb::Client, table: String) -> Self {
+        Self { client, table }
+    }
+
+    async fn put_unless_processed(&self, item: Item) -> Result<Option<Item>, StoreError> {
+        let result = self
+            .client
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(item))
+            .condition_expression(UNLESS_PROCESSED)
+            .expression_attribute_names("#status", "status")
+            .expression_attribute_values(":processed", s(EventStatus::Processed.as_str()))
+            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(None),
+            Err(e) => match e.as_service_error() {
+                Some(PutItemError::ConditionalCheckFailedException(c)) => {
+                    Ok(Some(c.item().cloned().unwrap_or_default()))
+                }
+                _ => Err(StoreError::Unavailable(super::describe(&e))),
+            },
+        }
+    }
+}
+
+fn s(v: impl Into<String>) -> AttributeValue {
+    AttributeValue::S(v.into())
+}
+
+fn n(v: impl ToString) -> AttributeValue {
+    AttributeValue::N(v.to_string())
+}
+
+fn event_attributes(item: &mut Item, event: &Event, event_json: &str) {
+    item.insert("type".into(), s(&event.event_type));
+    item.insert("source".into(), s(&event.source));
+    item.insert("timestamp".into(), s(format_utc(event.timestamp)));
+    item.insert("ts".into(), n(event.timestamp.timestamp_millis()));
+    item.insert("event".into(), s(event_json));
+}
+
+fn provenance_attributes(item: &mut Item, p: &Provenance) {
+    item.insert("submissionId".into(), s(&p.submission_id));
+    item.insert("correlationId".into(), s(&p.correlation_id));
+    item.insert("receivedAt".into(), s(format_utc(p.received_at)));
+    item.insert("attempts".into(), n(p.attempts));
+}
+
+#[async_trait]
+impl EventStore for DynamoEventStore {
+    async fn store_processed(&self, record: &ProcessedRecord) -> Result<StoreOutcome, StoreError> {
+        let event = &record.event;
+        let mut item = Item::new();
+        item.insert("eventId".into(), s(&event.event_id));
+        item.insert("status".into(), s(EventStatus::Processed.as_str()));
+        event_attributes(&mut item, event, &record.event_json);
+        provenance_attributes(&mut item, &record.provenance);
+        item.insert("processedAt".into(), s(format_utc(record.processed_at)));
+        // Index keys exist only on processed events, so rollups and scoring never see failures.
+        let sort = event.sort_key();
+        item.insert("hour".into(), s(event.hour_bucket()));
+        item.insert("eventSort".into(), s(&sort));
+        if let Some(lead) = &event.lead_id {
+            item.insert("leadId".into(), s(lead));
+            item.insert("leadSort".into(), s(sort));
+        }
+        Ok(match self.put_unless_processed(item).await? {
+            None => StoreOutcome::Stored,
+            Some(existing) => {
+                let same_submission = matches!(
+                    existing.get("submissionId"),
+                    Some(AttributeValue::S(id)) if *id == record.provenance.submission_id
+                );
+                if same_submission {
+                    StoreOutcome::Redelivered
+                } else {
+                    StoreOutcome::Duplicate
+                }
+            }
+        })
+    }
+
+    async fn record_failure(&self, record: &FailureRecord) -> Result<(), StoreError> {
+        let mut item = Item::new();
+        item.insert("eventId".into(), s(&record.event_id));
+        item.insert("status".into(), s(record.status.as_str()));
+        item.insert("failureStatus".into(), s(record.status.as_str()));
+        item.insert("failureReason".into(), s(&record.reason));
+        item.insert("failedAt".into(), s(format_utc(record.failed_at)));
+        if let (Some(event), Some(json)) = (&record.event, &record.event_json) {
+            event_attributes(&mut item, event, json);
+        }
+        match &record.provenance {
+            Some(p) => provenance_attributes(&mut item, p),
+            None => {
+                item.insert("attempts".into(), n(1));
+            }
+        }
+        // A processed event keeps its record: the condition failing is the expected no-op.
+        self.put_unless_processed(item).await.map(|_| ())
+    }
+
+    async fn get(&self, event_id: &str) -> Result<Option<StoredEvent>, StoreError> {
+        let output = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .key("eventId", s(event_id))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(|e| StoreError::Unavailable(super::describe(&e)))?;
+        let Some(item) = output.item else {
+            return Ok(None);
+        };
+        let text = |k: &str| match item.get(k) {
+            Some(AttributeValue::S(v)) => Some(v.clone()),
+            _ => None,
+        };
+        let Some(status) = text("status").as_deref().and_then(EventStatus::parse) else {
+            return Err(StoreError::Unavailable(format!(
+                "event {event_id} has no valid status"
+            )));
+        };
+        Ok(Some(StoredEvent {
+            event_id: event_id.to_owned(),
+            status,
+            attempts: match item.get("attempts") {
+                Some(AttributeValue::N(v)) => v.parse().unwrap_or(0),
+                _ => 0,
+            },
+            event_json: text("event"),
+            submission_id: text("submissionId"),
+            correlation_id: text("correlationId"),
+            received_at: text("receivedAt"),
+            processed_at: text("processedAt"),
+            failed_at: text("failedAt"),
+            failure_reason: text("failureReason"),
+        }))
+    }
+}
+
+/// Counters live in the analytics table, spread over shards so no single item is hot.
+pub struct DynamoCounters {
+    client: aws_sdk_dynamodb::Client,
+    table: String,
+}
+
+const COUNTER_PK: &str = "COUNTERS#pipeline";
+const COUNTER_SHARDS: u8 = 16;
+
+impl DynamoCounters {
+    pub fn new(client: aws_sdk_dynamodb::Client, table: String) -> Self {
+        Self { client, table }
+    }
+}
+
+#[async_trait]
+impl CounterSink for DynamoCounters {
+    async fn add(&self, delta: &CounterDelta) -> Result<(), StoreError> {
+        let entries = delta.entries();
+        if entries.is_empty() {
+            return Ok(());
+        }
+        let mut request = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .key("pk", s(COUNTER_PK))
+            .key(
+                "sk",
+                s(format!("shard#{:02}", fastrand::u8(0..COUNTER_SHARDS))),
+            );
+        let mut clauses = Vec::with_capacity(entries.len());
+        for (i, (name, amount)) in entries.iter().enumerate() {
+            clauses.push(format!("#n{i} :v{i}"));
+            request = request
+                .expression_attribute_names(format!("#n{i}"), name)
+                .expression_attribute_values(format!(":v{i}"), n(amount));
+        }
+        request
+            .update_expression(format!("ADD {}", clauses.join(", ")))
+            .send()
+            .await
+            .map(|_| ())
+            .map_err(|e| StoreError::Unavailable(super::describe(&e)))
+    }
+
+    async fn totals(&self) -> Result<CounterDelta, StoreError> {
+        let output = self
+            .client
+            .query()
+            .table_name(&self.table)
+            .key_condition_expression("pk = :pk")
+            .expression_attribute_values(":pk", s(COUNTER_PK))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(|e| StoreError::Unavailable(super::describe(&e)))?;
+        let mut totals = CounterDelta::default();
+        for item in output.items() {
+            for (name, value) in item {
+                let AttributeValue::N(v) = value else {
+                    continue;
+                };
+                let v: u64 = v.parse().unwrap_or(0);
+                match name.as_str() {
+                    "processed" => totals.processed += v,
+                    "duplicate" => totals.duplicate += v,
+                    "failed" => totals.failed += v,
+                    "rejected" => totals.rejected += v,
+                    "deadLettered" => totals.dead_lettered += v,
+                    other => {
+                        if let Some(source) = other.strip_prefix("accepted.") {
+                            *totals
+                                .accepted_by_source
+                                .entry(source.to_owned())
+                                .or_default() += v;
+                        }
+                    }
+                }
+            }
+        }
+        Ok(totals)
+    }
+}

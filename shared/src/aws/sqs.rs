@@ -1,0 +1,162 @@
+use std::time::Duration;
+
+use async_trait::async_trait;
+use aws_sdk_sqs::types::{MessageAttributeValue, SendMessageBatchRequestEntry};
+use futures::stream::{self, StreamExt};
+use tracing::warn;
+
+use crate::queue::{EventQueue, OutboundMessage, SendReport};
+
+/// SQS limits per `SendMessageBatch` call.
+const MAX_ENTRIES: usize = 10;
+const MAX_BATCH_BYTES: usize = 256 * 1024;
+const ATTEMPTS: u32 = 4;
+const CONCURRENT_CALLS: usize = 8;
+
+pub struct SqsEventQueue {
+    client: aws_sdk_sqs::Client,
+    queue_url: String,
+}
+
+impl SqsEventQueue {
+    pub fn new(client: aws_sdk_sqs::Client, queue_url: String) -> Self {
+        Self { client, queue_url }
+    }
+
+    /// Sends one packed batch, retrying only entries SQS reports `Failed` without sender fault.
+    /// Returns the indexes that were not queued.
+    async fn send_batch(
+        &self,
+        messages: &[OutboundMessage],
+        mut pending: Vec<usize>,
+    ) -> Vec<usize> {
+        let mut permanent = Vec::new();
+        for attempt in 0..ATTEMPTS {
+            if attempt > 0 {
+                tokio::time::sleep(Duration::from_millis(25 << attempt)).await;
+            }
+            let entries: Vec<SendMessageBatchRequestEntry> = pending
+                .iter()
+                .filter_map(|i| entry(*i, messages.get(*i)?))
+                .collect();
+            let result = self
+                .client
+                .send_message_batch()
+                .queue_url(&self.queue_url)
+                .set_entries(Some(entries))
+                .send()
+                .await;
+            match result {
+                Ok(output) => {
+                    let mut retry = Vec::new();
+                    for failed in output.failed() {
+                        let Ok(index) = failed.id().parse::<usize>() else {
+                            continue;
+                        };
+                        warn!(
+                            code = failed.code(),
+                            sender_fault = failed.sender_fault(),
+                            attempt,
+                            "SQS entry failed"
+                        );
+                        if failed.sender_fault() {
+                            permanent.push(index);
+                        } else {
+                            retry.push(index);
+                        }
+                    }
+                    pending = retry;
+                }
+                Err(e) => warn!(error = %super::describe(&e), attempt, "SendMessageBatch failed"),
+            }
+            if pending.is_empty() {
+                break;
+            }
+        }
+        permanent.extend(pending);
+        permanent
+    }
+}
+
+fn entry(index: usize, message: &OutboundMessage) -> Option<SendMessageBatchRequestEntry> {
+    let attribute = |value: &str| {
+        MessageAttributeValue::builder()
+            .data_type("String")
+            .string_value(value)
+            .build()
+            .ok()
+    };
+    SendMessageBatchRequestEntry::builder()
+        .id(index.to_string())
+        .message_body(&message.body)
+        .message_attributes("correlationId", attribute(&message.correlation_id)?)
+        .message_attributes("eventType", attribute(&message.event_type)?)
+        .message_attributes("source", attribute(&message.source)?)
+        .build()
+        .ok()
+}
+
+/// Groups message indexes into batches of at most 10 entries and 256 KiB.
+pub(crate) fn pack(messages: &[OutboundMessage]) -> Vec<Vec<usize>> {
+    let mut batches: Vec<Vec<usize>> = Vec::new();
+    let mut current = Vec::new();
+    let mut bytes = 0;
+    for (i, m) in messages.iter().enumerate() {
+        let size = m.billed_size();
+        if !current.is_empty() && (current.len() == MAX_ENTRIES || bytes + size > MAX_BATCH_BYTES) {
+            batches.push(std::mem::take(&mut current));
+            bytes = 0;
+        }
+        current.push(i);
+        bytes += size;
+    }
+    if !current.is_empty() {
+        batches.push(current);
+    }
+    batches
+}
+
+#[async_trait]
+impl EventQueue for SqsEventQueue {
+    async fn send(&self, messages: &[OutboundMessage]) -> SendReport {
+        let mut failed: Vec<usize> = stream::iter(pack(messages))
+            .map(|batch| self.send_batch(messages, batch))
+            .buffer_unordered(CONCURRENT_CALLS)
+            .flat_map(stream::iter)
+            .collect()
+            .await;
+        failed.sort_unstable();
+        SendReport { failed }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn message(bytes: usize) -> OutboundMessage {
+        OutboundMessage {
+            body: "x".repeat(bytes),
+            correlation_id: "c".into(),
+            event_type: "T".into(),
+            source: "api".into(),
+        }
+    }
+
+    #[test]
+    fn packs_by_count_and_by_size() {
+        let small: Vec<_> = (0..25).map(|_| message(100)).collect();
+        assert_eq!(
+            pack(&small).iter().map(Vec::len).collect::<Vec<_>>(),
+            vec![10, 10, 5]
+        );
+        // 32 KiB events: ten would exceed 256 KiB, so batches hold seven.
+        let large: Vec<_> = (0..10).map(|_| message(33 * 1024)).collect();
+        let batches = pack(&large);
+        assert_eq!(batches.iter().map(Vec::len).collect::<Vec<_>>(), vec![7, 3]);
+        for b in &batches {
+            assert!(b.iter().map(|i| large[*i].billed_size()).sum::<usize>() <= MAX_BATCH_BYTES);
+        }
+        assert!(pack(&[]).is_empty());
+    }
+}

@@ -1,0 +1,181 @@
+//! Typed configuration read once at cold start; a bad value fails init with the variable's name.
+
+use std::str::FromStr;
+
+use crate::auth::ApiKeys;
+use crate::event::Limits;
+use crate::signature::WebhookSecrets;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("environment variable {0} is required")]
+    Missing(&'static str),
+    #[error("environment variable {name} is invalid: {reason}")]
+    Invalid { name: &'static str, reason: String },
+}
+
+/// Reads variables through `lookup` so tests need not touch the process environment.
+pub struct Env<F: Fn(&str) -> Option<String>>(pub F);
+
+impl<F: Fn(&str) -> Option<String>> Env<F> {
+    pub fn required(&self, name: &'static str) -> Result<String, ConfigError> {
+        self.optional(name).ok_or(ConfigError::Missing(name))
+    }
+
+    pub fn optional(&self, name: &'static str) -> Option<String> {
+        (self.0)(name).filter(|v| !v.trim().is_empty())
+    }
+
+    pub fn parsed<T: FromStr>(&self, name: &'static str, default: T) -> Result<T, ConfigError>
+    where
+        T::Err: std::fmt::Display,
+    {
+        match self.optional(name) {
+            None => Ok(default),
+            Some(v) => v.trim().parse().map_err(|e: T::Err| ConfigError::Invalid {
+                name,
+                reason: e.to_string(),
+            }),
+        }
+    }
+
+    fn limits(&self) -> Result<Limits, ConfigError> {
+        Ok(Limits {
+            max_event_age_days: self
+                .parsed("MAX_EVENT_AGE_DAYS", Limits::default().max_event_age_days)?,
+            ..Limits::default()
+        })
+    }
+}
+
+pub fn process_env() -> Env<impl Fn(&str) -> Option<String>> {
+    Env(|name: &str| std::env::var(name).ok())
+}
+
+#[derive(Debug, Clone)]
+pub struct FacebookConfig {
+    pub app_secret: String,
+    pub verify_token: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct IngestConfig {
+    pub work_queue_url: String,
+    pub analytics_table: String,
+    pub api_keys: ApiKeys,
+    pub facebook: Option<FacebookConfig>,
+    pub tiktok_secret: Option<String>,
+    pub webhook_secrets: WebhookSecrets,
+    pub limits: Limits,
+}
+
+impl IngestConfig {
+    pub fn load<F: Fn(&str) -> Option<String>>(env: &Env<F>) -> Result<Self, ConfigError> {
+        let invalid = |name, reason: String| ConfigError::Invalid { name, reason };
+        let facebook =
+            match (
+                env.optional("FACEBOOK_APP_SECRET"),
+                env.optional("FACEBOOK_VERIFY_TOKEN"),
+            ) {
+                (Some(app_secret), Some(verify_token)) => Some(FacebookConfig {
+                    app_secret,
+                    verify_token,
+                }),
+                (None, None) => None,
+                _ => return Err(invalid(
+                    "FACEBOOK_VERIFY_TOKEN",
+                    "FACEBOOK_APP_SECRET and FACEBOOK_VERIFY_TOKEN are set together or not at all"
+                        .into(),
+                )),
+            };
+        Ok(Self {
+            work_queue_url: env.required("WORK_QUEUE_URL")?,
+            analytics_table: env.required("ANALYTICS_TABLE")?,
+            api_keys: ApiKeys::parse(&env.optional("API_KEY_DIGESTS").unwrap_or_default())
+                .map_err(|e| invalid("API_KEY_DIGESTS", e))?,
+            facebook,
+            tiktok_secret: env.optional("TIKTOK_WEBHOOK_SECRET"),
+            webhook_secrets: WebhookSecrets::parse(
+                &env.optional("WEBHOOK_SECRETS").unwrap_or_default(),
+            )
+            .map_err(|e| invalid("WEBHOOK_SECRETS", e))?,
+            limits: env.limits()?,
+        })
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct ProcessConfig {
+    pub events_table: String,
+    pub analytics_table: String,
+    /// Must equal the work queue's `maxReceiveCount`: the attempt that reaches it records
+    /// `DEAD_LETTER` before SQS moves the message.
+    pub max_receive_count: u32,
+    pub limits: Limits,
+}
+
+impl ProcessConfig {
+    pub fn load<F: Fn(&str) -> Option<String>>(env: &Env<F>) -> Result<Self, ConfigError> {
+        let max_receive_count = env.parsed("MAX_RECEIVE_COUNT", 5u32)?;
+        if max_receive_count == 0 {
+            return Err(ConfigError::Invalid {
+                name: "MAX_RECEIVE_COUNT",
+                reason: "must be at least 1".into(),
+            });
+        }
+        Ok(Self {
+            events_table: env.required("EVENTS_TABLE")?,
+            analytics_table: env.required("ANALYTICS_TABLE")?,
+            max_receive_count,
+            limits: env.limits()?,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> Env<impl Fn(&str) -> Option<String>> {
+        let map: HashMap<String, String> = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        Env(move |k: &str| map.get(k).cloned())
+    }
+
+    #[test]
+    fn process_config_reads_and_defaults() {
+        let c = ProcessConfig::load(&env(&[("EVENTS_TABLE", "e"), ("ANALYTICS_TABLE", "a")]));
+        let c = c.map_err(|e| e.to_string());
+        assert_eq!(c.as_ref().map(|c| c.max_receive_count), Ok(5));
+        assert_eq!(c.map(|c| c.limits.max_event_age_days), Ok(30));
+    }
+
+    #[test]
+    fn missing_and_invalid_values_name_the_variable() {
+        let missing = ProcessConfig::load(&env(&[("ANALYTICS_TABLE", "a")]))
+            .err()
+            .map(|e| e.to_string());
+        assert_eq!(
+            missing.as_deref(),
+            Some("environment variable EVENTS_TABLE is required")
+        );
+        let bad = ProcessConfig::load(&env(&[
+            ("EVENTS_TABLE", "e"),
+            ("ANALYTICS_TABLE", "a"),
+            ("MAX_RECEIVE_COUNT", "x"),
+        ]))
+        .err()
+        .map(|e| e.to_string());
+        assert!(bad.is_some_and(|m| m.contains("MAX_RECEIVE_COUNT")));
+        let half_facebook = IngestConfig::load(&env(&[
+            ("WORK_QUEUE_URL", "q"),
+            ("ANALYTICS_TABLE", "a"),
+            ("FACEBOOK_APP_SECRET", "s"),
+        ]));
+        assert!(half_facebook.is_err());
+    }
+}

@@ -1,0 +1,93 @@
+//! The HTTP boundary's one error enum and its one mapping to status, code and body.
+
+use serde_json::{json, Value};
+
+use crate::event::FieldError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("{0}")]
+    InvalidJson(String),
+    #[error("{message}")]
+    Validation {
+        message: String,
+        details: Vec<FieldError>,
+    },
+    #[error("missing or unknown API key")]
+    Unauthorized,
+    #[error("{0}")]
+    MissingSignature(&'static str),
+    #[error("{0}")]
+    Forbidden(&'static str),
+    #[error("{0}")]
+    InvalidSignature(&'static str),
+    #[error("no such route")]
+    NotFound,
+    #[error("method not allowed")]
+    MethodNotAllowed { allow: &'static str },
+    #[error("{0}")]
+    PayloadTooLarge(String),
+    #[error("{0}")]
+    UnsupportedMediaType(String),
+    /// A dependency did not answer; names it (never its error text).
+    #[error("{dependency} is unavailable")]
+    Unavailable {
+        dependency: &'static str,
+        details: Vec<FieldError>,
+    },
+    #[error("internal error")]
+    Internal,
+}
+
+impl ApiError {
+    pub fn validation(details: Vec<FieldError>) -> Self {
+        let message = match details.len() {
+            1 => "1 field is invalid".to_owned(),
+            n => format!("{n} fields are invalid"),
+        };
+        Self::Validation { message, details }
+    }
+
+    pub fn status(&self) -> u16 {
+        match self {
+            Self::InvalidJson(_) | Self::Validation { .. } => 400,
+            Self::Unauthorized | Self::MissingSignature(_) => 401,
+            Self::Forbidden(_) | Self::InvalidSignature(_) => 403,
+            Self::NotFound => 404,
+            Self::MethodNotAllowed { .. } => 405,
+            Self::PayloadTooLarge(_) => 413,
+            Self::UnsupportedMediaType(_) => 415,
+            Self::Internal => 500,
+            Self::Unavailable { .. } => 503,
+        }
+    }
+
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::InvalidJson(_) => "INVALID_JSON",
+            Self::Validation { .. } => "VALIDATION_FAILED",
+            Self::Unauthorized => "UNAUTHORIZED",
+            Self::MissingSignature(_) => "MISSING_SIGNATURE",
+            Self::Forbidden(_) => "FORBIDDEN",
+            Self::InvalidSignature(_) => "INVALID_SIGNATURE",
+            Self::NotFound => "NOT_FOUND",
+            Self::MethodNotAllowed { .. } => "METHOD_NOT_ALLOWED",
+            Self::PayloadTooLarge(_) => "PAYLOAD_TOO_LARGE",
+            Self::UnsupportedMediaType(_) => "UNSUPPORTED_MEDIA_TYPE",
+            Self::Unavailable { .. } => "SERVICE_UNAVAILABLE",
+            Self::Internal => "INTERNAL",
+        }
+    }
+
+    /// `{"error": {"code", "message", "details"}, "requestId"}` — the shape of every error.
+    pub fn body(&self, request_id: &str) -> Value {
+        let details: &[FieldError] = match self {
+            Self::Validation { details, .. } | Self::Unavailable { details, .. } => details,
+            _ => &[],
+        };
+        json!({
+            "error": {"code": self.code(), "message": self.to_string(), "details": details},
+            "requestId": request_id,
+        })
+    }
+}

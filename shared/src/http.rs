@@ -1,0 +1,126 @@
+//! A small HTTP request/response model for the handlers, so route logic is tested without
+//! Lambda types; `lambda` converts to and from API Gateway payload 2.0.
+
+use std::collections::HashMap;
+
+use serde_json::Value;
+
+use crate::error::ApiError;
+
+#[derive(Debug, Clone, Default)]
+pub struct HttpRequest {
+    pub method: String,
+    pub path: String,
+    /// Lowercased names.
+    pub headers: HashMap<String, String>,
+    pub query: HashMap<String, String>,
+    pub body: Vec<u8>,
+    pub request_id: String,
+}
+
+impl HttpRequest {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .get(&name.to_ascii_lowercase())
+            .map(String::as_str)
+    }
+
+    pub fn query(&self, name: &str) -> Option<&str> {
+        self.query.get(name).map(String::as_str)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct HttpResponse {
+    pub status: u16,
+    pub headers: Vec<(&'static str, String)>,
+    pub body: String,
+}
+
+impl HttpResponse {
+    pub fn json(status: u16, body: &Value) -> Self {
+        Self {
+            status,
+            headers: vec![("content-type", "application/json".into())],
+            body: body.to_string(),
+        }
+    }
+
+    pub fn text(status: u16, body: String) -> Self {
+        Self {
+            status,
+            headers: vec![
+                ("content-type", "text/plain; charset=utf-8".into()),
+                ("x-content-type-options", "nosniff".into()),
+            ],
+            body,
+        }
+    }
+
+    pub fn error(error: &ApiError, request_id: &str) -> Self {
+        let mut response = Self::json(error.status(), &error.body(request_id));
+        if let ApiError::MethodNotAllowed { allow } = error {
+            response.headers.push(("allow", (*allow).to_owned()));
+        }
+        response
+    }
+
+    pub fn with_header(mut self, name: &'static str, value: String) -> Self {
+        self.headers.push((name, value));
+        self
+    }
+
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// Conversion to and from `lambda_http` (API Gateway HTTP API, payload 2.0).
+pub mod lambda {
+    use lambda_http::request::RequestContext;
+    use lambda_http::{Body, Request, RequestExt, Response};
+
+    use super::{HttpRequest, HttpResponse};
+
+    pub fn from_lambda(request: Request) -> HttpRequest {
+        let request_id = match request.request_context_ref() {
+            Some(RequestContext::ApiGatewayV2(ctx)) => ctx.request_id.clone(),
+            _ => None,
+        }
+        .unwrap_or_else(|| request.lambda_context().request_id);
+        let query = request
+            .query_string_parameters_ref()
+            .map(|q| {
+                q.iter()
+                    .map(|(k, v)| (k.to_owned(), v.to_owned()))
+                    .collect()
+            })
+            .unwrap_or_default();
+        let headers = request
+            .headers()
+            .iter()
+            .filter_map(|(k, v)| {
+                Some((k.as_str().to_ascii_lowercase(), v.to_str().ok()?.to_owned()))
+            })
+            .collect();
+        HttpRequest {
+            method: request.method().as_str().to_owned(),
+            path: request.uri().path().to_owned(),
+            headers,
+            query,
+            body: request.body().as_ref().to_vec(),
+            request_id,
+        }
+    }
+
+    pub fn to_lambda(response: HttpResponse) -> Result<Response<Body>, lambda_http::http::Error> {
+        let mut builder = Response::builder().status(response.status);
+        for (name, value) in response.headers {
+            builder = builder.header(name, value);
+        }
+        builder.body(Body::Text(response.body))
+    }
+}

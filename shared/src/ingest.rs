@@ -1,0 +1,712 @@
+//! The ingest routes: authenticate, decode, normalize, queue, and answer in the batch shape.
+
+use chrono::{DateTime, Utc};
+use serde_json::{json, Map, Value};
+use subtle::ConstantTimeEq;
+use tracing::{info, warn, Instrument};
+use uuid::Uuid;
+
+use crate::auth::Scope;
+use crate::body::{self, MediaType, BATCH_LIMIT, MAX_BATCH_EVENTS, SINGLE_LIMIT};
+use crate::config::IngestConfig;
+use crate::counters::{CounterDelta, CounterSink};
+use crate::csv_rows;
+use crate::error::ApiError;
+use crate::event::{normalize, Event, FieldError, NormalizeContext};
+use crate::http::{HttpRequest, HttpResponse};
+use crate::observability::Metrics;
+use crate::queue::{Envelope, EventQueue, OutboundMessage};
+use crate::signature::{verify_facebook, verify_timestamped};
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Route {
+    Single,
+    Batch,
+    Csv,
+    FacebookVerify,
+    Facebook,
+    TikTok,
+    Generic(String),
+}
+
+impl Route {
+    fn name(&self) -> &'static str {
+        match self {
+            Self::Single => "POST /v1/events",
+            Self::Batch => "POST /v1/events/batch",
+            Self::Csv => "POST /v1/events/csv",
+            Self::FacebookVerify => "GET /v1/webhooks/facebook",
+            Self::Facebook => "POST /v1/webhooks/facebook",
+            Self::TikTok => "POST /v1/webhooks/tiktok",
+            Self::Generic(_) => "POST /v1/webhooks/{source}",
+        }
+    }
+
+    fn resolve(method: &str, path: &str) -> Result<Self, ApiError> {
+        let path = path
+            .strip_suffix('/')
+            .filter(|p| !p.is_empty())
+            .unwrap_or(path);
+        let post_only = |route: Route| {
+            if method == "POST" {
+                Ok(route)
+            } else {
+                Err(ApiError::MethodNotAllowed { allow: "POST" })
+            }
+        };
+        match path {
+            "/v1/events" => post_only(Self::Single),
+            "/v1/events/batch" => post_only(Self::Batch),
+            "/v1/events/csv" => post_only(Self::Csv),
+            "/v1/webhooks/facebook" => match method {
+                "GET" => Ok(Self::FacebookVerify),
+                "POST" => Ok(Self::Facebook),
+                _ => Err(ApiError::MethodNotAllowed { allow: "GET, POST" }),
+            },
+            "/v1/webhooks/tiktok" => post_only(Self::TikTok),
+            _ => match path.strip_prefix("/v1/webhooks/") {
+                Some(source) if !source.is_empty() && !source.contains('/') => {
+                    post_only(Self::Generic(source.to_owned()))
+                }
+                _ => Err(ApiError::NotFound),
+            },
+        }
+    }
+}
+
+/// The ingest function's logic, generic over the queue and counter ports.
+pub struct Ingest<Q, C> {
+    config: IngestConfig,
+    queue: Q,
+    counters: C,
+}
+
+/// Where an item sits in the request: `index` for JSON and NDJSON, `row` for CSV.
+#[derive(Debug, Clone, Copy)]
+enum Position {
+    Index(usize),
+    Row(usize),
+}
+
+impl Position {
+    fn key(self) -> (&'static str, usize) {
+        match self {
+            Self::Index(i) => ("index", i),
+            Self::Row(r) => ("row", r),
+        }
+    }
+}
+
+struct Item {
+    position: Position,
+    value: Result<Value, ItemError>,
+}
+
+struct ItemError {
+    code: &'static str,
+    message: String,
+    details: Vec<FieldError>,
+}
+
+impl ItemError {
+    fn validation(details: Vec<FieldError>) -> Self {
+        let error = ApiError::validation(details);
+        let message = error.to_string();
+        let ApiError::Validation { details, .. } = error else {
+            unreachable!()
+        };
+        Self {
+            code: "VALIDATION_FAILED",
+            message,
+            details,
+        }
+    }
+
+    fn to_json(&self) -> Value {
+        json!({"code": self.code, "message": self.message, "details": self.details})
+    }
+}
+
+/// What happened to the items of one request.
+struct Outcome {
+    results: Vec<Value>,
+    accepted: usize,
+    rejected: usize,
+    delta: CounterDelta,
+    first_event_id: Option<String>,
+}
+
+impl<Q: EventQueue, C: CounterSink> Ingest<Q, C> {
+    pub fn new(config: IngestConfig, queue: Q, counters: C) -> Self {
+        Self {
+            config,
+            queue,
+            counters,
+        }
+    }
+
+    pub async fn handle(&self, request: HttpRequest) -> HttpResponse {
+        self.handle_at(request, Utc::now()).await
+    }
+
+    /// Handles a request as of `now` (the receive time stamped on its events).
+    pub async fn handle_at(&self, request: HttpRequest, now: DateTime<Utc>) -> HttpResponse {
+        let correlation_id = correlation_id(&request);
+        let span = tracing::info_span!(
+            "request",
+            correlation_id = %correlation_id,
+            request_id = %request.request_id,
+        );
+        async {
+            let mut metrics = Metrics::new("ingest");
+            metrics.property("correlationId", correlation_id.as_str());
+            let response = match self
+                .route(&request, &correlation_id, now, &mut metrics)
+                .await
+            {
+                Ok(response) => response,
+                Err(error) => {
+                    if error.status() >= 500 {
+                        warn!(
+                            status = error.status(),
+                            code = error.code(),
+                            "request failed"
+                        );
+                    } else {
+                        info!(
+                            status = error.status(),
+                            code = error.code(),
+                            "request refused"
+                        );
+                    }
+                    metrics.count(
+                        if error.status() >= 500 {
+                            "ServerErrors"
+                        } else {
+                            "ClientErrors"
+                        },
+                        1,
+                    );
+                    HttpResponse::error(&error, &request.request_id)
+                }
+            };
+            metrics.flush();
+            response.with_header("x-correlation-id", correlation_id.clone())
+        }
+        .instrument(span)
+        .await
+    }
+
+    async fn route(
+        &self,
+        request: &HttpRequest,
+        correlation_id: &str,
+        now: DateTime<Utc>,
+        metrics: &mut Metrics,
+    ) -> Result<HttpResponse, ApiError> {
+        let route = Route::resolve(&request.method, &request.path)?;
+        info!(route = route.name(), "request");
+        let outcome = match &route {
+            Route::FacebookVerify => return self.facebook_handshake(request),
+            Route::Single | Route::Batch | Route::Csv => {
+                self.config
+                    .api_keys
+                    .authorize(request.header("authorization"), Scope::Ingest)?;
+                let media = body::media_type(request.header("content-type"));
+                let limit = if route == Route::Single {
+                    SINGLE_LIMIT
+                } else {
+                    BATCH_LIMIT
+                };
+                let items = match (&route, media) {
+                    (Route::Single, Some(MediaType::Json)) => {
+                        let body = decode(request, limit)?;
+                        return self.single(&body, correlation_id, now, metrics).await;
+                    }
+                    (Route::Batch, Some(MediaType::Json)) => {
+                        json_items(&decode(request, limit)?, MAX_BATCH_EVENTS)?
+                    }
+                    (Route::Batch, Some(MediaType::NdJson)) => {
+                        ndjson_items(&decode(request, limit)?)?
+                    }
+                    (Route::Csv, Some(MediaType::Csv)) => csv_items(&decode(request, limit)?)?,
+                    (Route::Csv, _) => {
+                        return Err(ApiError::UnsupportedMediaType(
+                            "Content-Type must be text/csv".into(),
+                        ))
+                    }
+                    (Route::Batch, _) => {
+                        return Err(ApiError::UnsupportedMediaType(
+                            "Content-Type must be application/json or application/x-ndjson".into(),
+                        ))
+                    }
+                    _ => {
+                        return Err(ApiError::UnsupportedMediaType(
+                            "Content-Type must be application/json".into(),
+                        ))
+                    }
+                };
+                self.accept(items, "api", correlation_id, now).await?
+            }
+            Route::Facebook => return self.facebook(request, correlation_id, now, metrics).await,
+            Route::TikTok => {
+                let secret = self
+                    .config
+                    .tiktok_secret
+                    .as_ref()
+                    .ok_or(ApiError::NotFound)?;
+                let body = signed_json_body(request)?;
+                verify_timestamped(
+                    std::slice::from_ref(secret),
+                    request.header("tiktok-signature"),
+                    "TikTok-Signature",
+                    "s",
+                    &body,
+                    now.timestamp(),
+                )?;
+                self.accept(
+                    json_items(&body, MAX_BATCH_EVENTS)?,
+                    "tiktok",
+                    correlation_id,
+                    now,
+                )
+                .await?
+            }
+            Route::Generic(source) => {
+                let secrets = self
+                    .config
+                    .webhook_secrets
+                    .for_source(source)
+                    .ok_or(ApiError::NotFound)?;
+                let body = signed_json_body(request)?;
+                verify_timestamped(
+                    secrets,
+                    request.header("x-signature"),
+                    "X-Signature",
+                    "v1",
+                    &body,
+                    now.timestamp(),
+                )?;
+                self.accept(
+                    json_items(&body, MAX_BATCH_EVENTS)?,
+                    source,
+                    correlation_id,
+                    now,
+                )
+                .await?
+            }
+        };
+        metrics.count("EventsAccepted", outcome.accepted as u64);
+        metrics.count("EventsRejected", outcome.rejected as u64);
+        self.count(&outcome.delta, metrics).await;
+        info!(
+            accepted = outcome.accepted,
+            rejected = outcome.rejected,
+            "batch handled"
+        );
+        let status = if outcome.rejected == 0 { 202 } else { 207 };
+        Ok(HttpResponse::json(
+            status,
+            &json!({"accepted": outcome.accepted, "rejected": outcome.rejected, "results": outcome.results}),
+        ))
+    }
+
+    async fn single(
+        &self,
+        body: &[u8],
+        correlation_id: &str,
+        now: DateTime<Utc>,
+        metrics: &mut Metrics,
+    ) -> Result<HttpResponse, ApiError> {
+        let value = parse_json(body)?;
+        if value.is_array() {
+            return Err(ApiError::validation(vec![FieldError::new(
+                "",
+                "expected one event object; send arrays to /v1/events/batch",
+            )]));
+        }
+        let ctx = NormalizeContext {
+            received_at: now,
+            limits: self.config.limits,
+            default_source: "api",
+        };
+        let event = normalize(value, &ctx).map_err(ApiError::validation)?;
+        let json = event
+            .to_canonical_json()
+            .map_err(|e| ApiError::PayloadTooLarge(e.message.into_owned()))?;
+        let message = message(&event, &json, correlation_id, now)?;
+        if !self
+            .queue
+            .send(std::slice::from_ref(&message))
+            .await
+            .failed
+            .is_empty()
+        {
+            return Err(ApiError::Unavailable {
+                dependency: "queue",
+                details: Vec::new(),
+            });
+        }
+        let mut delta = CounterDelta::default();
+        delta.accepted_by_source.insert(event.source.clone(), 1);
+        metrics.count("EventsAccepted", 1);
+        self.count(&delta, metrics).await;
+        info!(event_id = %event.event_id, "event queued");
+        Ok(HttpResponse::json(
+            202,
+            &json!({"eventId": event.event_id, "status": "queued"}),
+        ))
+    }
+
+    /// Normalizes every item, queues the valid ones, and reports each item's fate in order.
+    async fn accept(
+        &self,
+        items: Vec<Item>,
+        default_source: &str,
+        correlation_id: &str,
+        now: DateTime<Utc>,
+    ) -> Result<Outcome, ApiError> {
+        let ctx = NormalizeContext {
+            received_at: now,
+            limits: self.config.limits,
+            default_source,
+        };
+        let mut results: Vec<Value> = Vec::with_capacity(items.len());
+        let mut messages = Vec::new();
+        // (position in `results`, event id, source) of each queued message, in send order.
+        let mut queued = Vec::new();
+        for item in items {
+            let (key, number) = item.position.key();
+            let prepared = item.value.and_then(|value| {
+                let event = normalize(value, &ctx).map_err(ItemError::validation)?;
+                let json = event.to_canonical_json().map_err(|e| ItemError {
+                    code: "PAYLOAD_TOO_LARGE",
+                    message: e.message.into_owned(),
+                    details: Vec::new(),
+                })?;
+                let message =
+                    message(&event, &json, correlation_id, now).map_err(|_| ItemError {
+                        code: "INTERNAL",
+                        message: "event could not be encoded".into(),
+                        details: Vec::new(),
+                    })?;
+                Ok((event, message))
+            });
+            match prepared {
+                Ok((event, message)) => {
+                    queued.push((results.len(), event.event_id.clone(), event.source));
+                    results
+                        .push(json!({key: number, "eventId": event.event_id, "status": "queued"}));
+                    messages.push(message);
+                }
+                Err(error) => results
+                    .push(json!({key: number, "status": "rejected", "error": error.to_json()})),
+            }
+        }
+
+        let report = self.queue.send(&messages).await;
+        if !report.failed.is_empty() {
+            let details = report
+                .failed
+                .iter()
+                .filter_map(|i| queued.get(*i))
+                .map(|(r, _, _)| {
+                    FieldError::new(
+                        format!("/results/{r}"),
+                        "could not be queued; retry this item",
+                    )
+                })
+                .collect();
+            return Err(ApiError::Unavailable {
+                dependency: "queue",
+                details,
+            });
+        }
+
+        let mut delta = CounterDelta::default();
+        for (_, _, source) in &queued {
+            *delta.accepted_by_source.entry(source.clone()).or_default() += 1;
+        }
+        let rejected = results.len() - queued.len();
+        delta.rejected = rejected as u64;
+        Ok(Outcome {
+            accepted: queued.len(),
+            rejected,
+            first_event_id: queued.first().map(|(_, id, _)| id.clone()),
+            results,
+            delta,
+        })
+    }
+
+    /// Counters are observability, not the source of truth: a failed write is logged, not fatal.
+    async fn count(&self, delta: &CounterDelta, metrics: &mut Metrics) {
+        if delta.is_empty() {
+            return;
+        }
+        if let Err(error) = self.counters.add(delta).await {
+            warn!(%error, "pipeline counters not updated");
+            metrics.count("CounterWriteFailures", 1);
+        }
+    }
+
+    fn facebook_handshake(&self, request: &HttpRequest) -> Result<HttpResponse, ApiError> {
+        let facebook = self.config.facebook.as_ref().ok_or(ApiError::NotFound)?;
+        let token_ok = request
+            .query("hub.verify_token")
+            .is_some_and(|t| bool::from(t.as_bytes().ct_eq(facebook.verify_token.as_bytes())));
+        if request.query("hub.mode") != Some("subscribe") || !token_ok {
+            return Err(ApiError::Forbidden(
+                "verification token or mode does not match",
+            ));
+        }
+        let challenge = request.query("hub.challenge").unwrap_or_default();
+        // Only a plain token is echoed back, so the handshake cannot reflect markup.
+        let plain = !challenge.is_empty()
+            && challenge.len() <= 128
+            && challenge
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+        if !plain {
+            return Err(ApiError::validation(vec![FieldError::new(
+                "/hub.challenge",
+                "must be 1-128 letters, digits, - or _",
+            )]));
+        }
+        Ok(HttpResponse::text(200, challenge.to_owned()))
+    }
+
+    async fn facebook(
+        &self,
+        request: &HttpRequest,
+        correlation_id: &str,
+        now: DateTime<Utc>,
+        metrics: &mut Metrics,
+    ) -> Result<HttpResponse, ApiError> {
+        let facebook = self.config.facebook.as_ref().ok_or(ApiError::NotFound)?;
+        let body = signed_json_body(request)?;
+        verify_facebook(
+            &facebook.app_secret,
+            request.header("x-hub-signature-256"),
+            &body,
+        )?;
+        let (items, ignored) = facebook_items(parse_json(&body)?)?;
+        let outcome = self.accept(items, "facebook", correlation_id, now).await?;
+        for rejected in outcome.results.iter().filter(|r| r["status"] == "rejected") {
+            warn!(error = %rejected["error"], "facebook leadgen change rejected");
+        }
+        metrics.count("EventsAccepted", outcome.accepted as u64);
+        metrics.count("EventsRejected", outcome.rejected as u64);
+        metrics.count("WebhookChangesIgnored", ignored as u64);
+        self.count(&outcome.delta, metrics).await;
+        info!(accepted = outcome.accepted, rejected = outcome.rejected, ignored, first = ?outcome.first_event_id, "facebook webhook handled");
+        Ok(HttpResponse::json(
+            200,
+            &json!({"received": outcome.accepted, "rejected": outcome.rejected, "ignored": ignored}),
+        ))
+    }
+}
+
+fn message(
+    event: &Event,
+    json: &str,
+    correlation_id: &str,
+    now: DateTime<Utc>,
+) -> Result<OutboundMessage, ApiError> {
+    let body = Envelope::encode(Uuid::now_v7().to_string(), now, correlation_id, json)
+        .map_err(|_| ApiError::Internal)?;
+    Ok(OutboundMessage {
+        body,
+        correlation_id: correlation_id.to_owned(),
+        event_type: event.event_type.clone(),
+        source: event.source.clone(),
+    })
+}
+
+/// The caller's `X-Correlation-Id` when it is a plain token, else a fresh one.
+fn correlation_id(request: &HttpRequest) -> String {
+    request
+        .header("x-correlation-id")
+        .map(str::trim)
+        .filter(|id| {
+            !id.is_empty()
+                && id.len() <= 128
+                && id
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"._:@/+=-".contains(&b))
+        })
+        .map_or_else(|| Uuid::now_v7().to_string(), str::to_owned)
+}
+
+fn decode(request: &HttpRequest, limit: usize) -> Result<Vec<u8>, ApiError> {
+    body::decode(&request.body, request.header("content-encoding"), limit)
+}
+
+/// Webhook bodies are JSON (or unlabelled) and at most 1 MiB.
+fn signed_json_body(request: &HttpRequest) -> Result<Vec<u8>, ApiError> {
+    if body::media_type(request.header("content-type")) != Some(MediaType::Json) {
+        return Err(ApiError::UnsupportedMediaType(
+            "Content-Type must be application/json".into(),
+        ));
+    }
+    decode(request, SINGLE_LIMIT)
+}
+
+fn parse_json(body: &[u8]) -> Result<Value, ApiError> {
+    serde_json::from_slice(body).map_err(|e| {
+        ApiError::InvalidJson(format!(
+            "body is not valid JSON (line {}, column {})",
+            e.line(),
+            e.column()
+        ))
+    })
+}
+
+/// A JSON array of events, or (webhooks) a single event object.
+fn json_items(body: &[u8], max: usize) -> Result<Vec<Item>, ApiError> {
+    let values = match parse_json(body)? {
+        Value::Array(values) => values,
+        Value::Object(event) => vec![Value::Object(event)],
+        _ => {
+            return Err(ApiError::validation(vec![FieldError::new(
+                "",
+                "body must be a JSON array of events",
+            )]));
+        }
+    };
+    check_count(values.len(), max)?;
+    Ok(values
+        .into_iter()
+        .enumerate()
+        .map(|(i, value)| Item {
+            position: Position::Index(i),
+            value: Ok(value),
+        })
+        .collect())
+}
+
+fn ndjson_items(body: &[u8]) -> Result<Vec<Item>, ApiError> {
+    let lines: Vec<&[u8]> = body
+        .split(|b| *b == b'\n')
+        .filter(|line| !line.iter().all(u8::is_ascii_whitespace))
+        .collect();
+    check_count(lines.len(), MAX_BATCH_EVENTS)?;
+    Ok(lines
+        .into_iter()
+        .enumerate()
+        .map(|(i, line)| Item {
+            position: Position::Index(i),
+            value: serde_json::from_slice(line).map_err(|e| ItemError {
+                code: "INVALID_JSON",
+                message: format!("line is not valid JSON (column {})", e.column()),
+                details: Vec::new(),
+            }),
+        })
+        .collect())
+}
+
+fn check_count(n: usize, max: usize) -> Result<(), ApiError> {
+    if n == 0 {
+        return Err(ApiError::validation(vec![FieldError::new(
+            "",
+            "a batch needs at least one event",
+        )]));
+    }
+    if n > max {
+        return Err(ApiError::PayloadTooLarge(format!(
+            "a batch holds at most {max} events; this one has {n}"
+        )));
+    }
+    Ok(())
+}
+
+fn csv_items(body: &[u8]) -> Result<Vec<Item>, ApiError> {
+    Ok(csv_rows::parse(body)?
+        .into_iter()
+        .map(|r| Item {
+            position: Position::Row(r.row),
+            value: r.item.map_err(|e| ItemError::validation(vec![e])),
+        })
+        .collect())
+}
+
+/// Each `leadgen` change becomes one canonical `FORM_SUBMISSION` event; anything else is ignored
+/// (and counted). Returns the items and the number of ignored changes.
+fn facebook_items(body: Value) -> Result<(Vec<Item>, usize), ApiError> {
+    let entries = body
+        .get("entry")
+        .and_then(Value::as_array)
+        .ok_or_else(|| ApiError::validation(vec![FieldError::new("/entry", "must be an array")]))?;
+    let mut items = Vec::new();
+    let mut ignored = 0;
+    for change in entries.iter().flat_map(|e| {
+        e.get("changes")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+    }) {
+        if change.get("field").and_then(Value::as_str) != Some("leadgen") {
+            ignored += 1;
+            continue;
+        }
+        let value = change.get("value").cloned().unwrap_or(Value::Null);
+        let position = Position::Index(items.len());
+        items.push(Item {
+            position,
+            value: leadgen_event(value),
+        });
+    }
+    if items.len() > MAX_BATCH_EVENTS {
+        return Err(ApiError::PayloadTooLarge(format!(
+            "a delivery holds at most {MAX_BATCH_EVENTS} leadgen changes"
+        )));
+    }
+    Ok((items, ignored))
+}
+
+fn leadgen_event(value: Value) -> Result<Value, ItemError> {
+    let text = |v: Option<&Value>| match v {
+        Some(Value::String(s)) if !s.is_empty() => Some(s.clone()),
+        Some(Value::Number(n)) => Some(n.to_string()),
+        _ => None,
+    };
+    let Value::Object(fields) = &value else {
+        return Err(ItemError::validation(vec![FieldError::new(
+            "/value",
+            "must be an object",
+        )]));
+    };
+    let leadgen_id = text(fields.get("leadgen_id")).ok_or_else(|| {
+        ItemError::validation(vec![FieldError::new("/value/leadgen_id", "is required")])
+    })?;
+    let mut event = Map::new();
+    event.insert("eventId".into(), json!(format!("fb:{leadgen_id}")));
+    event.insert("leadId".into(), json!(format!("fb:{leadgen_id}")));
+    event.insert("type".into(), json!("FORM_SUBMISSION"));
+    event.insert("source".into(), json!("facebook"));
+    if let Some(ad_id) = text(fields.get("ad_id")) {
+        event.insert("campaignId".into(), json!(ad_id));
+    }
+    match fields.get("created_time") {
+        Some(Value::Number(n)) => {
+            let seconds = n.as_i64().ok_or_else(|| {
+                ItemError::validation(vec![FieldError::new(
+                    "/value/created_time",
+                    "must be epoch seconds",
+                )])
+            })?;
+            event.insert("timestamp".into(), json!(seconds.saturating_mul(1000)));
+        }
+        None | Some(Value::Null) => {}
+        Some(_) => {
+            return Err(ItemError::validation(vec![FieldError::new(
+                "/value/created_time",
+                "must be epoch seconds",
+            )]))
+        }
+    }
+    event.insert("payload".into(), value);
+    Ok(Value::Object(event))
+}
+
+#[cfg(test)]
+mod tests;

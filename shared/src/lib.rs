@@ -1,0 +1,18 @@
+//! Tally's library: the event model and its rules, the HTTP and queue boundaries, the ports
+//! (`EventQueue`, `EventStore`, `CounterSink`) and their AWS adapters.
+
+pub mod auth;
+pub mod aws;
+pub mod body;
+pub mod config;
+pub mod counters;
+pub mod csv_rows;
+pub mod error;
+pub mod event;
+pub mod http;
+pub mod ingest;
+pub mod observability;
+pub mod process;
+pub mod queue;
+pub mod signature;
+pub mod store;

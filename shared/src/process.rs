@@ -1,0 +1,319 @@
+//! The SQS-triggered processor: re-validate, store once, record failures, report exactly the
+//! messages worth retrying.
+
+use aws_lambda_events::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent};
+use chrono::{DateTime, Utc};
+use futures::stream::{self, StreamExt};
+use serde_json::Value;
+use tracing::{error, info, warn, Instrument};
+
+use crate::counters::{CounterDelta, CounterSink};
+use crate::event::{Event, FieldError, Limits};
+use crate::observability::{Metrics, Unit};
+use crate::queue::Envelope;
+use crate::store::{
+    EventStatus, EventStore, FailureRecord, ProcessedRecord, Provenance, StoreOutcome,
+};
+
+/// Messages of one batch stored at once; conditional puts cannot be batched (BatchWriteItem has
+/// no conditions and a transaction would fail every event for one duplicate), so they run
+/// concurrently instead.
+const CONCURRENCY: usize = 16;
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct InboundMessage {
+    pub message_id: String,
+    pub body: String,
+    /// SQS `ApproximateReceiveCount`: 1 on first delivery.
+    pub receive_count: u32,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("SQS record {0} has no messageId; the batch is failed whole so nothing is lost")]
+pub struct MissingMessageId(usize);
+
+/// Lambda's SQS event → inbound messages.
+pub fn inbound_messages(event: SqsEvent) -> Result<Vec<InboundMessage>, MissingMessageId> {
+    event
+        .records
+        .into_iter()
+        .enumerate()
+        .map(|(i, record)| {
+            let receive_count = record
+                .attributes
+                .get("ApproximateReceiveCount")
+                .and_then(|c| c.parse().ok())
+                .unwrap_or(1);
+            Ok(InboundMessage {
+                message_id: record.message_id.ok_or(MissingMessageId(i))?,
+                body: record.body.unwrap_or_default(),
+                receive_count,
+            })
+        })
+        .collect()
+}
+
+pub fn batch_response(failed_message_ids: Vec<String>) -> SqsBatchResponse {
+    let mut response = SqsBatchResponse::default();
+    response.batch_item_failures = failed_message_ids
+        .into_iter()
+        .map(|id| {
+            let mut failure = BatchItemFailure::default();
+            failure.item_identifier = id;
+            failure
+        })
+        .collect();
+    response
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Fate {
+    Stored,
+    Duplicate,
+    Redelivered,
+    Rejected,
+    /// Transient; retried by SQS. `dead` when this was the last receive before the DLQ.
+    Failed {
+        dead: bool,
+    },
+}
+
+pub struct Processor<S, C> {
+    store: S,
+    counters: C,
+    limits: Limits,
+    max_receive_count: u32,
+}
+
+impl<S: EventStore, C: CounterSink> Processor<S, C> {
+    pub fn new(store: S, counters: C, limits: Limits, max_receive_count: u32) -> Self {
+        Self {
+            store,
+            counters,
+            limits,
+            max_receive_count,
+        }
+    }
+
+    /// Processes a batch; returns the ids of the messages SQS should deliver again.
+    pub async fn process(&self, messages: Vec<InboundMessage>) -> Vec<String> {
+        let started = std::time::Instant::now();
+        let fates: Vec<(String, Fate)> = stream::iter(messages)
+            .map(|m| async move {
+                let fate = self.one(&m).await;
+                (m.message_id, fate)
+            })
+            .buffer_unordered(CONCURRENCY)
+            .collect()
+            .await;
+
+        let mut delta = CounterDelta::default();
+        let mut failed = Vec::new();
+        for (message_id, fate) in fates {
+            match fate {
+                Fate::Stored => delta.processed += 1,
+                Fate::Duplicate => delta.duplicate += 1,
+                Fate::Redelivered => {}
+                Fate::Rejected => delta.rejected += 1,
+                Fate::Failed { dead } => {
+                    delta.failed += 1;
+                    delta.dead_lettered += u64::from(dead);
+                    failed.push(message_id);
+                }
+            }
+        }
+        let mut metrics = Metrics::new("process");
+        metrics.count("EventsProcessed", delta.processed);
+        metrics.count("EventsDuplicate", delta.duplicate);
+        metrics.count("EventsRejected", delta.rejected);
+        metrics.count("EventsFailed", delta.failed);
+        metrics.count("EventsDeadLettered", delta.dead_lettered);
+        metrics.put(
+            "BatchDuration",
+            started.elapsed().as_secs_f64() * 1000.0,
+            Unit::Milliseconds,
+        );
+        if !delta.is_empty() {
+            if let Err(e) = self.counters.add(&delta).await {
+                warn!(error = %e, "pipeline counters not updated");
+                metrics.count("CounterWriteFailures", 1);
+            }
+        }
+        metrics.flush();
+        info!(
+            processed = delta.processed,
+            duplicates = delta.duplicate,
+            rejected = delta.rejected,
+            failed = failed.len(),
+            "batch processed"
+        );
+        failed
+    }
+
+    async fn one(&self, message: &InboundMessage) -> Fate {
+        let now = Utc::now();
+        let (decoded, correlation_id) = decode(message);
+        let span = tracing::info_span!("message", message_id = %message.message_id, correlation_id = %correlation_id);
+        async {
+            match decoded {
+                Ok(decoded) => match decoded
+                    .event
+                    .revalidate(&self.limits, decoded.provenance.received_at)
+                {
+                    Ok(()) => self.store(decoded, message.receive_count, now).await,
+                    Err(errors) => {
+                        let reason = describe(&errors);
+                        let record = FailureRecord {
+                            event_id: decoded.event.event_id.clone(),
+                            status: EventStatus::Rejected,
+                            reason,
+                            failed_at: now,
+                            provenance: Some(decoded.provenance),
+                            event: Some(decoded.event),
+                            event_json: Some(decoded.event_json),
+                        };
+                        self.reject(record, message.receive_count).await
+                    }
+                },
+                Err(rejection) => {
+                    let record = FailureRecord {
+                        event_id: rejection
+                            .event_id
+                            .unwrap_or_else(|| format!("sqs:{}", message.message_id)),
+                        status: EventStatus::Rejected,
+                        reason: rejection.reason,
+                        failed_at: now,
+                        provenance: None,
+                        event: None,
+                        event_json: None,
+                    };
+                    self.reject(record, message.receive_count).await
+                }
+            }
+        }
+        .instrument(span)
+        .await
+    }
+
+    async fn store(&self, decoded: Decoded, receive_count: u32, now: DateTime<Utc>) -> Fate {
+        let mut provenance = decoded.provenance;
+        provenance.attempts = receive_count;
+        let record = ProcessedRecord {
+            event: decoded.event,
+            event_json: decoded.event_json,
+            provenance,
+            processed_at: now,
+        };
+        match self.store.store_processed(&record).await {
+            Ok(StoreOutcome::Stored) => Fate::Stored,
+            Ok(StoreOutcome::Duplicate) => {
+                info!(event_id = %record.event.event_id, "duplicate eventId; nothing changed");
+                Fate::Duplicate
+            }
+            Ok(StoreOutcome::Redelivered) => Fate::Redelivered,
+            Err(e) => {
+                let dead = receive_count >= self.max_receive_count;
+                let status = if dead {
+                    EventStatus::DeadLetter
+                } else {
+                    EventStatus::Failed
+                };
+                warn!(event_id = %record.event.event_id, error = %e, attempt = receive_count, dead, "event not stored");
+                let failure = FailureRecord {
+                    event_id: record.event.event_id.clone(),
+                    status,
+                    reason: format!("attempt {receive_count}: {e}"),
+                    failed_at: now,
+                    provenance: Some(record.provenance),
+                    event: Some(record.event),
+                    event_json: Some(record.event_json),
+                };
+                if let Err(e) = self.store.record_failure(&failure).await {
+                    error!(error = %e, status = status.as_str(), "failure could not be recorded");
+                }
+                Fate::Failed { dead }
+            }
+        }
+    }
+
+    /// Invalid data is recorded and not retried; only a failure to record it is retried.
+    async fn reject(&self, record: FailureRecord, receive_count: u32) -> Fate {
+        warn!(event_id = %record.event_id, reason = %record.reason, "event rejected");
+        match self.store.record_failure(&record).await {
+            Ok(()) => Fate::Rejected,
+            Err(e) => {
+                error!(error = %e, "rejection could not be recorded; message will be retried");
+                Fate::Failed {
+                    dead: receive_count >= self.max_receive_count,
+                }
+            }
+        }
+    }
+}
+
+struct Decoded {
+    event: Event,
+    event_json: String,
+    provenance: Provenance,
+}
+
+struct Rejection {
+    event_id: Option<String>,
+    reason: String,
+}
+
+/// Parses the envelope and the canonical event; returns the correlation id for logging either way.
+fn decode(message: &InboundMessage) -> (Result<Decoded, Rejection>, String) {
+    let Ok(envelope) = serde_json::from_str::<Envelope<'_>>(&message.body) else {
+        let rejection = Rejection {
+            event_id: None,
+            reason: "message body is not a Tally envelope".into(),
+        };
+        return (Err(rejection), String::new());
+    };
+    let correlation_id = envelope.correlation_id.clone();
+    let raw = envelope.event.get();
+    let received_at =
+        DateTime::parse_from_rfc3339(&envelope.received_at).map(|t| t.with_timezone(&Utc));
+    let decoded = match (serde_json::from_str::<Event>(raw), received_at) {
+        (Ok(event), Ok(received_at)) => Ok(Decoded {
+            event,
+            event_json: raw.to_owned(),
+            provenance: Provenance {
+                submission_id: envelope.submission_id,
+                correlation_id: envelope.correlation_id,
+                received_at,
+                attempts: message.receive_count,
+            },
+        }),
+        (Err(e), _) => Err(Rejection {
+            event_id: plausible_event_id(raw),
+            reason: format!("event does not match the canonical form: {e}"),
+        }),
+        (_, Err(_)) => Err(Rejection {
+            event_id: plausible_event_id(raw),
+            reason: "receivedAt is not RFC 3339".into(),
+        }),
+    };
+    (decoded, correlation_id)
+}
+
+/// The `eventId` of an undecodable event, if it is a valid id (so the record lands under it).
+fn plausible_event_id(raw: &str) -> Option<String> {
+    let value: Value = serde_json::from_str(raw).ok()?;
+    let id = value.get("eventId")?.as_str()?;
+    let valid = !id.is_empty()
+        && id.len() <= 128
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"._:@-".contains(&b));
+    valid.then(|| id.to_owned())
+}
+
+fn describe(errors: &[FieldError]) -> String {
+    errors
+        .iter()
+        .map(|e| format!("{}: {}", e.path, e.message))
+        .collect::<Vec<_>>()
+        .join("; ")
+}
