@@ -116,11 +116,11 @@ pub mod lambda {
         }
     }
 
-    pub fn to_lambda(response: HttpResponse) -> Result<Response<Body>, lambda_http::http::Error> {
+    pub fn to_lambda(response: HttpResponse) -> Result<Response<Body>, lambda_http::Error> {
         let mut builder = Response::builder().status(response.status);
         for (name, value) in response.headers {
             builder = builder.header(name, value);
         }
-        builder.body(Body::Text(response.body))
+        Ok(builder.body(Body::Text(response.body))?)
     }
 }

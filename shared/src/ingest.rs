@@ -224,7 +224,7 @@ impl<Q: EventQueue, C: CounterSink> Ingest<Q, C> {
                         return self.single(&body, correlation_id, now, metrics).await;
                     }
                     (Route::Batch, Some(MediaType::Json)) => {
-                        json_items(&decode(request, limit)?, MAX_BATCH_EVENTS)?
+                        json_items(&decode(request, limit)?, false)?
                     }
                     (Route::Batch, Some(MediaType::NdJson)) => {
                         ndjson_items(&decode(request, limit)?)?
@@ -264,13 +264,8 @@ impl<Q: EventQueue, C: CounterSink> Ingest<Q, C> {
                     &body,
                     now.timestamp(),
                 )?;
-                self.accept(
-                    json_items(&body, MAX_BATCH_EVENTS)?,
-                    "tiktok",
-                    correlation_id,
-                    now,
-                )
-                .await?
+                self.accept(json_items(&body, true)?, "tiktok", correlation_id, now)
+                    .await?
             }
             Route::Generic(source) => {
                 let secrets = self
@@ -287,13 +282,8 @@ impl<Q: EventQueue, C: CounterSink> Ingest<Q, C> {
                     &body,
                     now.timestamp(),
                 )?;
-                self.accept(
-                    json_items(&body, MAX_BATCH_EVENTS)?,
-                    source,
-                    correlation_id,
-                    now,
-                )
-                .await?
+                self.accept(json_items(&body, true)?, source, correlation_id, now)
+                    .await?
             }
         };
         metrics.count("EventsAccepted", outcome.accepted as u64);
@@ -561,11 +551,11 @@ fn parse_json(body: &[u8]) -> Result<Value, ApiError> {
     })
 }
 
-/// A JSON array of events, or (webhooks) a single event object.
-fn json_items(body: &[u8], max: usize) -> Result<Vec<Item>, ApiError> {
+/// A JSON array of events, or (webhooks only) a single event object.
+fn json_items(body: &[u8], single_allowed: bool) -> Result<Vec<Item>, ApiError> {
     let values = match parse_json(body)? {
         Value::Array(values) => values,
-        Value::Object(event) => vec![Value::Object(event)],
+        Value::Object(event) if single_allowed => vec![Value::Object(event)],
         _ => {
             return Err(ApiError::validation(vec![FieldError::new(
                 "",
@@ -573,7 +563,7 @@ fn json_items(body: &[u8], max: usize) -> Result<Vec<Item>, ApiError> {
             )]));
         }
     };
-    check_count(values.len(), max)?;
+    check_count(values.len(), MAX_BATCH_EVENTS)?;
     Ok(values
         .into_iter()
         .enumerate()

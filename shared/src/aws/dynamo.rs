@@ -22,8 +22,11 @@ pub struct DynamoEventStore {
 }
 
 impl DynamoEventStore {
-    pub fn new(client: aws_sdk_dynamodb::Client, table: String) -> Self {
-        Self { client, table }
+    pub fn new(config: &aws_config::SdkConfig, table: String) -> Self {
+        Self {
+            client: aws_sdk_dynamodb::Client::new(config),
+            table,
+        }
     }
 
     async fn put_unless_processed(&self, item: Item) -> Result<Option<Item>, StoreError> {
@@ -177,8 +180,11 @@ const COUNTER_PK: &str = "COUNTERS#pipeline";
 const COUNTER_SHARDS: u8 = 16;
 
 impl DynamoCounters {
-    pub fn new(client: aws_sdk_dynamodb::Client, table: String) -> Self {
-        Self { client, table }
+    pub fn new(config: &aws_config::SdkConfig, table: String) -> Self {
+        Self {
+            client: aws_sdk_dynamodb::Client::new(config),
+            table,
+        }
     }
 }
 

@@ -19,8 +19,11 @@ pub struct SqsEventQueue {
 }
 
 impl SqsEventQueue {
-    pub fn new(client: aws_sdk_sqs::Client, queue_url: String) -> Self {
-        Self { client, queue_url }
+    pub fn new(config: &aws_config::SdkConfig, queue_url: String) -> Self {
+        Self {
+            client: aws_sdk_sqs::Client::new(config),
+            queue_url,
+        }
     }
 
     /// Sends one packed batch, retrying only entries SQS reports `Failed` without sender fault.

@@ -1,1 +1,605 @@
+//! Route logic with in-memory fakes for the queue and counters (storage is exercised against the
+//! emulators in the `tests/` crate).
 
+use std::collections::HashMap;
+use std::io::Write;
+use std::sync::Mutex;
+
+use async_trait::async_trait;
+use flate2::{write::GzEncoder, Compression};
+use serde_json::json;
+
+use super::*;
+use crate::auth::ApiKeys;
+use crate::config::FacebookConfig;
+use crate::event::Limits;
+use crate::queue::SendReport;
+use crate::signature::{sign_facebook, sign_timestamped, WebhookSecrets};
+use crate::store::StoreError;
+
+#[derive(Default)]
+struct FakeQueue {
+    sent: Mutex<Vec<OutboundMessage>>,
+    /// Events of this type cannot be queued.
+    failing_type: Option<&'static str>,
+}
+
+#[async_trait]
+impl EventQueue for FakeQueue {
+    async fn send(&self, messages: &[OutboundMessage]) -> SendReport {
+        let mut failed = Vec::new();
+        for (i, m) in messages.iter().enumerate() {
+            if Some(m.event_type.as_str()) == self.failing_type {
+                failed.push(i);
+            } else if let Ok(mut sent) = self.sent.lock() {
+                sent.push(m.clone());
+            }
+        }
+        SendReport { failed }
+    }
+}
+
+#[derive(Default)]
+struct FakeCounters(Mutex<CounterDelta>);
+
+#[async_trait]
+impl CounterSink for FakeCounters {
+    async fn add(&self, delta: &CounterDelta) -> Result<(), StoreError> {
+        if let Ok(mut total) = self.0.lock() {
+            total.merge(delta);
+        }
+        Ok(())
+    }
+
+    async fn totals(&self) -> Result<CounterDelta, StoreError> {
+        Ok(self.0.lock().map(|t| t.clone()).unwrap_or_default())
+    }
+}
+
+fn config() -> IngestConfig {
+    let keys = format!(
+        "{}:ingest,{}:read,{}:admin",
+        ApiKeys::digest("ingest-key"),
+        ApiKeys::digest("read-key"),
+        ApiKeys::digest("admin-key")
+    );
+    IngestConfig {
+        work_queue_url: "queue".into(),
+        analytics_table: "analytics".into(),
+        api_keys: ApiKeys::parse(&keys).unwrap_or_default(),
+        facebook: Some(FacebookConfig {
+            app_secret: "fb-secret".into(),
+            verify_token: "verify-me".into(),
+        }),
+        tiktok_secret: Some("tt-secret".into()),
+        webhook_secrets: WebhookSecrets::parse("shop=old-secret,shop=new-secret")
+            .unwrap_or_default(),
+        limits: Limits::default(),
+    }
+}
+
+fn service() -> Ingest<FakeQueue, FakeCounters> {
+    Ingest::new(config(), FakeQueue::default(), FakeCounters::default())
+}
+
+fn request(
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: impl Into<Vec<u8>>,
+) -> HttpRequest {
+    HttpRequest {
+        method: method.into(),
+        path: path.into(),
+        headers: headers
+            .iter()
+            .map(|(k, v)| (k.to_ascii_lowercase(), v.to_string()))
+            .collect(),
+        query: HashMap::new(),
+        body: body.into(),
+        request_id: "req-1".into(),
+    }
+}
+
+const INGEST: (&str, &str) = ("authorization", "Bearer ingest-key");
+
+fn body(r: &HttpResponse) -> Value {
+    serde_json::from_str(&r.body).unwrap_or(Value::Null)
+}
+
+fn sent(s: &Ingest<FakeQueue, FakeCounters>) -> Vec<OutboundMessage> {
+    s.queue.sent.lock().map(|m| m.clone()).unwrap_or_default()
+}
+
+#[tokio::test]
+async fn single_event_is_queued_with_its_correlation_id() {
+    let s = service();
+    let r = s
+        .handle(request(
+            "POST",
+            "/v1/events",
+            &[
+                INGEST,
+                ("x-correlation-id", "corr-42"),
+                ("content-type", "application/json; charset=utf-8"),
+            ],
+            r#"{"eventId":"e1","type":"PAGE_VIEW","userId":"u1"}"#,
+        ))
+        .await;
+    assert_eq!(r.status, 202, "{}", r.body);
+    assert_eq!(body(&r), json!({"eventId": "e1", "status": "queued"}));
+    assert_eq!(r.header("x-correlation-id"), Some("corr-42"));
+    let sent = sent(&s);
+    assert_eq!(sent.len(), 1);
+    let envelope: Value = serde_json::from_str(&sent[0].body).unwrap_or(Value::Null);
+    assert_eq!(envelope["correlationId"], "corr-42");
+    assert_eq!(envelope["event"]["leadId"], "user:u1");
+    assert_eq!(sent[0].event_type, "PAGE_VIEW");
+    let totals = s.counters.totals().await.unwrap_or_default();
+    assert_eq!(totals.accepted_by_source.get("api"), Some(&1));
+}
+
+#[tokio::test]
+async fn unsafe_correlation_ids_are_replaced() {
+    let r = service()
+        .handle(request(
+            "POST",
+            "/v1/events",
+            &[INGEST, ("x-correlation-id", "<script>")],
+            r#"{"type":"A"}"#,
+        ))
+        .await;
+    let id = r.header("x-correlation-id").unwrap_or_default().to_owned();
+    assert!(uuid::Uuid::parse_str(&id).is_ok(), "{id}");
+}
+
+#[tokio::test]
+async fn auth_errors() {
+    let s = service();
+    let ev = r#"{"type":"A"}"#;
+    let none = s.handle(request("POST", "/v1/events", &[], ev)).await;
+    assert_eq!(
+        (none.status, body(&none)["error"]["code"].clone()),
+        (401, json!("UNAUTHORIZED"))
+    );
+    assert_eq!(body(&none)["requestId"], "req-1");
+    let unknown = s
+        .handle(request(
+            "POST",
+            "/v1/events",
+            &[("authorization", "Bearer guess")],
+            ev,
+        ))
+        .await;
+    assert_eq!(unknown.status, 401);
+    let read = s
+        .handle(request(
+            "POST",
+            "/v1/events",
+            &[("authorization", "Bearer read-key")],
+            ev,
+        ))
+        .await;
+    assert_eq!(
+        (read.status, body(&read)["error"]["code"].clone()),
+        (403, json!("FORBIDDEN"))
+    );
+    assert!(sent(&s).is_empty());
+}
+
+#[tokio::test]
+async fn request_errors_have_the_error_shape() {
+    let s = service();
+    let cases: Vec<(HttpRequest, u16, &str)> = vec![
+        (
+            request("POST", "/v1/events", &[INGEST], "{not json"),
+            400,
+            "INVALID_JSON",
+        ),
+        (
+            request(
+                "POST",
+                "/v1/events",
+                &[INGEST],
+                r#"{"type":"A","colour":"red"}"#,
+            ),
+            400,
+            "VALIDATION_FAILED",
+        ),
+        (
+            request("POST", "/v1/events", &[INGEST], r#"[{"type":"A"}]"#),
+            400,
+            "VALIDATION_FAILED",
+        ),
+        (
+            request(
+                "POST",
+                "/v1/events",
+                &[INGEST, ("content-type", "text/plain")],
+                "x",
+            ),
+            415,
+            "UNSUPPORTED_MEDIA_TYPE",
+        ),
+        (
+            request(
+                "POST",
+                "/v1/events",
+                &[INGEST, ("content-encoding", "br")],
+                "x",
+            ),
+            415,
+            "UNSUPPORTED_MEDIA_TYPE",
+        ),
+        (
+            request("POST", "/v1/events/csv", &[INGEST], "type\nA\n"),
+            415,
+            "UNSUPPORTED_MEDIA_TYPE",
+        ),
+        (
+            request(
+                "POST",
+                "/v1/events",
+                &[INGEST],
+                vec![b' '; SINGLE_LIMIT + 1],
+            ),
+            413,
+            "PAYLOAD_TOO_LARGE",
+        ),
+        (
+            request("POST", "/v1/events/batch", &[INGEST], "[]"),
+            400,
+            "VALIDATION_FAILED",
+        ),
+        (
+            request("POST", "/v1/events/batch", &[INGEST], r#"{"type":"A"}"#),
+            400,
+            "VALIDATION_FAILED",
+        ),
+        (
+            request("GET", "/v1/events", &[INGEST], ""),
+            405,
+            "METHOD_NOT_ALLOWED",
+        ),
+        (request("POST", "/v1/nope", &[INGEST], ""), 404, "NOT_FOUND"),
+        (
+            request("POST", "/v1/webhooks/unknown", &[], "{}"),
+            404,
+            "NOT_FOUND",
+        ),
+    ];
+    for (req, status, code) in cases {
+        let label = format!("{} {}", req.method, req.path);
+        let r = s.handle(req).await;
+        assert_eq!(r.status, status, "{label}: {}", r.body);
+        let b = body(&r);
+        assert_eq!(b["error"]["code"], code, "{label}");
+        assert!(
+            b["error"]["message"].is_string() && b["error"]["details"].is_array(),
+            "{label}"
+        );
+    }
+    let r = s.handle(request("GET", "/v1/events", &[INGEST], "")).await;
+    assert_eq!(r.header("allow"), Some("POST"));
+    let too_many = format!(
+        "[{}]",
+        vec![r#"{"type":"A"}"#; MAX_BATCH_EVENTS + 1].join(",")
+    );
+    let r = s
+        .handle(request("POST", "/v1/events/batch", &[INGEST], too_many))
+        .await;
+    assert_eq!(r.status, 413);
+    assert!(sent(&s).is_empty());
+}
+
+#[tokio::test]
+async fn validation_details_name_each_field() {
+    let r = service()
+        .handle(request(
+            "POST",
+            "/v1/events",
+            &[INGEST],
+            r#"{"timestamp":"soon","lead":{"email":"x"}}"#,
+        ))
+        .await;
+    assert_eq!(r.status, 400);
+    let details = body(&r)["error"]["details"].clone();
+    let paths: Vec<&str> = details
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|d| d["path"].as_str())
+        .collect();
+    assert_eq!(paths, vec!["/type", "/timestamp", "/lead/email"]);
+}
+
+#[tokio::test]
+async fn batch_reports_each_item_and_one_bad_item_rejects_nothing_else() {
+    let s = service();
+    let r = s
+        .handle(request(
+            "POST",
+            "/v1/events/batch",
+            &[INGEST],
+            r#"[{"type":"A","eventId":"a"},{"eventType":"B"},{"type":"1bad"},{"event_type":"C","source":"shop"}]"#,
+        ))
+        .await;
+    assert_eq!(r.status, 207, "{}", r.body);
+    let b = body(&r);
+    assert_eq!(
+        (b["accepted"].clone(), b["rejected"].clone()),
+        (json!(3), json!(1))
+    );
+    assert_eq!(
+        b["results"][0],
+        json!({"index": 0, "eventId": "a", "status": "queued"})
+    );
+    assert_eq!(b["results"][2]["status"], "rejected");
+    assert_eq!(b["results"][2]["index"], 2);
+    assert_eq!(b["results"][2]["error"]["details"][0]["path"], "/type");
+    assert_eq!(sent(&s).len(), 3);
+    let totals = s.counters.totals().await.unwrap_or_default();
+    assert_eq!(totals.accepted_by_source.get("api"), Some(&2));
+    assert_eq!(totals.accepted_by_source.get("shop"), Some(&1));
+    assert_eq!(totals.rejected, 1);
+}
+
+#[tokio::test]
+async fn all_valid_batch_is_202() {
+    let r = service()
+        .handle(request(
+            "POST",
+            "/v1/events/batch",
+            &[INGEST],
+            r#"[{"type":"A"},{"type":"B"}]"#,
+        ))
+        .await;
+    assert_eq!(r.status, 202);
+    assert_eq!(body(&r)["accepted"], 2);
+}
+
+#[tokio::test]
+async fn ndjson_lines_fail_individually() {
+    let s = service();
+    let r = s
+        .handle(request(
+            "POST",
+            "/v1/events/batch",
+            &[INGEST, ("content-type", "application/x-ndjson")],
+            "{\"type\":\"A\"}\n\n{oops\n{\"type\":\"B\"}\n",
+        ))
+        .await;
+    assert_eq!(r.status, 207);
+    let b = body(&r);
+    assert_eq!(b["results"][1]["error"]["code"], "INVALID_JSON");
+    assert_eq!(b["results"][2]["status"], "queued");
+}
+
+#[tokio::test]
+async fn csv_rows_are_numbered_from_two() {
+    let s = service();
+    let csv = "type,email,revenue,currency\nPURCHASE,a@b.co,10.00,USD\nPURCHASE,not-an-email,1,USD\nREFUND,c@d.io,-5,EUR\n";
+    let r = s
+        .handle(request(
+            "POST",
+            "/v1/events/csv",
+            &[INGEST, ("content-type", "text/csv")],
+            csv,
+        ))
+        .await;
+    assert_eq!(r.status, 207, "{}", r.body);
+    let b = body(&r);
+    assert_eq!(b["results"][1]["row"], 3);
+    assert_eq!(
+        b["results"][1]["error"]["details"][0]["path"],
+        "/lead/email"
+    );
+    assert_eq!(
+        b["results"][2],
+        json!({"row": 4, "eventId": b["results"][2]["eventId"], "status": "queued"})
+    );
+}
+
+#[tokio::test]
+async fn gzip_bodies_are_inflated_and_bombs_refused() {
+    let gzip = |data: &[u8]| {
+        let mut enc = GzEncoder::new(Vec::new(), Compression::default());
+        let _ = enc.write_all(data);
+        enc.finish().unwrap_or_default()
+    };
+    let s = service();
+    let ok = s
+        .handle(request(
+            "POST",
+            "/v1/events",
+            &[INGEST, ("content-encoding", "gzip")],
+            gzip(br#"{"type":"Z"}"#),
+        ))
+        .await;
+    assert_eq!(ok.status, 202);
+    let mut bomb_json = b"[".to_vec();
+    bomb_json.extend(vec![b' '; 20 * 1024 * 1024]);
+    let bomb = gzip(&bomb_json);
+    let r = s
+        .handle(request(
+            "POST",
+            "/v1/events/batch",
+            &[INGEST, ("content-encoding", "gzip")],
+            bomb,
+        ))
+        .await;
+    assert_eq!(
+        (r.status, body(&r)["error"]["code"].clone()),
+        (413, json!("PAYLOAD_TOO_LARGE"))
+    );
+}
+
+#[tokio::test]
+async fn queue_failure_is_503_never_202() {
+    let s = Ingest::new(
+        config(),
+        FakeQueue {
+            failing_type: Some("B"),
+            ..Default::default()
+        },
+        FakeCounters::default(),
+    );
+    let r = s
+        .handle(request(
+            "POST",
+            "/v1/events/batch",
+            &[INGEST],
+            r#"[{"type":"A"},{"type":"B"}]"#,
+        ))
+        .await;
+    assert_eq!(r.status, 503);
+    let b = body(&r);
+    assert_eq!(b["error"]["code"], "SERVICE_UNAVAILABLE");
+    assert_eq!(b["error"]["details"][0]["path"], "/results/1");
+    let single = s
+        .handle(request("POST", "/v1/events", &[INGEST], r#"{"type":"B"}"#))
+        .await;
+    assert_eq!(single.status, 503);
+    assert!(!single.body.contains("queue url"));
+}
+
+fn facebook_body() -> String {
+    let now = Utc::now().timestamp();
+    json!({"object": "page", "entry": [{"id": "1", "time": now, "changes": [
+        {"field": "leadgen", "value": {"leadgen_id": "444", "page_id": "1", "form_id": "2", "adgroup_id": "3", "ad_id": "999", "created_time": now}},
+        {"field": "feed", "value": {"item": "status"}},
+        {"field": "leadgen", "value": {"page_id": "1"}}
+    ]}]})
+    .to_string()
+}
+
+#[tokio::test]
+async fn facebook_leadgen_changes_become_events() {
+    let s = service();
+    let b = facebook_body();
+    let sig = sign_facebook("fb-secret", b.as_bytes());
+    let r = s
+        .handle(request(
+            "POST",
+            "/v1/webhooks/facebook",
+            &[("x-hub-signature-256", &sig)],
+            b.clone(),
+        ))
+        .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(
+        body(&r),
+        json!({"received": 1, "rejected": 1, "ignored": 1})
+    );
+    let sent = sent(&s);
+    let envelope: Value = serde_json::from_str(&sent[0].body).unwrap_or(Value::Null);
+    let e = &envelope["event"];
+    assert_eq!(
+        (e["eventId"].clone(), e["leadId"].clone()),
+        (json!("fb:444"), json!("fb:444"))
+    );
+    assert_eq!(
+        (
+            e["type"].clone(),
+            e["source"].clone(),
+            e["campaignId"].clone()
+        ),
+        (json!("FORM_SUBMISSION"), json!("facebook"), json!("999"))
+    );
+    assert_eq!(e["payload"]["form_id"], "2");
+
+    let tampered = b.replace("444", "445");
+    let r = s
+        .handle(request(
+            "POST",
+            "/v1/webhooks/facebook",
+            &[("x-hub-signature-256", &sig)],
+            tampered,
+        ))
+        .await;
+    assert_eq!(
+        (r.status, body(&r)["error"]["code"].clone()),
+        (403, json!("INVALID_SIGNATURE"))
+    );
+    let r = s
+        .handle(request("POST", "/v1/webhooks/facebook", &[], b))
+        .await;
+    assert_eq!(r.status, 401);
+}
+
+#[tokio::test]
+async fn facebook_handshake() {
+    let s = service();
+    let mut req = request("GET", "/v1/webhooks/facebook", &[], "");
+    req.query = [
+        ("hub.mode", "subscribe"),
+        ("hub.verify_token", "verify-me"),
+        ("hub.challenge", "1158201444"),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v.to_owned()))
+    .collect();
+    let r = s.handle(req.clone()).await;
+    assert_eq!(
+        (r.status, r.body.as_str(), r.header("content-type")),
+        (200, "1158201444", Some("text/plain; charset=utf-8"))
+    );
+    req.query.insert("hub.verify_token".into(), "wrong".into());
+    assert_eq!(s.handle(req.clone()).await.status, 403);
+    req.query
+        .insert("hub.verify_token".into(), "verify-me".into());
+    req.query.insert("hub.challenge".into(), "<b>hi</b>".into());
+    assert_eq!(s.handle(req).await.status, 400);
+}
+
+#[tokio::test]
+async fn tiktok_and_generic_signatures() {
+    let s = service();
+    let now = Utc::now().timestamp();
+    let tiktok = r#"[{"eventId":"tt-1","source":"tiktok","eventType":"ad.click","data":{"user":{"userId":"u1"},"engagement":{"campaignId":"c1"}}}]"#;
+    let sig = sign_timestamped("tt-secret", "s", now, tiktok.as_bytes());
+    let r = s
+        .handle(request(
+            "POST",
+            "/v1/webhooks/tiktok",
+            &[("tiktok-signature", &sig)],
+            tiktok,
+        ))
+        .await;
+    assert_eq!(r.status, 202, "{}", r.body);
+    let stale = sign_timestamped("tt-secret", "s", now - 301, tiktok.as_bytes());
+    let r = s
+        .handle(request(
+            "POST",
+            "/v1/webhooks/tiktok",
+            &[("tiktok-signature", &stale)],
+            tiktok,
+        ))
+        .await;
+    assert_eq!(r.status, 403);
+
+    let generic = r#"{"type":"order.paid","revenue":{"amount":"5.00"}}"#;
+    // A signature under either of the source's secrets is accepted (rotation).
+    let old = sign_timestamped("old-secret", "v1", now, generic.as_bytes());
+    let r = s
+        .handle(request(
+            "POST",
+            "/v1/webhooks/shop",
+            &[("x-signature", &old)],
+            generic,
+        ))
+        .await;
+    assert_eq!(r.status, 202, "{}", r.body);
+    let wrong = sign_timestamped("tt-secret", "v1", now, generic.as_bytes());
+    let r = s
+        .handle(request(
+            "POST",
+            "/v1/webhooks/shop",
+            &[("x-signature", &wrong)],
+            generic,
+        ))
+        .await;
+    assert_eq!(r.status, 403);
+    let sources: Vec<String> = sent(&s).into_iter().map(|m| m.source).collect();
+    assert_eq!(sources, vec!["tiktok", "shop"]);
+}
