@@ -90,7 +90,8 @@ pub mod lambda {
             Some(RequestContext::ApiGatewayV2(ctx)) => ctx.request_id.clone(),
             _ => None,
         }
-        .unwrap_or_else(|| request.lambda_context().request_id);
+        .or_else(|| request.lambda_context_ref().map(|c| c.request_id.clone()))
+        .unwrap_or_default();
         let query = request
             .query_string_parameters_ref()
             .map(|q| {

@@ -20,8 +20,10 @@
 //! # }
 //! ```
 
+pub mod driver;
 mod emulators;
 mod install;
+pub mod pipeline;
 mod stack;
 pub mod template;
 

@@ -1,0 +1,166 @@
+//! The ingest → queue → process path wired to the emulators with the real adapters, for tests.
+
+use std::collections::HashSet;
+
+use anyhow::{Context, Result};
+use async_trait::async_trait;
+use serde_json::Value;
+use tally::auth::ApiKeys;
+use tally::aws::{DynamoCounters, DynamoEventStore, SqsEventQueue};
+use tally::config::{FacebookConfig, IngestConfig};
+use tally::event::Limits;
+use tally::http::{HttpRequest, HttpResponse};
+use tally::ingest::Ingest;
+use tally::process::{batch_response, inbound_messages, Processor};
+use tally::signature::WebhookSecrets;
+use tally::store::{
+    EventStore, FailureRecord, ProcessedRecord, StoreError, StoreOutcome, StoredEvent,
+};
+
+use crate::driver::QueueDriver;
+use crate::{repo_root, sdk_config, Stack};
+
+/// Local-only sample credentials, matching `events/README.md`.
+pub const SAMPLE_INGEST_KEY: &str = "sample-ingest-key";
+pub const SAMPLE_FACEBOOK_SECRET: &str = "sample-facebook-app-secret";
+pub const SAMPLE_VERIFY_TOKEN: &str = "sample-verify-token";
+pub const SAMPLE_TIKTOK_SECRET: &str = "sample-tiktok-secret";
+pub const SAMPLE_SHOP_SECRET: &str = "sample-shop-secret";
+
+/// The real DynamoDB store, except that writes of the listed event ids fail as if DynamoDB were
+/// throttling: the way to make a message poison without breaking the emulator for the others.
+pub struct FaultyStore {
+    inner: DynamoEventStore,
+    failing: HashSet<String>,
+}
+
+#[async_trait]
+impl EventStore for FaultyStore {
+    async fn store_processed(&self, record: &ProcessedRecord) -> Result<StoreOutcome, StoreError> {
+        if self.failing.contains(&record.event.event_id) {
+            return Err(StoreError::Unavailable(
+                "ProvisionedThroughputExceededException (injected)".into(),
+            ));
+        }
+        self.inner.store_processed(record).await
+    }
+
+    async fn record_failure(&self, record: &FailureRecord) -> Result<(), StoreError> {
+        self.inner.record_failure(record).await
+    }
+
+    async fn get(&self, event_id: &str) -> Result<Option<StoredEvent>, StoreError> {
+        self.inner.get(event_id).await
+    }
+}
+
+pub struct Pipeline {
+    pub stack: Stack,
+    pub ingest: Ingest<SqsEventQueue, DynamoCounters>,
+    pub processor: Processor<FaultyStore, DynamoCounters>,
+    pub store: DynamoEventStore,
+    pub counters: DynamoCounters,
+    pub work: QueueDriver,
+    pub max_receive_count: u32,
+}
+
+pub fn ingest_config(stack: &Stack) -> Result<IngestConfig> {
+    Ok(IngestConfig {
+        work_queue_url: stack.queue("WorkQueue")?.url.clone(),
+        analytics_table: stack.table("AnalyticsTable")?.to_owned(),
+        api_keys: ApiKeys::parse(&format!(
+            "{}:ingest,{}:read",
+            ApiKeys::digest(SAMPLE_INGEST_KEY),
+            ApiKeys::digest("sample-read-key")
+        ))
+        .map_err(anyhow::Error::msg)?,
+        facebook: Some(FacebookConfig {
+            app_secret: SAMPLE_FACEBOOK_SECRET.into(),
+            verify_token: SAMPLE_VERIFY_TOKEN.into(),
+        }),
+        tiktok_secret: Some(SAMPLE_TIKTOK_SECRET.into()),
+        webhook_secrets: WebhookSecrets::parse(&format!("shop={SAMPLE_SHOP_SECRET}"))
+            .map_err(anyhow::Error::msg)?,
+        limits: Limits::default(),
+    })
+}
+
+impl Pipeline {
+    pub async fn start(name: &str, failing_event_ids: &[&str]) -> Result<Self> {
+        let stack = Stack::provision(name).await?;
+        let dynamodb = sdk_config(&stack.dynamodb_endpoint);
+        let sqs = sdk_config(&stack.moto_endpoint);
+        let events_table = stack.table("EventsTable")?.to_owned();
+        let analytics_table = stack.table("AnalyticsTable")?.to_owned();
+        let work = stack.queue("WorkQueue")?.clone();
+        let max_receive_count = work
+            .max_receive_count
+            .context("WorkQueue has no maxReceiveCount")? as u32;
+        let ingest = Ingest::new(
+            ingest_config(&stack)?,
+            SqsEventQueue::new(&sqs, work.url.clone()),
+            DynamoCounters::new(&dynamodb, analytics_table.clone()),
+        );
+        let processor = Processor::new(
+            FaultyStore {
+                inner: DynamoEventStore::new(&dynamodb, events_table.clone()),
+                failing: failing_event_ids.iter().map(|s| s.to_string()).collect(),
+            },
+            DynamoCounters::new(&dynamodb, analytics_table.clone()),
+            Limits::default(),
+            max_receive_count,
+        );
+        Ok(Self {
+            store: DynamoEventStore::new(&dynamodb, events_table),
+            counters: DynamoCounters::new(&dynamodb, analytics_table),
+            work: QueueDriver::new(stack.sqs.clone(), &work.url, &work.arn),
+            ingest,
+            processor,
+            max_receive_count,
+            stack,
+        })
+    }
+
+    pub async fn post(&self, request: HttpRequest) -> HttpResponse {
+        self.ingest.handle(request).await
+    }
+
+    /// Runs the processor over the work queue until it is empty (failed messages are retried
+    /// until SQS dead-letters them). Returns the number of deliveries.
+    pub async fn drain(&self) -> Result<usize> {
+        self.work
+            .drain(|event| async move {
+                let messages = inbound_messages(event)?;
+                Ok(batch_response(self.processor.process(messages).await))
+            })
+            .await
+    }
+
+    pub async fn stored(&self, event_id: &str) -> Result<StoredEvent> {
+        self.store
+            .get(event_id)
+            .await?
+            .with_context(|| format!("event {event_id} is not stored"))
+    }
+
+    pub async fn stored_event(&self, event_id: &str) -> Result<Value> {
+        let stored = self.stored(event_id).await?;
+        serde_json::from_str(stored.event_json.as_deref().unwrap_or("null"))
+            .context("stored event JSON")
+    }
+}
+
+/// `<repo>/events/<name>` as text.
+pub fn sample(name: &str) -> Result<String> {
+    let path = repo_root().join("events").join(name);
+    std::fs::read_to_string(&path).with_context(|| format!("reading sample {}", path.display()))
+}
+
+/// An API Gateway payload-2.0 sample, optionally edited, as the handler's request.
+pub fn sample_request(name: &str, edit: impl FnOnce(&mut Value)) -> Result<HttpRequest> {
+    let mut value: Value = serde_json::from_str(&sample(name)?)?;
+    edit(&mut value);
+    let request =
+        lambda_http::request::from_str(&value.to_string()).context("not an API Gateway request")?;
+    Ok(tally::http::lambda::from_lambda(request))
+}
