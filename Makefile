@@ -1,5 +1,5 @@
 # The README's commands. Every target builds with the committed Cargo.lock.
-.PHONY: test lint fmt clippy template bench build
+.PHONY: test lint fmt clippy template bench build local publish
 
 # The whole test suite: unit tests plus integration tests against DynamoDB Local and moto,
 # which the test harness installs (into .local/) and starts itself.
@@ -22,3 +22,11 @@ bench:
 
 build:
 	cargo build --workspace --release --locked
+
+# The local stack: DynamoDB Local + moto, the functions under a Lambda Runtime API emulator, the
+# HTTP API on 127.0.0.1:3000, the SQS mapping and schedules. Ctrl-C stops everything.
+local:
+	cargo run --locked -p tally-local -- up
+
+publish:
+	cargo run --locked -p tally-local -- publish --rate 200 --duration 60

@@ -56,13 +56,30 @@ static EMULATORS: OnceLock<std::result::Result<Emulators, String>> = OnceLock::n
 /// prefer calling it through `tokio::task::spawn_blocking` (as `Stack::provision` does). A start
 /// failure is remembered: later calls return the same error without retrying.
 pub fn emulators() -> Result<&'static Emulators> {
-    match EMULATORS.get_or_init(|| start_all().map_err(|e| format!("{e:#}"))) {
+    match EMULATORS
+        .get_or_init(|| Emulators::start(&EmulatorOptions::default()).map_err(|e| format!("{e:#}")))
+    {
         Ok(emulators) => Ok(emulators),
         Err(message) => Err(anyhow!("emulators failed to start: {message}")),
     }
 }
 
-fn start_all() -> Result<Emulators> {
+/// How the local stack wants its emulators (the tests use the defaults).
+#[derive(Debug, Clone, Default)]
+pub struct EmulatorOptions {
+    /// Keep DynamoDB Local's data here (`-dbPath`) instead of in memory.
+    pub dynamodb_data_dir: Option<PathBuf>,
+}
+
+impl Emulators {
+    /// Installs (when missing) and starts both emulators; they stop when this value is dropped
+    /// or the process ends.
+    pub fn start(options: &EmulatorOptions) -> Result<Emulators> {
+        start_all(options)
+    }
+}
+
+fn start_all(options: &EmulatorOptions) -> Result<Emulators> {
     let timeout = std::env::var(TIMEOUT_ENV)
         .ok()
         .and_then(|s| s.trim().parse::<u64>().ok())
@@ -74,7 +91,7 @@ fn start_all() -> Result<Emulators> {
             Ok(endpoint) if !endpoint.trim().is_empty() => {
                 Ok((endpoint.trim().to_string(), Duration::ZERO, None))
             }
-            _ => start_dynamodb_local(timeout),
+            _ => start_dynamodb_local(timeout, options.dynamodb_data_dir.as_deref()),
         });
         let moto = scope.spawn(|| match std::env::var(MOTO_ENDPOINT_ENV) {
             Ok(endpoint) if !endpoint.trim().is_empty() => {
@@ -94,7 +111,7 @@ fn start_all() -> Result<Emulators> {
     let (dynamodb_endpoint, dynamodb_startup, ddb_process) = ddb?;
     let (moto_endpoint, moto_startup, moto_process) = moto?;
     eprintln!(
-        "tally-tests: DynamoDB Local at {dynamodb_endpoint} (ready in {dynamodb_startup:?}), moto at {moto_endpoint} (ready in {moto_startup:?})"
+        "tally-local: DynamoDB Local at {dynamodb_endpoint} (ready in {dynamodb_startup:?}), moto at {moto_endpoint} (ready in {moto_startup:?})"
     );
     Ok(Emulators {
         dynamodb_endpoint,
@@ -107,15 +124,23 @@ fn start_all() -> Result<Emulators> {
 
 type Started = (String, Duration, Option<EmulatorProcess>);
 
-fn start_dynamodb_local(timeout: Duration) -> Result<Started> {
+fn start_dynamodb_local(timeout: Duration, data_dir: Option<&Path>) -> Result<Started> {
     let dist = ensure_dynamodb_local()?;
+    let storage: Vec<String> = match data_dir {
+        Some(dir) => {
+            std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+            let dir = dir.canonicalize().unwrap_or_else(|_| dir.to_path_buf());
+            vec!["-dbPath".into(), dir.display().to_string()]
+        }
+        None => vec!["-inMemory".into()],
+    };
     let java = java_binary();
     start_with_retries("DynamoDB Local", timeout, |port| {
         let mut cmd = Command::new(&java);
         cmd.arg(format!("-Djava.library.path={}", dist.lib().display()))
             .arg("-jar")
             .arg(dist.jar())
-            .arg("-inMemory")
+            .args(&storage)
             // One database whatever the credentials/region of the client, so code under test
             // configured differently from the harness still sees the same tables.
             .arg("-sharedDb")
@@ -167,7 +192,7 @@ fn start_with_retries(
                 ))
             }
             Err(WaitError::Exited(err)) if attempt < ATTEMPTS => {
-                eprintln!("tally-tests: {name} exited early on port {port}, retrying: {err:#}");
+                eprintln!("tally-local: {name} exited early on port {port}, retrying: {err:#}");
                 last_error = Some(err);
             }
             Err(WaitError::Exited(err) | WaitError::TimedOut(err)) => return Err(err),
@@ -265,6 +290,10 @@ impl EmulatorProcess {
         if let Some(dir) = command.get_current_dir() {
             wrapper.current_dir(dir);
         }
+        // Its own process group: a Ctrl-C in the terminal reaches only the parent, which then
+        // stops things in order (HTTP first, emulators last) instead of all at once.
+        #[cfg(unix)]
+        std::os::unix::process::CommandExt::process_group(&mut wrapper, 0);
         let mut child = wrapper
             .spawn()
             .with_context(|| format!("spawning {name}: {command:?}"))?;
@@ -321,8 +350,8 @@ impl EmulatorProcess {
 
 impl Drop for EmulatorProcess {
     fn drop(&mut self) {
-        // Only reached when start-up fails (the shared instances live in a static): closing the
-        // pipe makes the wrapper kill the emulator; then reap the wrapper.
+        // Closing the pipe makes the wrapper kill the emulator; then reap the wrapper. (The
+        // tests' shared instances live in a static and die with the process instead.)
         drop(self.wrapper.stdin.take());
         let _ = self.wrapper.wait();
     }
@@ -337,7 +366,7 @@ fn http_answers(addr: SocketAddr) -> bool {
     let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
     let _ = stream.set_write_timeout(Some(Duration::from_secs(5)));
     let request = format!(
-        "GET / HTTP/1.1\r\nHost: {addr}\r\nUser-Agent: tally-tests\r\nConnection: close\r\n\r\n"
+        "GET / HTTP/1.1\r\nHost: {addr}\r\nUser-Agent: tally-local\r\nConnection: close\r\n\r\n"
     );
     if stream.write_all(request.as_bytes()).is_err() {
         return false;

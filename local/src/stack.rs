@@ -60,9 +60,42 @@ impl Stack {
         let emulators: &'static Emulators = tokio::task::spawn_blocking(emulators)
             .await
             .context("emulator start-up task")??;
-        let prefix = unique_prefix(prefix);
-        let dynamodb = aws_sdk_dynamodb::Client::new(&sdk_config(&emulators.dynamodb_endpoint));
-        let sqs = aws_sdk_sqs::Client::new(&sdk_config(&emulators.moto_endpoint));
+        Stack::create(
+            &template,
+            &emulators.dynamodb_endpoint,
+            &emulators.moto_endpoint,
+            prefix,
+        )
+        .await
+    }
+
+    /// Creates the template's tables and queues on the given emulator endpoints, with names
+    /// starting with `prefix` plus a random suffix.
+    pub async fn create(
+        template: &Template,
+        dynamodb_endpoint: &str,
+        moto_endpoint: &str,
+        prefix: &str,
+    ) -> Result<Stack> {
+        Stack::create_named(
+            template,
+            dynamodb_endpoint,
+            moto_endpoint,
+            unique_prefix(prefix),
+        )
+        .await
+    }
+
+    /// Like [`Stack::create`] with exactly `prefix` (no random suffix), reusing tables that
+    /// already exist: the local stack's `--state-dir` keeps its tables between runs.
+    pub async fn create_named(
+        template: &Template,
+        dynamodb_endpoint: &str,
+        moto_endpoint: &str,
+        prefix: String,
+    ) -> Result<Stack> {
+        let dynamodb = aws_sdk_dynamodb::Client::new(&sdk_config(dynamodb_endpoint));
+        let sqs = aws_sdk_sqs::Client::new(&sdk_config(moto_endpoint));
 
         let mut tables = HashMap::new();
         for spec in &template.tables {
@@ -86,10 +119,10 @@ impl Stack {
             sqs,
             tables,
             queues,
-            parameters: template.parameters,
+            parameters: template.parameters.clone(),
             prefix,
-            dynamodb_endpoint: emulators.dynamodb_endpoint.clone(),
-            moto_endpoint: emulators.moto_endpoint.clone(),
+            dynamodb_endpoint: dynamodb_endpoint.to_owned(),
+            moto_endpoint: moto_endpoint.to_owned(),
         })
     }
 
@@ -217,7 +250,14 @@ async fn create_table(
                 .context("StreamSpecification")?,
         );
     }
-    request.send().await.map_err(aws_error)?;
+    if let Err(e) = request.send().await {
+        let exists = e
+            .as_service_error()
+            .is_some_and(|s| s.is_resource_in_use_exception());
+        if !exists {
+            return Err(aws_error(e));
+        }
+    }
 
     // DynamoDB Local creates tables ACTIVE, but do not rely on it.
     let deadline = Instant::now() + Duration::from_secs(30);

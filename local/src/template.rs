@@ -91,7 +91,7 @@ const PSEUDO_PARAMETERS: &[(&str, &str)] = &[
     ("AWS::AccountId", "123456789012"),
     ("AWS::Partition", "aws"),
     ("AWS::URLSuffix", "amazonaws.com"),
-    ("AWS::StackName", "tally-tests"),
+    ("AWS::StackName", "tally-local"),
     ("AWS::NoValue", ""),
 ];
 
@@ -211,7 +211,7 @@ fn parse_parameters(section: Option<&Value>) -> Result<HashMap<String, String>> 
     Ok(parameters)
 }
 
-fn literal(value: &Value) -> Option<String> {
+pub(crate) fn literal(value: &Value) -> Option<String> {
     match value {
         Value::String(s) => Some(s.clone()),
         Value::Number(n) => Some(n.to_string()),
@@ -221,14 +221,14 @@ fn literal(value: &Value) -> Option<String> {
 }
 
 /// An intrinsic function call, short or long form.
-enum Intrinsic<'a> {
+pub(crate) enum Intrinsic<'a> {
     Ref(&'a Value),
     GetAtt(&'a Value),
     Sub(&'a Value),
     Other(String),
 }
 
-fn intrinsic(value: &Value) -> Option<Intrinsic<'_>> {
+pub(crate) fn intrinsic(value: &Value) -> Option<Intrinsic<'_>> {
     match value {
         Value::Tagged(tagged) => Some(if tagged.tag == "Ref" {
             Intrinsic::Ref(&tagged.value)
@@ -256,7 +256,7 @@ fn intrinsic(value: &Value) -> Option<Intrinsic<'_>> {
 }
 
 /// `X.Arn` / `[X, Arn]` -> (`X`, `Arn`).
-fn get_att_target(arg: &Value) -> Result<(String, String)> {
+pub(crate) fn get_att_target(arg: &Value) -> Result<(String, String)> {
     match arg {
         Value::String(s) => {
             let (id, attr) = s

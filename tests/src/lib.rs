@@ -21,38 +21,15 @@
 //! ```
 
 pub mod driver;
-mod emulators;
-mod install;
 pub mod pipeline;
-mod stack;
-pub mod template;
 
 use std::path::PathBuf;
 
-pub use emulators::{emulators, Emulators, DYNAMODB_ENDPOINT_ENV, MOTO_ENDPOINT_ENV, TIMEOUT_ENV};
-pub use install::{local_dir, repo_root, LOCAL_DIR_ENV};
-pub use stack::{QueueInfo, Stack};
-
-/// Region used everywhere in the tests.
-pub const REGION: &str = "us-east-1";
-
-/// An SDK config pointing at `endpoint` (e.g. `http://127.0.0.1:4566`), region us-east-1 and
-/// static dummy credentials. Nothing is read from the environment or `~/.aws`.
-pub fn sdk_config(endpoint: &str) -> aws_config::SdkConfig {
-    use aws_sdk_dynamodb::config::{Credentials, SharedCredentialsProvider};
-    aws_config::SdkConfig::builder()
-        .behavior_version(aws_config::BehaviorVersion::latest())
-        .region(aws_config::Region::new(REGION))
-        .endpoint_url(endpoint)
-        .credentials_provider(SharedCredentialsProvider::new(Credentials::new(
-            "test",
-            "test",
-            None,
-            None,
-            "tally-tests",
-        )))
-        .build()
-}
+pub use tally_local::emulators::{DYNAMODB_ENDPOINT_ENV, MOTO_ENDPOINT_ENV, TIMEOUT_ENV};
+pub use tally_local::install::LOCAL_DIR_ENV;
+pub use tally_local::{
+    emulators, local_dir, repo_root, sdk_config, template, Emulators, QueueInfo, Stack, REGION,
+};
 
 /// `<repo>/tests/fixtures/<name>`.
 pub fn fixture(name: &str) -> PathBuf {

@@ -1,0 +1,182 @@
+//! `tally-local`: run all of Tally on one machine, without Docker or an AWS account.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{anyhow, Context, Result};
+use clap::{Parser, Subcommand};
+use tally_local::publish::{publish, PublishOptions};
+use tally_local::up::{shutdown_signal, LocalStack, UpOptions, STOP_GRACE};
+
+#[derive(Parser)]
+#[command(name = "tally-local", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Start the local stack and serve the HTTP API until Ctrl-C.
+    Up {
+        /// Address of the HTTP API.
+        #[arg(long, default_value = "127.0.0.1:3000")]
+        api: SocketAddr,
+        /// Keep table data here between runs (default: fresh every run).
+        #[arg(long)]
+        state_dir: Option<PathBuf>,
+        /// The SAM template to run.
+        #[arg(long, default_value = "template.yaml")]
+        template: PathBuf,
+        /// Build and run release binaries.
+        #[arg(long)]
+        release: bool,
+        /// Template parameter override, `Name=Value` (repeatable).
+        #[arg(long = "parameter", value_parser = parse_parameter)]
+        parameters: Vec<(String, String)>,
+    },
+    /// Post realistic traffic to a running stack and report what it accepted.
+    Publish {
+        #[arg(long, default_value = "http://127.0.0.1:3000")]
+        api: String,
+        /// Events per second.
+        #[arg(long, default_value_t = 200)]
+        rate: u32,
+        /// Seconds to run.
+        #[arg(long, default_value_t = 60)]
+        duration: u64,
+        /// Distinct leads of the canonical events.
+        #[arg(long, default_value_t = 3000)]
+        leads: u32,
+        /// Events per request.
+        #[arg(long, default_value_t = 10)]
+        batch: u32,
+        /// Share of events repeating an earlier eventId.
+        #[arg(long, default_value_t = 0.05)]
+        duplicates: f64,
+        /// Share of events stamped hours to days in the past.
+        #[arg(long, default_value_t = 0.05)]
+        late: f64,
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        #[arg(long, default_value = tally_local::up::LOCAL_INGEST_KEY)]
+        key: String,
+        #[arg(long, default_value = tally_local::up::LOCAL_TIKTOK_SECRET)]
+        tiktok_secret: String,
+    },
+    /// Fire a schedule of a running stack now.
+    Trigger {
+        /// The schedule's name (its event name in the template, or `Name`).
+        name: String,
+        #[arg(long, default_value = "http://127.0.0.1:3000")]
+        api: String,
+    },
+}
+
+fn parse_parameter(s: &str) -> Result<(String, String), String> {
+    s.split_once('=')
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .ok_or_else(|| "expected Name=Value".to_owned())
+}
+
+#[tokio::main]
+async fn main() -> Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("TALLY_LOCAL_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_target(false)
+        .init();
+    match Cli::parse().command {
+        Command::Up {
+            api,
+            state_dir,
+            template,
+            release,
+            parameters,
+        } => {
+            let template = if template.is_absolute() {
+                template
+            } else {
+                tally_local::repo_root().join(template)
+            };
+            let stack = LocalStack::start(UpOptions {
+                api_addr: api,
+                state_dir,
+                template,
+                release,
+                parameters,
+            })
+            .await?;
+            println!("{}", stack.banner());
+            shutdown_signal().await;
+            println!("tally-local: stopping…");
+            if tokio::time::timeout(STOP_GRACE, stack.stop())
+                .await
+                .is_err()
+            {
+                eprintln!("tally-local: graceful stop took longer than {STOP_GRACE:?}; exiting");
+            }
+            println!("tally-local: stopped");
+            Ok(())
+        }
+        Command::Publish {
+            api,
+            rate,
+            duration,
+            leads,
+            batch,
+            duplicates,
+            late,
+            seed,
+            key,
+            tiktok_secret,
+        } => {
+            let options = PublishOptions {
+                api: api.trim_end_matches('/').to_owned(),
+                ingest_key: key,
+                tiktok_secret,
+                rate,
+                duration: Duration::from_secs(duration),
+                leads,
+                batch,
+                duplicates,
+                late,
+                seed,
+                max_in_flight: 32,
+            };
+            println!("publishing {rate} events/s for {duration} s to {api} ({leads} leads, batches of {batch})");
+            let report = publish(&options).await?;
+            println!(
+                "requests {} ({} failed) in {:.1} s: {:.1} requests/s, {:.0} events/s; accepted {}, rejected {}, duplicates sent {}",
+                report.requests,
+                report.failed_requests,
+                report.elapsed.as_secs_f64(),
+                report.requests_per_second(),
+                report.events_per_second(),
+                report.accepted,
+                report.rejected,
+                report.duplicates_sent
+            );
+            Ok(())
+        }
+        Command::Trigger { name, api } => {
+            let url = format!("{}/_local/schedules/{name}", api.trim_end_matches('/'));
+            let response = reqwest::Client::new()
+                .post(&url)
+                .send()
+                .await
+                .with_context(|| format!("POST {url}"))?;
+            let status = response.status();
+            let body = response.text().await.unwrap_or_default();
+            println!("{body}");
+            if status.is_success() {
+                Ok(())
+            } else {
+                Err(anyhow!("{status}"))
+            }
+        }
+    }
+}

@@ -1,0 +1,13 @@
+//! Event sources that invoke functions on their own: SQS event-source mappings and schedules.
+//!
+//! * [`sqs`]: polls a queue like Lambda's SQS event-source mapping (batch size, batching window,
+//!   `ReportBatchItemFailures`, deletes on success, leaves failures to the visibility timeout and
+//!   the queue's redrive policy).
+//! * [`schedule`]: EventBridge `rate(..)` / `cron(..)` schedules that invoke a function
+//!   asynchronously with the scheduled event (or a constant input), plus "trigger it now".
+
+pub mod schedule;
+pub mod sqs;
+
+pub use schedule::{ScheduleError, ScheduleExpression, ScheduleSpec, Scheduler, SchedulerStats};
+pub use sqs::{SqsMapping, SqsPoller, SqsStats};

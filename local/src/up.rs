@@ -1,0 +1,387 @@
+//! `tally-local up`: the whole stack on one machine — emulators, resources from the template,
+//! function binaries under the Runtime API emulator, the HTTP API, SQS mappings and schedules.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use anyhow::{anyhow, bail, Context, Result};
+use async_trait::async_trait;
+use serde_json::{json, Value};
+use tally::auth::ApiKeys;
+
+use crate::functions::{self, EventDef, FunctionDef, LocalResources};
+use crate::gateway::{Gateway, Route};
+use crate::invoke::{InvokeError, Invoker};
+use crate::runtime::{FunctionSpec, Runtimes};
+use crate::sources::{ScheduleExpression, ScheduleSpec, Scheduler, SqsMapping, SqsPoller};
+use crate::template::Template;
+use crate::{EmulatorOptions, Emulators, Stack};
+
+/// API keys and webhook secrets of the local stack. Local-only values (printed at start-up),
+/// never used for a deployment; override them with `--parameter`.
+pub const LOCAL_INGEST_KEY: &str = "local-ingest-key";
+pub const LOCAL_READ_KEY: &str = "local-read-key";
+pub const LOCAL_ADMIN_KEY: &str = "local-admin-key";
+pub const LOCAL_TIKTOK_SECRET: &str = "local-tiktok-secret";
+const LOCAL_SECRETS: &[(&str, &str)] = &[
+    ("FacebookAppSecret", "local-facebook-secret"),
+    ("FacebookVerifyToken", "local-verify-token"),
+    ("TikTokWebhookSecret", LOCAL_TIKTOK_SECRET),
+    ("WebhookSecrets", "shop=local-shop-secret"),
+];
+
+/// The pseudo-function behind `POST /_local/schedules/{name}`: fires a schedule now.
+const TRIGGER_FUNCTION: &str = "__tally_local_trigger__";
+
+#[derive(Debug, Clone)]
+pub struct UpOptions {
+    pub api_addr: SocketAddr,
+    pub state_dir: Option<PathBuf>,
+    pub template: PathBuf,
+    pub release: bool,
+    /// `Name=Value` template parameter overrides.
+    pub parameters: Vec<(String, String)>,
+}
+
+pub struct LocalStack {
+    pub api_addr: SocketAddr,
+    pub stack: Stack,
+    pub functions: Vec<FunctionDef>,
+    gateway: Gateway,
+    pollers: Vec<SqsPoller>,
+    scheduler: Arc<Scheduler>,
+    runtimes: Arc<Runtimes>,
+    _emulators: Emulators,
+}
+
+/// Routes invocations to the runtimes, except the local control route.
+struct LocalInvoker {
+    runtimes: Arc<Runtimes>,
+    scheduler: OnceLock<Arc<Scheduler>>,
+}
+
+#[async_trait]
+impl Invoker for LocalInvoker {
+    async fn invoke(&self, function: &str, event: Value) -> Result<Value, InvokeError> {
+        if function != TRIGGER_FUNCTION {
+            return self.runtimes.invoke(function, event).await;
+        }
+        let name = event["pathParameters"]["name"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned();
+        let Some(scheduler) = self.scheduler.get() else {
+            return Ok(
+                json!({"statusCode": 503, "body": "{\"message\":\"scheduler not started\"}"}),
+            );
+        };
+        if !scheduler.schedules().any(|s| s.name == name) {
+            let body = json!({"message": "no such schedule", "schedules": scheduler.schedules().map(|s| s.name.clone()).collect::<Vec<_>>()});
+            return Ok(
+                json!({"statusCode": 404, "headers": {"content-type": "application/json"}, "body": body.to_string()}),
+            );
+        }
+        let result = scheduler.trigger_now(&name).await;
+        let body = match result {
+            Ok(output) => json!({"schedule": name, "result": output}),
+            Err(e) => json!({"schedule": name, "error": e.to_string()}),
+        };
+        Ok(
+            json!({"statusCode": 200, "headers": {"content-type": "application/json"}, "body": body.to_string()}),
+        )
+    }
+}
+
+impl LocalStack {
+    pub async fn start(options: UpOptions) -> Result<LocalStack> {
+        let template = Template::load(&options.template)?;
+        let functions = functions::load(&options.template)?;
+        if functions.is_empty() {
+            bail!("the template declares no AWS::Serverless::Function");
+        }
+        let binaries = build(&functions, options.release).await?;
+
+        let emulator_options = EmulatorOptions {
+            dynamodb_data_dir: options.state_dir.as_ref().map(|d| d.join("dynamodb")),
+        };
+        let emulators = tokio::task::spawn_blocking(move || Emulators::start(&emulator_options))
+            .await
+            .context("emulator start-up task")??;
+        let stack = Stack::create_named(
+            &template,
+            &emulators.dynamodb_endpoint,
+            &emulators.moto_endpoint,
+            "tally".into(),
+        )
+        .await
+        .context("creating the template's tables and queues")?;
+
+        let parameters = parameters(&template, &options.parameters);
+        let (refs, attributes) = resource_values(&stack, &functions);
+        let resources = LocalResources {
+            parameters: &parameters,
+            refs: &refs,
+            attributes: &attributes,
+        };
+        let mut specs = Vec::new();
+        for (f, binary) in functions.iter().zip(binaries) {
+            let mut env: Vec<(String, String)> = Vec::new();
+            for (name, value) in &f.environment {
+                let value = functions::resolve(value, &resources)
+                    .with_context(|| format!("{}: environment variable {name}", f.logical_id))?;
+                env.push((name.clone(), value));
+            }
+            env.extend([
+                (
+                    "AWS_ENDPOINT_URL_DYNAMODB".into(),
+                    emulators.dynamodb_endpoint.clone(),
+                ),
+                (
+                    "AWS_ENDPOINT_URL_SQS".into(),
+                    emulators.moto_endpoint.clone(),
+                ),
+                ("AWS_ACCESS_KEY_ID".into(), "test".into()),
+                ("AWS_SECRET_ACCESS_KEY".into(), "test".into()),
+                ("AWS_REGION".into(), crate::REGION.into()),
+            ]);
+            specs.push(FunctionSpec {
+                name: f.logical_id.clone(),
+                binary,
+                env,
+                timeout: f.timeout,
+                memory_mb: f.memory_mb,
+            });
+        }
+        let runtimes = Arc::new(Runtimes::start(specs)?);
+        let invoker = Arc::new(LocalInvoker {
+            runtimes: runtimes.clone(),
+            scheduler: OnceLock::new(),
+        });
+
+        let mut routes = vec![Route::new(
+            "POST",
+            "/_local/schedules/{name}",
+            TRIGGER_FUNCTION,
+        )];
+        let mut pollers = Vec::new();
+        let mut schedules = Vec::new();
+        for f in &functions {
+            for event in &f.events {
+                match event {
+                    EventDef::HttpApi { method, path, .. } => {
+                        routes.push(Route::new(method, path, &f.logical_id))
+                    }
+                    EventDef::Sqs(sqs) => {
+                        let queue = stack.queue(&sqs.queue_logical_id)?;
+                        let mut mapping = SqsMapping::new(&f.logical_id, &queue.url, &queue.arn);
+                        mapping.batch_size = sqs.batch_size;
+                        mapping.batching_window = sqs.batching_window;
+                        mapping.report_batch_item_failures = sqs.report_batch_item_failures;
+                        mapping.function_timeout = f.timeout;
+                        pollers.push(SqsPoller::start(
+                            stack.sqs.clone(),
+                            mapping,
+                            runtimes.clone(),
+                        ));
+                    }
+                    EventDef::Schedule(s) => schedules.push(ScheduleSpec {
+                        name: s.name.clone(),
+                        function: f.logical_id.clone(),
+                        expression: ScheduleExpression::parse(&s.expression)
+                            .map_err(|e| anyhow!("{}: schedule {}: {e}", f.logical_id, s.name))?,
+                        input: s.input.clone(),
+                        enabled: s.enabled,
+                    }),
+                    EventDef::DynamoDb(s) => {
+                        tracing::warn!(function = %f.logical_id, event = %s.name, "DynamoDB stream mappings are not emulated yet");
+                    }
+                }
+            }
+        }
+        let scheduler =
+            Arc::new(Scheduler::start(schedules, runtimes.clone()).map_err(|e| anyhow!("{e}"))?);
+        let _ = invoker.scheduler.set(scheduler.clone());
+        let gateway = Gateway::bind(options.api_addr, routes, invoker).await?;
+        Ok(LocalStack {
+            api_addr: gateway.local_addr(),
+            stack,
+            functions,
+            gateway,
+            pollers,
+            scheduler,
+            runtimes,
+            _emulators: emulators,
+        })
+    }
+
+    /// Stops taking requests, lets in-flight batches finish, then stops every process.
+    pub async fn stop(self) {
+        self.gateway.shutdown().await;
+        for poller in self.pollers {
+            poller.stop().await;
+        }
+        if let Ok(scheduler) = Arc::try_unwrap(self.scheduler) {
+            scheduler.stop().await;
+        }
+        if let Ok(runtimes) = Arc::try_unwrap(self.runtimes) {
+            runtimes.shutdown().await;
+        }
+        // Dropping the emulators closes their life lines; they exit.
+    }
+
+    /// What is running and how to try it.
+    pub fn banner(&self) -> String {
+        let api = format!("http://{}", self.api_addr);
+        let mut out = String::new();
+        out.push_str(&format!("Tally local stack\n  HTTP API      {api}\n"));
+        out.push_str(&format!(
+            "  DynamoDB      {}\n  SQS (moto)    {}\n",
+            self.stack.dynamodb_endpoint, self.stack.moto_endpoint
+        ));
+        for (id, name) in sorted(&self.stack.tables) {
+            out.push_str(&format!("  table         {id} = {name}\n"));
+        }
+        for (id, q) in sorted(&self.stack.queues) {
+            out.push_str(&format!("  queue         {id} = {}\n", q.url));
+        }
+        for f in &self.functions {
+            let events: Vec<String> = f
+                .events
+                .iter()
+                .map(|e| match e {
+                    EventDef::HttpApi { method, path, .. } => format!("{method} {path}"),
+                    EventDef::Sqs(s) => format!("SQS {}", s.queue_logical_id),
+                    EventDef::DynamoDb(s) => {
+                        format!("stream {} (not emulated yet)", s.table_logical_id)
+                    }
+                    EventDef::Schedule(s) => format!("schedule {} {}", s.name, s.expression),
+                })
+                .collect();
+            out.push_str(&format!(
+                "  function      {} ({} s, {} MB): {}\n",
+                f.logical_id,
+                f.timeout.as_secs(),
+                f.memory_mb,
+                events.join(", ")
+            ));
+        }
+        out.push_str(&format!(
+            "  API keys      {LOCAL_INGEST_KEY} (ingest), {LOCAL_READ_KEY} (read), {LOCAL_ADMIN_KEY} (admin)\n\nTry:\n  curl -s -X POST {api}/v1/events -H 'authorization: Bearer {LOCAL_INGEST_KEY}' \\\n    -H 'content-type: application/json' -d '{{\"type\":\"PAGE_VIEW\",\"userId\":\"u1\"}}'\n  curl -s -X POST {api}/_local/schedules/<name>   # fire a schedule now\nCtrl-C stops everything.\n"
+        ));
+        out
+    }
+}
+
+fn sorted<V>(map: &HashMap<String, V>) -> Vec<(&String, &V)> {
+    let mut entries: Vec<_> = map.iter().collect();
+    entries.sort_by(|a, b| a.0.cmp(b.0));
+    entries
+}
+
+/// Template defaults, then the local keys and secrets, then the user's overrides.
+fn parameters(template: &Template, overrides: &[(String, String)]) -> HashMap<String, String> {
+    let mut parameters = template.parameters.clone();
+    let keys = [
+        (LOCAL_INGEST_KEY, "ingest"),
+        (LOCAL_READ_KEY, "read"),
+        (LOCAL_ADMIN_KEY, "admin"),
+    ]
+    .iter()
+    .map(|(key, scope)| format!("{}:{scope}", ApiKeys::digest(key)))
+    .collect::<Vec<_>>()
+    .join(",");
+    parameters.insert("ApiKeyDigests".into(), keys);
+    for (name, value) in LOCAL_SECRETS {
+        parameters.insert((*name).into(), (*value).into());
+    }
+    for (name, value) in overrides {
+        parameters.insert(name.clone(), value.clone());
+    }
+    parameters
+}
+
+type Attributes = HashMap<(String, String), String>;
+
+fn resource_values(
+    stack: &Stack,
+    functions: &[FunctionDef],
+) -> (HashMap<String, String>, Attributes) {
+    let mut refs = HashMap::new();
+    let mut attributes = HashMap::new();
+    for (id, name) in &stack.tables {
+        refs.insert(id.clone(), name.clone());
+        attributes.insert(
+            (id.clone(), "Arn".into()),
+            format!(
+                "arn:aws:dynamodb:{}:123456789012:table/{name}",
+                crate::REGION
+            ),
+        );
+    }
+    for (id, q) in &stack.queues {
+        refs.insert(id.clone(), q.url.clone());
+        attributes.insert((id.clone(), "Arn".into()), q.arn.clone());
+        attributes.insert((id.clone(), "QueueName".into()), q.name.clone());
+        attributes.insert((id.clone(), "QueueUrl".into()), q.url.clone());
+    }
+    for f in functions {
+        refs.insert(f.logical_id.clone(), f.logical_id.clone());
+    }
+    (refs, attributes)
+}
+
+/// Builds the functions' binaries with cargo; returns their paths in `functions` order.
+async fn build(functions: &[FunctionDef], release: bool) -> Result<Vec<PathBuf>> {
+    let root = crate::repo_root();
+    let mut command =
+        tokio::process::Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+    command.arg("build").arg("--locked").current_dir(&root);
+    if release {
+        command.arg("--release");
+    }
+    for f in functions {
+        command.arg("--bin").arg(&f.binary);
+    }
+    let status = command.status().await.context("running cargo build")?;
+    if !status.success() {
+        bail!("cargo build of the function binaries failed ({status})");
+    }
+    let target =
+        std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| root.join("target"), PathBuf::from);
+    let profile = if release { "release" } else { "debug" };
+    functions
+        .iter()
+        .map(|f| {
+            let path = target.join(profile).join(&f.binary);
+            if path.is_file() {
+                Ok(path)
+            } else {
+                Err(anyhow!("built binary {} not found", path.display()))
+            }
+        })
+        .collect()
+}
+
+/// Waits for Ctrl-C (SIGINT) or SIGTERM.
+pub async fn shutdown_signal() {
+    let interrupt = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        if let Ok(mut term) =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        {
+            tokio::select! {
+                _ = interrupt => {}
+                _ = term.recv() => {}
+            }
+            return;
+        }
+    }
+    let _ = interrupt.await;
+}
+
+/// Time allowed for a graceful stop before the process exits anyway.
+pub const STOP_GRACE: Duration = Duration::from_secs(20);
