@@ -35,6 +35,9 @@ enum Command {
         /// Template parameter override, `Name=Value` (repeatable).
         #[arg(long = "parameter", value_parser = parse_parameter)]
         parameters: Vec<(String, String)>,
+        /// Cargo features for the function build (tests use `process/faults`).
+        #[arg(long = "cargo-feature", hide = true)]
+        cargo_features: Vec<String>,
     },
     /// Post realistic traffic to a running stack and report what it accepted.
     Publish {
@@ -96,6 +99,7 @@ async fn main() -> Result<()> {
             template,
             release,
             parameters,
+            cargo_features,
         } => {
             let template = if template.is_absolute() {
                 template
@@ -108,6 +112,7 @@ async fn main() -> Result<()> {
                 template,
                 release,
                 parameters,
+                cargo_features,
             })
             .await?;
             println!("{}", stack.banner());

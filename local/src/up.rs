@@ -44,6 +44,8 @@ pub struct UpOptions {
     pub release: bool,
     /// `Name=Value` template parameter overrides.
     pub parameters: Vec<(String, String)>,
+    /// Cargo features for the function build (e.g. `process/faults` in end-to-end tests).
+    pub cargo_features: Vec<String>,
 }
 
 pub struct LocalStack {
@@ -97,12 +99,16 @@ impl Invoker for LocalInvoker {
 
 impl LocalStack {
     pub async fn start(options: UpOptions) -> Result<LocalStack> {
-        let template = Template::load(&options.template)?;
-        let functions = functions::load(&options.template)?;
+        let text = std::fs::read_to_string(&options.template)
+            .with_context(|| format!("reading {}", options.template.display()))?;
+        let text = with_parameter_defaults(&text, &options.parameters)?;
+        let template =
+            Template::parse(&text).context("reading the template's tables and queues")?;
+        let functions = functions::parse(&text).context("reading the template's functions")?;
         if functions.is_empty() {
             bail!("the template declares no AWS::Serverless::Function");
         }
-        let binaries = build(&functions, options.release).await?;
+        let binaries = build(&functions, options.release, &options.cargo_features).await?;
 
         let emulator_options = EmulatorOptions {
             dynamodb_data_dir: options.state_dir.as_ref().map(|d| d.join("dynamodb")),
@@ -217,6 +223,11 @@ impl LocalStack {
         })
     }
 
+    /// The function processes, their status and their invocation reports.
+    pub fn runtimes(&self) -> &Runtimes {
+        &self.runtimes
+    }
+
     /// Stops taking requests, lets in-flight batches finish, then stops every process.
     pub async fn stop(self) {
         self.gateway.shutdown().await;
@@ -281,6 +292,24 @@ fn sorted<V>(map: &HashMap<String, V>) -> Vec<(&String, &V)> {
     entries
 }
 
+/// The template with overridden parameters' `Default`s replaced, so that everything read from it
+/// (queue redrive policies as well as function environments) sees the same values.
+fn with_parameter_defaults(text: &str, overrides: &[(String, String)]) -> Result<String> {
+    if overrides.is_empty() {
+        return Ok(text.to_owned());
+    }
+    let mut doc: serde_yaml::Value = serde_yaml::from_str(text).context("parsing the template")?;
+    for (name, value) in overrides {
+        let parameter = doc
+            .get_mut("Parameters")
+            .and_then(|p| p.get_mut(name.as_str()))
+            .and_then(serde_yaml::Value::as_mapping_mut)
+            .ok_or_else(|| anyhow!("--parameter {name}: the template has no such parameter"))?;
+        parameter.insert("Default".into(), serde_yaml::Value::String(value.clone()));
+    }
+    serde_yaml::to_string(&doc).context("writing the template")
+}
+
 /// Template defaults, then the local keys and secrets, then the user's overrides.
 fn parameters(template: &Template, overrides: &[(String, String)]) -> HashMap<String, String> {
     let mut parameters = template.parameters.clone();
@@ -334,7 +363,11 @@ fn resource_values(
 }
 
 /// Builds the functions' binaries with cargo; returns their paths in `functions` order.
-async fn build(functions: &[FunctionDef], release: bool) -> Result<Vec<PathBuf>> {
+async fn build(
+    functions: &[FunctionDef],
+    release: bool,
+    features: &[String],
+) -> Result<Vec<PathBuf>> {
     let root = crate::repo_root();
     let mut command =
         tokio::process::Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
@@ -344,6 +377,9 @@ async fn build(functions: &[FunctionDef], release: bool) -> Result<Vec<PathBuf>>
     }
     for f in functions {
         command.arg("--bin").arg(&f.binary);
+    }
+    if !features.is_empty() {
+        command.arg("--features").arg(features.join(","));
     }
     let status = command.status().await.context("running cargo build")?;
     if !status.success() {

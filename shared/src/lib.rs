@@ -9,6 +9,8 @@ pub mod counters;
 pub mod csv_rows;
 pub mod error;
 pub mod event;
+#[cfg(feature = "faults")]
+pub mod faults;
 pub mod http;
 pub mod ingest;
 pub mod observability;

@@ -1,21 +1,17 @@
 //! The ingest → queue → process path wired to the emulators with the real adapters, for tests.
 
-use std::collections::HashSet;
-
 use anyhow::{Context, Result};
-use async_trait::async_trait;
 use serde_json::Value;
 use tally::auth::ApiKeys;
 use tally::aws::{DynamoCounters, DynamoEventStore, SqsEventQueue};
 use tally::config::{FacebookConfig, IngestConfig};
 use tally::event::Limits;
+use tally::faults::FaultyStore;
 use tally::http::{HttpRequest, HttpResponse};
 use tally::ingest::Ingest;
 use tally::process::{batch_response, inbound_messages, Processor};
 use tally::signature::WebhookSecrets;
-use tally::store::{
-    EventStore, FailureRecord, ProcessedRecord, StoreError, StoreOutcome, StoredEvent,
-};
+use tally::store::{EventStore, StoredEvent};
 
 use crate::driver::QueueDriver;
 use crate::{repo_root, sdk_config, Stack};
@@ -27,37 +23,10 @@ pub const SAMPLE_VERIFY_TOKEN: &str = "sample-verify-token";
 pub const SAMPLE_TIKTOK_SECRET: &str = "sample-tiktok-secret";
 pub const SAMPLE_SHOP_SECRET: &str = "sample-shop-secret";
 
-/// The real DynamoDB store, except that writes of the listed event ids fail as if DynamoDB were
-/// throttling: the way to make a message poison without breaking the emulator for the others.
-pub struct FaultyStore {
-    inner: DynamoEventStore,
-    failing: HashSet<String>,
-}
-
-#[async_trait]
-impl EventStore for FaultyStore {
-    async fn store_processed(&self, record: &ProcessedRecord) -> Result<StoreOutcome, StoreError> {
-        if self.failing.contains(&record.event.event_id) {
-            return Err(StoreError::Unavailable(
-                "ProvisionedThroughputExceededException (injected)".into(),
-            ));
-        }
-        self.inner.store_processed(record).await
-    }
-
-    async fn record_failure(&self, record: &FailureRecord) -> Result<(), StoreError> {
-        self.inner.record_failure(record).await
-    }
-
-    async fn get(&self, event_id: &str) -> Result<Option<StoredEvent>, StoreError> {
-        self.inner.get(event_id).await
-    }
-}
-
 pub struct Pipeline {
     pub stack: Stack,
     pub ingest: Ingest<SqsEventQueue, DynamoCounters>,
-    pub processor: Processor<FaultyStore, DynamoCounters>,
+    pub processor: Processor<FaultyStore<DynamoEventStore>, DynamoCounters>,
     pub store: DynamoEventStore,
     pub counters: DynamoCounters,
     pub work: QueueDriver,
@@ -102,10 +71,10 @@ impl Pipeline {
             DynamoCounters::new(&dynamodb, analytics_table.clone()),
         );
         let processor = Processor::new(
-            FaultyStore {
-                inner: DynamoEventStore::new(&dynamodb, events_table.clone()),
-                failing: failing_event_ids.iter().map(|s| s.to_string()).collect(),
-            },
+            FaultyStore::failing_ids(
+                DynamoEventStore::new(&dynamodb, events_table.clone()),
+                failing_event_ids,
+            ),
             DynamoCounters::new(&dynamodb, analytics_table.clone()),
             Limits::default(),
             max_receive_count,

@@ -13,14 +13,19 @@ async fn main() -> Result<(), Error> {
     init_logging();
     let config = ProcessConfig::load(&process_env())?;
     let aws = sdk_config().await;
+    let store = DynamoEventStore::new(&aws, config.events_table.clone());
+    #[cfg(feature = "faults")]
+    let store = tally::faults::FaultyStore::from_env(store);
     let processor = &Processor::new(
-        DynamoEventStore::new(&aws, config.events_table.clone()),
+        store,
         DynamoCounters::new(&aws, config.analytics_table.clone()),
         config.limits,
         config.max_receive_count,
     );
     run(service_fn(move |event: LambdaEvent<SqsEvent>| async move {
         let span = tracing::info_span!("invocation", request_id = %event.context.request_id);
+        #[cfg(feature = "faults")]
+        tally::faults::exit_once_if_requested();
         let messages = inbound_messages(event.payload)?;
         let failed = processor.process(messages).instrument(span).await;
         Ok::<SqsBatchResponse, Error>(batch_response(failed))

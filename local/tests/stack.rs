@@ -1,0 +1,333 @@
+//! End-to-end: the whole local stack (emulators, real function binaries under the Runtime API
+//! emulator, HTTP API, SQS mapping, schedules), driven over HTTP like a user would.
+//!
+//! The template is the project's own, with test-friendly settings: a 3 s visibility timeout and
+//! function timeout (so retries come quickly), `MaxReceiveCount` 2 (through the parameter
+//! override), a schedule on the process function, and the process binary built with the
+//! `faults` feature so chosen events fail to store (`poison-*`) or the function crashes once.
+
+use std::collections::{HashMap, HashSet};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use serde_json::{json, Value};
+use serde_yaml::Value as Yaml;
+use tally::aws::DynamoEventStore;
+use tally::store::{EventStatus, EventStore, StoredEvent};
+use tally_local::up::{LocalStack, UpOptions, LOCAL_INGEST_KEY};
+use tokio::io::{AsyncBufReadExt, BufReader};
+
+const FEATURES: &str = "process/faults";
+
+/// The project's template with the test settings; `crash_marker` makes the process function
+/// exit during its first invocation.
+fn test_template(name: &str, crash_marker: Option<&PathBuf>) -> Result<PathBuf> {
+    let root = tally_local::repo_root();
+    let mut doc: Yaml =
+        serde_yaml::from_str(&std::fs::read_to_string(root.join("template.yaml"))?)?;
+    let resources = doc.get_mut("Resources").context("Resources")?;
+    resources["WorkQueue"]["Properties"]["VisibilityTimeout"] = Yaml::from(3);
+    let process = &mut resources["ProcessFunction"]["Properties"];
+    process["Timeout"] = Yaml::from(3);
+    let variables = &mut process["Environment"]["Variables"];
+    variables["TALLY_FAULT_FAIL_EVENT_PREFIXES"] = Yaml::from("poison-");
+    if let Some(marker) = crash_marker {
+        variables["TALLY_FAULT_EXIT_ONCE"] = Yaml::from(marker.display().to_string());
+    }
+    process["Events"]["Nightly"] = serde_yaml::from_str(
+        "{Type: Schedule, Properties: {Schedule: 'cron(0 3 * * ? *)', Input: '{\"Records\": []}'}}",
+    )?;
+    let path = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("template-{name}.yaml"));
+    std::fs::write(&path, serde_yaml::to_string(&doc)?)?;
+    Ok(path)
+}
+
+async fn start(name: &str, crash_marker: Option<&PathBuf>) -> Result<LocalStack> {
+    LocalStack::start(UpOptions {
+        api_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+        state_dir: None,
+        template: test_template(name, crash_marker)?,
+        release: false,
+        parameters: vec![("MaxReceiveCount".into(), "2".into())],
+        cargo_features: vec![FEATURES.into()],
+    })
+    .await
+}
+
+fn store(stack: &LocalStack) -> Result<DynamoEventStore> {
+    let config = tally_local::sdk_config(&stack.stack.dynamodb_endpoint);
+    Ok(DynamoEventStore::new(
+        &config,
+        stack.stack.table("EventsTable")?.to_owned(),
+    ))
+}
+
+async fn post(stack: &LocalStack, path: &str, body: Value) -> Result<(u16, Value)> {
+    let response = reqwest::Client::new()
+        .post(format!("http://{}{path}", stack.api_addr))
+        .bearer_auth(LOCAL_INGEST_KEY)
+        .json(&body)
+        .send()
+        .await?;
+    let status = response.status().as_u16();
+    Ok((status, response.json().await.unwrap_or(Value::Null)))
+}
+
+/// Polls until the event is stored with `status`.
+async fn wait_for(
+    store: &DynamoEventStore,
+    event_id: &str,
+    status: EventStatus,
+) -> Result<StoredEvent> {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        if let Some(stored) = store.get(event_id).await? {
+            if stored.status == status {
+                return Ok(stored);
+            }
+        }
+        if Instant::now() > deadline {
+            bail!(
+                "{event_id} did not reach {status:?}: {:?}",
+                store.get(event_id).await?
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn event_posted_over_http_is_stored() -> Result<()> {
+    let stack = start("stored", None).await?;
+    let (status, body) = post(
+        &stack,
+        "/v1/events",
+        json!({"eventId": "http-1", "type": "PAGE_VIEW", "userId": "u1"}),
+    )
+    .await?;
+    assert_eq!((status, body["status"].clone()), (202, json!("queued")));
+    let stored = wait_for(&store(&stack)?, "http-1", EventStatus::Processed).await?;
+    assert_eq!(stored.attempts, 1);
+    let reports = stack.runtimes().reports();
+    assert!(
+        reports
+            .iter()
+            .any(|r| r.function == "IngestFunction" && r.cold_start()),
+        "{reports:?}"
+    );
+    assert!(
+        reports.iter().any(|r| r.function == "ProcessFunction"),
+        "{reports:?}"
+    );
+    stack.stop().await;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn poison_message_ends_in_the_dlq_and_the_others_are_stored() -> Result<()> {
+    let stack = start("poison", None).await?;
+    let batch = json!([
+        {"eventId": "good-1", "type": "PAGE_VIEW"},
+        {"eventId": "poison-1", "type": "PAGE_VIEW"},
+        {"eventId": "good-2", "type": "PURCHASE", "revenue": {"amount": "5.00"}}
+    ]);
+    let (status, _) = post(&stack, "/v1/events/batch", batch).await?;
+    assert_eq!(status, 202);
+    let store = store(&stack)?;
+    for id in ["good-1", "good-2"] {
+        wait_for(&store, id, EventStatus::Processed).await?;
+    }
+    let dead = wait_for(&store, "poison-1", EventStatus::DeadLetter).await?;
+    assert_eq!(
+        dead.attempts, 2,
+        "MaxReceiveCount 2 from the parameter override"
+    );
+
+    // SQS moves it to the DLQ on the receive after the last attempt; the poller keeps receiving.
+    let dlq = stack.stack.queue("DeadLetterQueue")?.url.clone();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let body = loop {
+        let received = stack
+            .stack
+            .sqs
+            .receive_message()
+            .queue_url(&dlq)
+            .wait_time_seconds(1)
+            .send()
+            .await?;
+        if let Some(message) = received.messages().first() {
+            break message.body().unwrap_or_default().to_owned();
+        }
+        if Instant::now() > deadline {
+            bail!("poison-1 never reached the DLQ");
+        }
+    };
+    let envelope: Value = serde_json::from_str(&body)?;
+    assert_eq!(envelope["event"]["eventId"], "poison-1");
+    stack.stop().await;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_function_that_exits_mid_invocation_is_restarted_and_its_batch_retried() -> Result<()> {
+    let marker =
+        PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("crash-{}", uuid::Uuid::new_v4()));
+    let stack = start("crash", Some(&marker)).await?;
+    let (status, _) = post(
+        &stack,
+        "/v1/events",
+        json!({"eventId": "crash-1", "type": "EMAIL_OPEN"}),
+    )
+    .await?;
+    assert_eq!(status, 202);
+    let stored = wait_for(&store(&stack)?, "crash-1", EventStatus::Processed).await?;
+    assert!(marker.exists(), "the first invocation crashed");
+    assert_eq!(stored.attempts, 2, "stored by the retry after the crash");
+    assert_eq!(stack.runtimes().restart_count("ProcessFunction"), Some(1));
+    let reports = stack.runtimes().reports();
+    let process: Vec<_> = reports
+        .iter()
+        .filter(|r| r.function == "ProcessFunction")
+        .collect();
+    assert!(
+        process.len() >= 2 && process.iter().filter(|r| r.cold_start()).count() == 2,
+        "{process:?}"
+    );
+    stack.stop().await;
+    let _ = std::fs::remove_file(marker);
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_schedule_fires_on_demand_with_its_input() -> Result<()> {
+    let stack = start("schedule", None).await?;
+    let response = reqwest::Client::new()
+        .post(format!(
+            "http://{}/_local/schedules/Nightly",
+            stack.api_addr
+        ))
+        .send()
+        .await?;
+    assert_eq!(response.status().as_u16(), 200);
+    let body: Value = response.json().await?;
+    assert_eq!(body["result"], json!({"batchItemFailures": []}), "{body}");
+    let unknown = reqwest::Client::new()
+        .post(format!("http://{}/_local/schedules/Nope", stack.api_addr))
+        .send()
+        .await?;
+    assert_eq!(unknown.status().as_u16(), 404);
+    stack.stop().await;
+    Ok(())
+}
+
+/// pid → parent pid, from /proc.
+fn parents() -> HashMap<u32, u32> {
+    let mut map = HashMap::new();
+    for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
+            continue;
+        };
+        // The command name is in parentheses and may contain spaces: parse after the last ')'.
+        let Some(rest) = stat.rsplit_once(')').map(|(_, r)| r) else {
+            continue;
+        };
+        if let Some(ppid) = rest.split_whitespace().nth(1).and_then(|p| p.parse().ok()) {
+            map.insert(pid, ppid);
+        }
+    }
+    map
+}
+
+fn descendants(root: u32) -> HashSet<u32> {
+    let parents = parents();
+    let mut found = HashSet::new();
+    let mut frontier = vec![root];
+    while let Some(p) = frontier.pop() {
+        for (child, parent) in &parents {
+            if *parent == p && found.insert(*child) {
+                frontier.push(*child);
+            }
+        }
+    }
+    found
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ctrl_c_stops_everything_and_frees_the_port() -> Result<()> {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port();
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_tally-local"))
+        .args([
+            "up",
+            "--api",
+            &format!("127.0.0.1:{port}"),
+            "--cargo-feature",
+            FEATURES,
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()?;
+    let pid = child.id().context("pid")?;
+    let mut lines = BufReader::new(child.stdout.take().context("stdout")?).lines();
+    let ready = tokio::time::timeout(Duration::from_secs(300), async {
+        while let Some(line) = lines.next_line().await? {
+            if line.contains("Ctrl-C stops everything") {
+                return Ok::<bool, anyhow::Error>(true);
+            }
+        }
+        Ok(false)
+    })
+    .await??;
+    assert!(ready, "tally-local printed its banner");
+    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    // Start both functions so there are processes of every kind to stop.
+    let (status, _) = {
+        let r = reqwest::Client::new()
+            .post(format!("http://127.0.0.1:{port}/v1/events"))
+            .bearer_auth(LOCAL_INGEST_KEY)
+            .json(&json!({"type": "PAGE_VIEW"}))
+            .send()
+            .await?;
+        (r.status().as_u16(), ())
+    };
+    assert_eq!(status, 202);
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let before = descendants(pid);
+    assert!(
+        before.len() >= 4,
+        "emulators and functions are running: {before:?}"
+    );
+
+    let killed = tokio::process::Command::new("kill")
+        .args(["-INT", &pid.to_string()])
+        .status()
+        .await?;
+    assert!(killed.success());
+    let exit = tokio::time::timeout(Duration::from_secs(40), child.wait()).await??;
+    assert!(exit.success(), "clean exit: {exit}");
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let alive: Vec<u32> = before
+            .iter()
+            .copied()
+            .filter(|p| std::path::Path::new(&format!("/proc/{p}")).exists())
+            .collect();
+        if alive.is_empty() {
+            break;
+        }
+        if Instant::now() > deadline {
+            bail!("processes left behind: {alive:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    std::net::TcpListener::bind(("127.0.0.1", port)).context("the API port is free again")?;
+    Ok(())
+}

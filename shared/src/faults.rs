@@ -1,0 +1,93 @@
+//! Fault injection for end-to-end tests of the real binaries (cargo feature `faults`, which no
+//! deployed build enables): make chosen events fail to store, or crash a function once.
+
+use std::collections::HashSet;
+
+use async_trait::async_trait;
+
+use crate::store::{
+    EventStore, FailureRecord, ProcessedRecord, StoreError, StoreOutcome, StoredEvent,
+};
+
+/// Comma-separated `eventId` prefixes whose `store_processed` fails as if DynamoDB throttled.
+pub const FAIL_EVENT_PREFIXES_ENV: &str = "TALLY_FAULT_FAIL_EVENT_PREFIXES";
+/// A file path: when it does not exist, the next invocation creates it and exits the process.
+pub const EXIT_ONCE_ENV: &str = "TALLY_FAULT_EXIT_ONCE";
+
+pub struct FaultyStore<S> {
+    inner: S,
+    failing_prefixes: Vec<String>,
+    failing_ids: HashSet<String>,
+}
+
+impl<S> FaultyStore<S> {
+    pub fn new(inner: S, failing_prefixes: Vec<String>) -> Self {
+        Self {
+            inner,
+            failing_prefixes,
+            failing_ids: HashSet::new(),
+        }
+    }
+
+    pub fn failing_ids(inner: S, ids: &[&str]) -> Self {
+        Self {
+            inner,
+            failing_prefixes: Vec::new(),
+            failing_ids: ids.iter().map(|s| s.to_string()).collect(),
+        }
+    }
+
+    pub fn from_env(inner: S) -> Self {
+        let prefixes = std::env::var(FAIL_EVENT_PREFIXES_ENV)
+            .unwrap_or_default()
+            .split(',')
+            .map(str::trim)
+            .filter(|p| !p.is_empty())
+            .map(str::to_owned)
+            .collect();
+        Self::new(inner, prefixes)
+    }
+
+    fn fails(&self, event_id: &str) -> bool {
+        self.failing_ids.contains(event_id)
+            || self
+                .failing_prefixes
+                .iter()
+                .any(|p| event_id.starts_with(p))
+    }
+}
+
+#[async_trait]
+impl<S: EventStore> EventStore for FaultyStore<S> {
+    async fn store_processed(&self, record: &ProcessedRecord) -> Result<StoreOutcome, StoreError> {
+        if self.fails(&record.event.event_id) {
+            return Err(StoreError::Unavailable(
+                "ProvisionedThroughputExceededException (injected)".into(),
+            ));
+        }
+        self.inner.store_processed(record).await
+    }
+
+    async fn record_failure(&self, record: &FailureRecord) -> Result<(), StoreError> {
+        self.inner.record_failure(record).await
+    }
+
+    async fn get(&self, event_id: &str) -> Result<Option<StoredEvent>, StoreError> {
+        self.inner.get(event_id).await
+    }
+}
+
+/// Exits the process (mid-invocation) the first time it is called with `TALLY_FAULT_EXIT_ONCE`
+/// naming a file that does not exist yet.
+pub fn exit_once_if_requested() {
+    let Ok(path) = std::env::var(EXIT_ONCE_ENV) else {
+        return;
+    };
+    if !path.is_empty()
+        && !std::path::Path::new(&path).exists()
+        && std::fs::write(&path, b"crashed").is_ok()
+    {
+        tracing::error!("fault injection: exiting mid-invocation");
+        std::process::exit(70);
+    }
+}
