@@ -16,7 +16,10 @@ use crate::functions::{self, EventDef, FunctionDef, LocalResources};
 use crate::gateway::{Gateway, Route};
 use crate::invoke::{InvokeError, Invoker};
 use crate::runtime::{FunctionSpec, Runtimes};
-use crate::sources::{ScheduleExpression, ScheduleSpec, Scheduler, SqsMapping, SqsPoller};
+use crate::sources::{
+    OnFailure, ScheduleExpression, ScheduleSpec, Scheduler, SqsMapping, SqsPoller, StreamMapping,
+    StreamPoller,
+};
 use crate::template::Template;
 use crate::{EmulatorOptions, Emulators, Stack};
 
@@ -54,6 +57,7 @@ pub struct LocalStack {
     pub functions: Vec<FunctionDef>,
     gateway: Gateway,
     pollers: Vec<SqsPoller>,
+    stream_pollers: Vec<StreamPoller>,
     scheduler: Arc<Scheduler>,
     runtimes: Arc<Runtimes>,
     _emulators: Emulators,
@@ -126,7 +130,8 @@ impl LocalStack {
         .context("creating the template's tables and queues")?;
 
         let parameters = parameters(&template, &options.parameters);
-        let (refs, attributes) = resource_values(&stack, &functions);
+        let stream_arns = stream_arns(&stack).await?;
+        let (refs, attributes) = resource_values(&stack, &functions, &stream_arns);
         let resources = LocalResources {
             parameters: &parameters,
             refs: &refs,
@@ -173,6 +178,9 @@ impl LocalStack {
             TRIGGER_FUNCTION,
         )];
         let mut pollers = Vec::new();
+        let mut stream_pollers = Vec::new();
+        let streams =
+            aws_sdk_dynamodbstreams::Client::new(&crate::sdk_config(&stack.dynamodb_endpoint));
         let mut schedules = Vec::new();
         for f in &functions {
             for event in &f.events {
@@ -202,7 +210,35 @@ impl LocalStack {
                         enabled: s.enabled,
                     }),
                     EventDef::DynamoDb(s) => {
-                        tracing::warn!(function = %f.logical_id, event = %s.name, "DynamoDB stream mappings are not emulated yet");
+                        let arn = stream_arns.get(&s.table_logical_id).with_context(|| {
+                            format!(
+                                "{}: table {} has no stream",
+                                f.logical_id, s.table_logical_id
+                            )
+                        })?;
+                        let on_failure = match &s.on_failure_queue_logical_id {
+                            Some(id) => {
+                                let q = stack.queue(id)?;
+                                Some(OnFailure {
+                                    queue_url: q.url.clone(),
+                                    queue_arn: q.arn.clone(),
+                                })
+                            }
+                            None => None,
+                        };
+                        let mapping = StreamMapping::from_event(
+                            s,
+                            &f.logical_id,
+                            arn.clone(),
+                            on_failure,
+                            f.timeout,
+                        );
+                        stream_pollers.push(StreamPoller::start(
+                            streams.clone(),
+                            stack.sqs.clone(),
+                            mapping,
+                            runtimes.clone(),
+                        ));
                     }
                 }
             }
@@ -217,6 +253,7 @@ impl LocalStack {
             functions,
             gateway,
             pollers,
+            stream_pollers,
             scheduler,
             runtimes,
             _emulators: emulators,
@@ -232,6 +269,9 @@ impl LocalStack {
     pub async fn stop(self) {
         self.gateway.shutdown().await;
         for poller in self.pollers {
+            poller.stop().await;
+        }
+        for poller in self.stream_pollers {
             poller.stop().await;
         }
         if let Ok(scheduler) = Arc::try_unwrap(self.scheduler) {
@@ -334,12 +374,39 @@ fn parameters(template: &Template, overrides: &[(String, String)]) -> HashMap<St
 
 type Attributes = HashMap<(String, String), String>;
 
+/// Table logical id → latest stream ARN, for tables with a stream.
+async fn stream_arns(stack: &Stack) -> Result<HashMap<String, String>> {
+    let mut arns = HashMap::new();
+    for (id, name) in &stack.tables {
+        let described = stack
+            .dynamodb
+            .describe_table()
+            .table_name(name)
+            .send()
+            .await
+            .map_err(|e| {
+                anyhow!(
+                    "DescribeTable {name}: {}",
+                    aws_sdk_dynamodb::error::DisplayErrorContext(e)
+                )
+            })?;
+        if let Some(arn) = described.table().and_then(|t| t.latest_stream_arn()) {
+            arns.insert(id.clone(), arn.to_owned());
+        }
+    }
+    Ok(arns)
+}
+
 fn resource_values(
     stack: &Stack,
     functions: &[FunctionDef],
+    stream_arns: &HashMap<String, String>,
 ) -> (HashMap<String, String>, Attributes) {
     let mut refs = HashMap::new();
     let mut attributes = HashMap::new();
+    for (id, arn) in stream_arns {
+        attributes.insert((id.clone(), "StreamArn".into()), arn.clone());
+    }
     for (id, name) in &stack.tables {
         refs.insert(id.clone(), name.clone());
         attributes.insert(

@@ -8,6 +8,8 @@
 
 pub mod schedule;
 pub mod sqs;
+pub mod streams;
 
 pub use schedule::{ScheduleError, ScheduleExpression, ScheduleSpec, Scheduler, SchedulerStats};
 pub use sqs::{SqsMapping, SqsPoller, SqsStats};
+pub use streams::{OnFailure, StartingPosition, StreamMapping, StreamPoller, StreamStats};
