@@ -9,6 +9,7 @@ pub mod gateway;
 pub mod install;
 pub mod invoke;
 pub mod publish;
+pub mod queue_state;
 pub mod runtime;
 pub mod sources;
 pub mod stack;

@@ -60,6 +60,7 @@ pub struct LocalStack {
     stream_pollers: Vec<StreamPoller>,
     scheduler: Arc<Scheduler>,
     runtimes: Arc<Runtimes>,
+    state_dir: Option<PathBuf>,
     _emulators: Emulators,
 }
 
@@ -129,6 +130,16 @@ impl LocalStack {
         .await
         .context("creating the template's tables and queues")?;
 
+        if let Some(dir) = &options.state_dir {
+            let restored =
+                crate::queue_state::restore(&stack.sqs, &stack.queues, &dir.join("sqs")).await?;
+            if restored > 0 {
+                tracing::info!(
+                    messages = restored,
+                    "queue messages restored from the state dir"
+                );
+            }
+        }
         let parameters = parameters(&template, &options.parameters);
         let stream_arns = stream_arns(&stack).await?;
         let (refs, attributes) = resource_values(&stack, &functions, &stream_arns);
@@ -256,6 +267,7 @@ impl LocalStack {
             stream_pollers,
             scheduler,
             runtimes,
+            state_dir: options.state_dir,
             _emulators: emulators,
         })
     }
@@ -279,6 +291,18 @@ impl LocalStack {
         }
         if let Ok(runtimes) = Arc::try_unwrap(self.runtimes) {
             runtimes.shutdown().await;
+        }
+        if let Some(dir) = &self.state_dir {
+            match crate::queue_state::save(&self.stack.sqs, &self.stack.queues, &dir.join("sqs"))
+                .await
+            {
+                Ok(saved) => {
+                    tracing::info!(messages = saved, "queue messages saved to the state dir")
+                }
+                Err(e) => {
+                    tracing::error!(error = %format!("{e:#}"), "queue messages could not be saved")
+                }
+            }
         }
         // Dropping the emulators closes their life lines; they exit.
     }

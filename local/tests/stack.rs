@@ -331,3 +331,75 @@ async fn ctrl_c_stops_everything_and_frees_the_port() -> Result<()> {
     std::net::TcpListener::bind(("127.0.0.1", port)).context("the API port is free again")?;
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn state_dir_keeps_tables_and_queued_messages_between_runs() -> Result<()> {
+    let dir =
+        PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("state-{}", uuid::Uuid::new_v4()));
+    let options = || -> Result<UpOptions> {
+        Ok(UpOptions {
+            api_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+            state_dir: Some(dir.clone()),
+            template: test_template("state", None)?,
+            release: false,
+            parameters: vec![("MaxReceiveCount".into(), "2".into())],
+            cargo_features: vec![FEATURES.into()],
+        })
+    };
+    let first = LocalStack::start(options()?).await?;
+    let (status, _) = post(
+        &first,
+        "/v1/events",
+        json!({"eventId": "kept-1", "type": "DEMO_REQUEST"}),
+    )
+    .await?;
+    assert_eq!(status, 202);
+    wait_for(&store(&first)?, "kept-1", EventStatus::Processed).await?;
+    let dlq = first.stack.queue("DeadLetterQueue")?.url.clone();
+    first
+        .stack
+        .sqs
+        .send_message()
+        .queue_url(&dlq)
+        .message_body("parked")
+        .message_attributes(
+            "correlationId",
+            aws_sdk_sqs::types::MessageAttributeValue::builder()
+                .data_type("String")
+                .string_value("c-1")
+                .build()?,
+        )
+        .send()
+        .await?;
+    first.stop().await;
+
+    let second = LocalStack::start(options()?).await?;
+    let kept = store(&second)?
+        .get("kept-1")
+        .await?
+        .context("kept-1 survived the restart")?;
+    assert_eq!(kept.status, EventStatus::Processed);
+    let dlq = second.stack.queue("DeadLetterQueue")?.url.clone();
+    let received = second
+        .stack
+        .sqs
+        .receive_message()
+        .queue_url(&dlq)
+        .message_attribute_names("All")
+        .wait_time_seconds(1)
+        .send()
+        .await?;
+    let message = received
+        .messages()
+        .first()
+        .context("the DLQ message survived the restart")?;
+    assert_eq!(message.body(), Some("parked"));
+    let attribute = message
+        .message_attributes()
+        .and_then(|a| a.get("correlationId"))
+        .and_then(|v| v.string_value());
+    assert_eq!(attribute, Some("c-1"));
+    second.stop().await;
+    let _ = std::fs::remove_dir_all(&dir);
+    Ok(())
+}
