@@ -81,6 +81,13 @@ pub fn parse(text: &str) -> Result<Vec<FunctionDef>> {
         .get("Globals")
         .and_then(|g| g.get("Function"))
         .unwrap_or(&empty);
+    let parameters: HashMap<String, String> = doc
+        .get("Parameters")
+        .and_then(Value::as_mapping)
+        .into_iter()
+        .flatten()
+        .filter_map(|(k, v)| Some((k.as_str()?.to_owned(), literal(v.get("Default")?)?)))
+        .collect();
     let resources = doc
         .get("Resources")
         .and_then(Value::as_mapping)
@@ -93,13 +100,21 @@ pub fn parse(text: &str) -> Result<Vec<FunctionDef>> {
         let id = id
             .as_str()
             .ok_or_else(|| anyhow!("non-string logical id"))?;
-        functions.push(function(id, resource, globals).with_context(|| format!("function {id}"))?);
+        functions.push(
+            function(id, resource, globals, &parameters)
+                .with_context(|| format!("function {id}"))?,
+        );
     }
     functions.sort_by(|a, b| a.logical_id.cmp(&b.logical_id));
     Ok(functions)
 }
 
-fn function(id: &str, resource: &Value, globals: &Value) -> Result<FunctionDef> {
+fn function(
+    id: &str,
+    resource: &Value,
+    globals: &Value,
+    parameters: &HashMap<String, String>,
+) -> Result<FunctionDef> {
     let empty = Value::Mapping(Mapping::new());
     let props = resource.get("Properties").unwrap_or(&empty);
     let setting = |key: &str| props.get(key).or_else(|| globals.get(key));
@@ -142,7 +157,9 @@ fn function(id: &str, resource: &Value, globals: &Value) -> Result<FunctionDef> 
         .flatten()
     {
         let name = name.as_str().unwrap_or_default().to_owned();
-        if let Some(e) = event_def(&name, event).with_context(|| format!("event {name}"))? {
+        if let Some(e) =
+            event_def(&name, event, parameters).with_context(|| format!("event {name}"))?
+        {
             events.push(e);
         }
     }
@@ -156,10 +173,21 @@ fn function(id: &str, resource: &Value, globals: &Value) -> Result<FunctionDef> 
     })
 }
 
-fn event_def(name: &str, event: &Value) -> Result<Option<EventDef>> {
+fn event_def(
+    name: &str,
+    event: &Value,
+    parameters: &HashMap<String, String>,
+) -> Result<Option<EventDef>> {
     let empty = Value::Mapping(Mapping::new());
     let p = event.get("Properties").unwrap_or(&empty);
-    let text = |key: &str| p.get(key).and_then(literal);
+    // A literal, or `!Ref` to a parameter (its default).
+    let text = |key: &str| {
+        let v = p.get(key)?;
+        literal(v).or_else(|| match intrinsic(v) {
+            Some(Intrinsic::Ref(arg)) => parameters.get(arg.as_str()?).cloned(),
+            _ => None,
+        })
+    };
     let int = |key: &str, default: i64| -> i64 {
         text(key).and_then(|s| s.parse().ok()).unwrap_or(default)
     };

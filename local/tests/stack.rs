@@ -17,6 +17,7 @@ use serde_json::{json, Value};
 use serde_yaml::Value as Yaml;
 use tally::aws::DynamoEventStore;
 use tally::store::{EventStatus, EventStore, StoredEvent};
+use tally_local::runtime::{InvocationOutcome, InvocationReport};
 use tally_local::up::{LocalStack, UpOptions, LOCAL_INGEST_KEY};
 use tokio::io::{AsyncBufReadExt, BufReader};
 
@@ -96,6 +97,25 @@ async fn wait_for(
             );
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Waits until the invocation reports satisfy `done` (the last invocation may still be returning
+/// its answer when its effect is already visible in the table).
+async fn wait_reports(
+    stack: &LocalStack,
+    done: impl Fn(&[InvocationReport]) -> bool,
+) -> Result<Vec<InvocationReport>> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let reports = stack.runtimes().reports();
+        if done(&reports) {
+            return Ok(reports);
+        }
+        if Instant::now() > deadline {
+            bail!("invocation reports never matched: {reports:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
 
