@@ -131,15 +131,14 @@ async fn event_posted_over_http_is_stored() -> Result<()> {
     assert_eq!((status, body["status"].clone()), (202, json!("queued")));
     let stored = wait_for(&store(&stack)?, "http-1", EventStatus::Processed).await?;
     assert_eq!(stored.attempts, 1);
-    let reports = stack.runtimes().reports();
+    let reports = wait_reports(&stack, |r| {
+        r.iter().any(|r| r.function == "ProcessFunction")
+    })
+    .await?;
     assert!(
         reports
             .iter()
             .any(|r| r.function == "IngestFunction" && r.cold_start()),
-        "{reports:?}"
-    );
-    assert!(
-        reports.iter().any(|r| r.function == "ProcessFunction"),
         "{reports:?}"
     );
     stack.stop().await;
@@ -207,13 +206,22 @@ async fn a_function_that_exits_mid_invocation_is_restarted_and_its_batch_retried
     assert!(marker.exists(), "the first invocation crashed");
     assert_eq!(stored.attempts, 2, "stored by the retry after the crash");
     assert_eq!(stack.runtimes().restart_count("ProcessFunction"), Some(1));
-    let reports = stack.runtimes().reports();
+    let reports = wait_reports(&stack, |r| {
+        r.iter()
+            .any(|r| r.function == "ProcessFunction" && r.outcome == InvocationOutcome::Success)
+    })
+    .await?;
     let process: Vec<_> = reports
         .iter()
         .filter(|r| r.function == "ProcessFunction")
         .collect();
     assert!(
-        process.len() >= 2 && process.iter().filter(|r| r.cold_start()).count() == 2,
+        matches!(process[0].outcome, InvocationOutcome::Crashed(_)),
+        "{process:?}"
+    );
+    assert_eq!(
+        process.iter().filter(|r| r.cold_start()).count(),
+        2,
         "{process:?}"
     );
     stack.stop().await;
