@@ -16,5 +16,8 @@ pub mod ingest;
 pub mod observability;
 pub mod process;
 pub mod queue;
+pub mod rollup;
+pub mod scoring;
 pub mod signature;
 pub mod store;
+pub mod stream_window;

@@ -1,0 +1,218 @@
+//! The per-lead fold: its state, incremental application and full recompute.
+
+use std::cmp::Ordering;
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use super::rules::{Decay, ScoreRules};
+use super::serde_util::{last_key, opt_time, time};
+use crate::event::Event;
+
+/// What scoring needs of an event. Ordered by `(timestamp, eventId)` — the fold order — with the
+/// type as a last tie-break only so that the order agrees with `Eq`. Wire form
+/// `{"eventId", "type", "timestamp"}`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ScoredEvent {
+    pub event_id: String,
+    #[serde(rename = "type")]
+    pub event_type: String,
+    #[serde(with = "time")]
+    pub timestamp: DateTime<Utc>,
+}
+
+impl ScoredEvent {
+    pub fn new(
+        event_id: impl Into<String>,
+        event_type: impl Into<String>,
+        timestamp: DateTime<Utc>,
+    ) -> Self {
+        Self {
+            event_id: event_id.into(),
+            event_type: event_type.into(),
+            timestamp,
+        }
+    }
+
+    /// The fold order key, `(timestamp, eventId)`.
+    pub fn sort_key(&self) -> (DateTime<Utc>, &str) {
+        (self.timestamp, &self.event_id)
+    }
+}
+
+impl Ord for ScoredEvent {
+    fn cmp(&self, other: &Self) -> Ordering {
+        self.sort_key()
+            .cmp(&other.sort_key())
+            .then_with(|| self.event_type.cmp(&other.event_type))
+    }
+}
+
+impl PartialOrd for ScoredEvent {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl From<&Event> for ScoredEvent {
+    fn from(e: &Event) -> Self {
+        Self::new(e.event_id.clone(), e.event_type.clone(), e.timestamp)
+    }
+}
+
+/// The result of [`LeadScore::apply`].
+#[must_use]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ApplyOutcome {
+    /// The event was folded in. `points` is what the rules gave it after `maxPerDay`, inactive
+    /// and unknown types — before clamping to the score bounds (the `points` of `recentEvents`).
+    Applied { points: i64 },
+    /// The event does not sort strictly after the last applied one; nothing changed. The caller
+    /// re-folds the lead's history ([`LeadScore::fold`]).
+    OutOfOrder,
+}
+
+/// The fold state of one lead; small, and stored with the lead. Wire form (camelCase):
+/// `{"score", "last": {"timestamp", "eventId"} | null, "dayCounts", "eventCounts", "events",
+/// "lastActivityAt"}`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct LeadScore {
+    /// The score before decay, within the rules' bounds.
+    pub score: i64,
+    /// Sort key `(timestamp, eventId)` of the last applied event.
+    #[serde(default, with = "last_key")]
+    pub last: Option<(DateTime<Utc>, String)>,
+    /// Events per type on the UTC day of `last` (every event of the type counts, scored or not);
+    /// all `maxPerDay` needs to go forward.
+    #[serde(default)]
+    pub day_counts: BTreeMap<String, u32>,
+    /// All applied events per type.
+    #[serde(default)]
+    pub event_counts: BTreeMap<String, u64>,
+    /// All applied events.
+    #[serde(default)]
+    pub events: u64,
+    /// Timestamp of the last applied event (the time part of `last`).
+    #[serde(default, with = "opt_time")]
+    pub last_activity_at: Option<DateTime<Utc>>,
+}
+
+impl LeadScore {
+    /// Folds `e` in if it sorts strictly after the last applied event; otherwise returns
+    /// [`ApplyOutcome::OutOfOrder`] and changes nothing.
+    pub fn apply(&mut self, rules: &ScoreRules, e: &ScoredEvent) -> ApplyOutcome {
+        if let Some((last_ts, last_id)) = &self.last {
+            if e.sort_key() <= (*last_ts, last_id.as_str()) {
+                return ApplyOutcome::OutOfOrder;
+            }
+            if e.timestamp.date_naive() != last_ts.date_naive() {
+                self.day_counts.clear();
+            }
+        }
+        let seen_today = self.day_counts.entry(e.event_type.clone()).or_insert(0);
+        let points = rules.points(&e.event_type, *seen_today);
+        *seen_today = seen_today.saturating_add(1);
+        let count = self.event_counts.entry(e.event_type.clone()).or_insert(0);
+        *count = count.saturating_add(1);
+        self.events = self.events.saturating_add(1);
+        self.score = rules.clamp_add(self.score, points);
+        self.last = Some((e.timestamp, e.event_id.clone()));
+        self.last_activity_at = Some(e.timestamp);
+        ApplyOutcome::Applied { points }
+    }
+
+    /// Recomputes a lead from its whole history: sorts by `(timestamp, eventId)`, keeps one event
+    /// per `eventId` (the earliest), and folds from 0. Returns the state and each applied event
+    /// with its points (as in [`ApplyOutcome::Applied`]), in fold order.
+    pub fn fold(
+        rules: &ScoreRules,
+        events: impl IntoIterator<Item = ScoredEvent>,
+    ) -> (LeadScore, Vec<(ScoredEvent, i64)>) {
+        let mut state = LeadScore::default();
+        let applied = state.apply_sorted(rules, canonical_order(events));
+        (state, applied)
+    }
+
+    /// The score as of `now`, after decay since the last event (see [`Decay::apply`]: whole
+    /// 24 h periods, rounded once, half away from zero). A lead without events scores its
+    /// undecayed score.
+    pub fn decayed_score(&self, decay: &Decay, now: DateTime<Utc>) -> i64 {
+        match self.last_activity_at {
+            Some(last) => decay.apply(self.score, last, now),
+            None => self.score,
+        }
+    }
+
+    /// Applies events already in canonical order; stops at the first one out of order (which
+    /// canonical order rules out).
+    fn apply_sorted(
+        &mut self,
+        rules: &ScoreRules,
+        events: Vec<ScoredEvent>,
+    ) -> Vec<(ScoredEvent, i64)> {
+        let mut applied = Vec::with_capacity(events.len());
+        for e in events {
+            match self.apply(rules, &e) {
+                ApplyOutcome::Applied { points } => applied.push((e, points)),
+                ApplyOutcome::OutOfOrder => break,
+            }
+        }
+        applied
+    }
+}
+
+/// Fold order with one event per `eventId`: the earliest by `(timestamp, type)`, since a
+/// redelivered event is the same event and must not count twice.
+fn canonical_order(events: impl IntoIterator<Item = ScoredEvent>) -> Vec<ScoredEvent> {
+    let mut events: Vec<ScoredEvent> = events.into_iter().collect();
+    events.sort_by(|a, b| {
+        a.event_id
+            .cmp(&b.event_id)
+            .then_with(|| a.timestamp.cmp(&b.timestamp))
+            .then_with(|| a.event_type.cmp(&b.event_type))
+    });
+    events.dedup_by(|later, first| later.event_id == first.event_id);
+    events.sort_unstable();
+    events
+}
+
+/// The result of [`apply_batch`].
+#[must_use]
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BatchResult {
+    /// The new state and each new event with its points, in fold order.
+    Incremental(LeadScore, Vec<(ScoredEvent, i64)>),
+    /// Some new event sorts at or before the last applied one (an older event, or a redelivery
+    /// of an applied one): the caller re-folds the lead's full history with [`LeadScore::fold`].
+    NeedsRecompute,
+}
+
+/// Folds a batch of new events for one lead into its stored state (`None`: no events yet).
+///
+/// The batch is put in fold order (one event per `eventId`); if every event then sorts strictly
+/// after the state's last applied event the result is [`BatchResult::Incremental`], which equals
+/// `fold(history ∪ batch)` given that `eventId`s are unique in the store (API.md: the first event
+/// stored with an id wins). Otherwise [`BatchResult::NeedsRecompute`], which is always safe.
+pub fn apply_batch(
+    state: Option<LeadScore>,
+    rules: &ScoreRules,
+    new_events: Vec<ScoredEvent>,
+) -> BatchResult {
+    let events = canonical_order(new_events);
+    let mut state = state.unwrap_or_default();
+    if let (Some(first), Some((last_ts, last_id))) = (events.first(), &state.last) {
+        if first.sort_key() <= (*last_ts, last_id.as_str()) {
+            return BatchResult::NeedsRecompute;
+        }
+    }
+    let expected = events.len();
+    let applied = state.apply_sorted(rules, events);
+    if applied.len() == expected {
+        BatchResult::Incremental(state, applied)
+    } else {
+        BatchResult::NeedsRecompute
+    }
+}

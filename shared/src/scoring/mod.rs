@@ -1,0 +1,30 @@
+//! Lead scoring: the pure domain behind `GET /v1/rules`, `GET /v1/leads` and
+//! `GET /v1/leads/{leadId}` (API.md, "Scoring semantics").
+//!
+//! A lead's score is a pure function of its stored events and the rules, so every recompute gives
+//! the same answer:
+//!
+//! - the lead's events are folded in `(timestamp, eventId)` order, starting at 0, with
+//!   `s = clamp(s + points(e), min, max)`;
+//! - of each event type only the first `maxPerDay` events of one UTC day score; later ones give 0
+//!   but still count as events;
+//! - inactive types and types without a rule give 0 (and still count as events);
+//! - decay is applied when the score is read (see [`Decay::apply`]).
+//!
+//! The fold state, [`LeadScore`], is small and serializable so it can be stored next to the lead
+//! and advanced incrementally ([`LeadScore::apply`], [`apply_batch`]) as long as new events sort
+//! after the last applied one. Anything else (an event older than the last applied one, a
+//! redelivered event) asks the caller to re-fold the lead's history ([`LeadScore::fold`]), which
+//! gives exactly the state the increments would have reached.
+//!
+//! Nothing here performs I/O or knows about AWS.
+
+mod lead;
+mod rules;
+mod serde_util;
+
+pub use lead::{apply_batch, ApplyOutcome, BatchResult, LeadScore, ScoredEvent};
+pub use rules::{Decay, Rule, ScoreRules, MAX_ABS_POINTS};
+
+#[cfg(test)]
+mod tests;
