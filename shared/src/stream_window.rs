@@ -91,7 +91,11 @@ mod tests {
             "window": {"start": "2026-11-25T10:00:00Z", "end": "2026-11-25T10:05:00Z"},
             "state": {}, "shardId": "shard-1", "eventSourceARN": "arn", "isFinalInvokeForWindow": true, "isWindowTerminatedEarly": false
         }))?;
-        let found: Vec<bool> = event.records.iter().map(|r| r.processed_event_json().is_some()).collect();
+        let found: Vec<bool> = event
+            .records
+            .iter()
+            .map(|r| r.processed_event_json().is_some())
+            .collect();
         assert_eq!(found, vec![true, false, true, false]);
         assert!(event.is_final_invoke_for_window && !event.is_window_terminated_early);
         assert_eq!(event.shard_id.as_deref(), Some("shard-1"));
@@ -100,8 +104,16 @@ mod tests {
 
     #[test]
     fn response_shape() -> Result<(), serde_json::Error> {
-        let r = WindowResponse { state: json!({"a": 1}), batch_item_failures: vec![ItemFailure { item_identifier: "7".into() }] };
-        assert_eq!(serde_json::to_value(&r)?, json!({"state": {"a": 1}, "batchItemFailures": [{"itemIdentifier": "7"}]}));
+        let r = WindowResponse {
+            state: json!({"a": 1}),
+            batch_item_failures: vec![ItemFailure {
+                item_identifier: "7".into(),
+            }],
+        };
+        assert_eq!(
+            serde_json::to_value(&r)?,
+            json!({"state": {"a": 1}, "batchItemFailures": [{"itemIdentifier": "7"}]})
+        );
         Ok(())
     }
 }
