@@ -132,6 +132,31 @@ impl ProcessConfig {
     }
 }
 
+#[derive(Debug, Clone)]
+pub struct RollupConfig {
+    pub events_table: String,
+    pub analytics_table: String,
+    /// A day is reconciled once none of its events was processed for this long.
+    pub settle: chrono::Duration,
+}
+
+impl RollupConfig {
+    pub fn load<F: Fn(&str) -> Option<String>>(env: &Env<F>) -> Result<Self, ConfigError> {
+        let seconds: i64 = env.parsed("ROLLUP_SETTLE_SECONDS", 1200)?;
+        if seconds < 60 {
+            return Err(ConfigError::Invalid {
+                name: "ROLLUP_SETTLE_SECONDS",
+                reason: "must be at least 60".into(),
+            });
+        }
+        Ok(Self {
+            events_table: env.required("EVENTS_TABLE")?,
+            analytics_table: env.required("ANALYTICS_TABLE")?,
+            settle: chrono::Duration::seconds(seconds),
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::collections::HashMap;

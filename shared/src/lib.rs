@@ -1,6 +1,7 @@
 //! Tally's library: the event model and its rules, the HTTP and queue boundaries, the ports
 //! (`EventQueue`, `EventStore`, `CounterSink`) and their AWS adapters.
 
+pub mod aggregation;
 pub mod auth;
 pub mod aws;
 pub mod body;

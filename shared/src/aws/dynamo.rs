@@ -170,6 +170,51 @@ impl EventStore for DynamoEventStore {
     }
 }
 
+#[async_trait]
+impl crate::aggregation::HourlyEvents for DynamoEventStore {
+    async fn processed_in_hour(
+        &self,
+        hour: &str,
+    ) -> Result<Vec<crate::aggregation::ProcessedEvent>, StoreError> {
+        let mut out = Vec::new();
+        let mut start = None;
+        loop {
+            let output = self
+                .client
+                .query()
+                .table_name(&self.table)
+                .index_name("byHour")
+                .key_condition_expression("#hour = :hour")
+                .expression_attribute_names("#hour", "hour")
+                .expression_attribute_values(":hour", s(hour))
+                .projection_expression("#event, processedAt")
+                .expression_attribute_names("#event", "event")
+                .set_exclusive_start_key(start)
+                .send()
+                .await
+                .map_err(|e| StoreError::Unavailable(super::describe(&e)))?;
+            for item in output.items() {
+                let (Some(AttributeValue::S(json)), Some(AttributeValue::S(at))) =
+                    (item.get("event"), item.get("processedAt"))
+                else {
+                    continue;
+                };
+                let Ok(processed_at) = chrono::DateTime::parse_from_rfc3339(at) else {
+                    continue;
+                };
+                out.push(crate::aggregation::ProcessedEvent {
+                    event_json: json.clone(),
+                    processed_at: processed_at.with_timezone(&chrono::Utc),
+                });
+            }
+            start = output.last_evaluated_key().cloned();
+            if start.is_none() {
+                return Ok(out);
+            }
+        }
+    }
+}
+
 /// Counters live in the analytics table, spread over shards so no single item is hot.
 pub struct DynamoCounters {
     client: aws_sdk_dynamodb::Client,

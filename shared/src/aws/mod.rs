@@ -1,9 +1,11 @@
 //! Adapters: the only code that sees AWS SDK types. Each converts SDK results into the ports'
 //! domain types and checks every partial-failure field the API returns.
 
+mod analytics;
 mod dynamo;
 mod sqs;
 
+pub use analytics::DynamoAggregates;
 pub use dynamo::{DynamoCounters, DynamoEventStore};
 pub use sqs::SqsEventQueue;
 

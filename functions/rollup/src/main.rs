@@ -1,0 +1,33 @@
+//! `rollup`: the events stream's consumer (tumbling windows → idempotent aggregate parts) and
+//! the scheduled reconciliation of settled days.
+
+use std::sync::Arc;
+
+use lambda_runtime::{run, service_fn, Error, LambdaEvent};
+use serde_json::Value;
+use tally::aggregation::RollupHandler;
+use tally::aws::{sdk_config, DynamoAggregates, DynamoEventStore};
+use tally::config::{process_env, RollupConfig};
+use tally::observability::init_logging;
+use tracing::Instrument;
+
+#[tokio::main]
+async fn main() -> Result<(), Error> {
+    init_logging();
+    let config = RollupConfig::load(&process_env())?;
+    let aws = sdk_config().await;
+    let handler = &RollupHandler::new(
+        Arc::new(DynamoAggregates::new(&aws, config.analytics_table.clone())),
+        DynamoEventStore::new(&aws, config.events_table.clone()),
+        config.settle,
+    );
+    run(service_fn(move |event: LambdaEvent<Value>| async move {
+        let span = tracing::info_span!("invocation", request_id = %event.context.request_id);
+        handler
+            .handle(event.payload)
+            .instrument(span)
+            .await
+            .map_err(Error::from)
+    }))
+    .await
+}

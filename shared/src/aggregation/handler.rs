@@ -1,0 +1,135 @@
+//! The rollup function's entry: a stream window invocation or a scheduled task.
+
+use std::sync::Arc;
+
+use chrono::{DateTime, Duration, Utc};
+use serde::Deserialize;
+use serde_json::{json, Value};
+use tracing::info;
+
+use super::{AggregateStore, HourlyEvents, Reconciler, WindowError, WindowProcessor};
+use crate::observability::Metrics;
+use crate::store::StoreError;
+use crate::stream_window::WindowEvent;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Task {
+    Reconcile,
+}
+
+/// A scheduled invocation's constant input, e.g. `{"task": "reconcile", "days": 31}`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TaskInput {
+    pub task: Task,
+    /// Reconcile the last `days` UTC days, today included (default 2).
+    #[serde(default)]
+    pub days: Option<u32>,
+    /// Or exactly this day (`YYYY-MM-DD`).
+    #[serde(default)]
+    pub day: Option<String>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RollupError {
+    #[error("input is neither a stream window nor a task: {0}")]
+    BadInput(String),
+    #[error(transparent)]
+    Window(#[from] WindowError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+pub struct RollupHandler<A, H> {
+    window: WindowProcessor<Arc<A>>,
+    reconciler: Reconciler<Arc<A>, H>,
+}
+
+impl<A: AggregateStore + 'static, H: HourlyEvents> RollupHandler<A, H> {
+    pub fn new(store: Arc<A>, events: H, settle: Duration) -> Self {
+        Self {
+            window: WindowProcessor::new(store.clone()),
+            reconciler: Reconciler::new(store, events, settle),
+        }
+    }
+
+    pub async fn handle(&self, input: Value) -> Result<Value, RollupError> {
+        self.handle_at(input, Utc::now()).await
+    }
+
+    pub async fn handle_at(&self, input: Value, now: DateTime<Utc>) -> Result<Value, RollupError> {
+        let mut metrics = Metrics::new("rollup");
+        let result = if input.get("task").is_some() {
+            let task: TaskInput =
+                serde_json::from_value(input).map_err(|e| RollupError::BadInput(e.to_string()))?;
+            self.task(task, now, &mut metrics).await
+        } else {
+            let event: WindowEvent =
+                serde_json::from_value(input).map_err(|e| RollupError::BadInput(e.to_string()))?;
+            let (response, outcome) = self.window.handle(&event).await?;
+            metrics.count("RollupRecords", outcome.records as u64);
+            metrics.count("RollupEvents", outcome.events as u64);
+            metrics.count("RollupSkippedRecords", outcome.skipped as u64);
+            metrics.count("RollupPartsWritten", outcome.parts_written as u64);
+            serde_json::to_value(response).map_err(|e| RollupError::BadInput(e.to_string()))
+        };
+        metrics.flush();
+        result
+    }
+
+    async fn task(
+        &self,
+        task: TaskInput,
+        now: DateTime<Utc>,
+        metrics: &mut Metrics,
+    ) -> Result<Value, RollupError> {
+        match task.task {
+            Task::Reconcile => {
+                let days: Vec<String> = match &task.day {
+                    Some(day) => vec![day.clone()],
+                    None => (0..task.days.unwrap_or(2).max(1))
+                        .map(|back| {
+                            (now - Duration::days(i64::from(back)))
+                                .format("%Y-%m-%d")
+                                .to_string()
+                        })
+                        .collect(),
+                };
+                let mut reports = Vec::new();
+                for day in days {
+                    let report = self.reconciler.reconcile_day(&day, now).await?;
+                    metrics.count("DaysReconciled", u64::from(report.settled));
+                    metrics.count("RollupDriftCounters", report.drift_counters as u64);
+                    metrics.count("RollupDriftEvents", report.drift_events);
+                    info!(day = %report.day, settled = report.settled, events = report.events, drift = report.drift_counters, written = report.written, "reconciled");
+                    reports.push(json!({
+                        "day": report.day, "settled": report.settled, "events": report.events,
+                        "driftCounters": report.drift_counters, "driftEvents": report.drift_events, "written": report.written,
+                    }));
+                }
+                Ok(json!({"task": "reconcile", "days": reports}))
+            }
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl<T: AggregateStore + ?Sized> AggregateStore for Arc<T> {
+    async fn put_parts(&self, parts: &[super::AggregatePart]) -> Result<(), StoreError> {
+        (**self).put_parts(parts).await
+    }
+
+    async fn read_day(&self, day: &str) -> Result<super::StoredDay, StoreError> {
+        (**self).read_day(day).await
+    }
+
+    async fn write_compacted(
+        &self,
+        day: &str,
+        compacted: &super::CompactedDay,
+        superseded: &super::StoredDay,
+    ) -> Result<(), StoreError> {
+        (**self).write_compacted(day, compacted, superseded).await
+    }
+}

@@ -1,0 +1,206 @@
+//! The stream side: accumulate a tumbling window's aggregates in its state and flush them as
+//! idempotent parts on the final invoke.
+
+use std::collections::BTreeMap;
+
+use serde_json::{json, Value};
+use tracing::{info, warn};
+
+use super::{AggregatePart, AggregateStore};
+use crate::event::Event;
+use crate::rollup::{Rollup, WindowAggregates};
+use crate::store::StoreError;
+use crate::stream_window::{WindowEvent, WindowResponse};
+
+/// Largest part body; DynamoDB items stop at 400 KB.
+pub const MAX_PART_BYTES: usize = 300 * 1024;
+
+#[derive(Debug, thiserror::Error)]
+pub enum WindowError {
+    /// The state is not one this function wrote: a bug or a foreign mapping. Failing makes
+    /// Lambda retry and, after the retries, send the batch to the on-failure destination.
+    #[error("window state is unreadable: {0}")]
+    BadState(String),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// What the rollup carries between invocations of one window.
+#[derive(Debug, Default, PartialEq)]
+struct WindowState {
+    /// Sequence number of the first record folded into this state: with the shard and the
+    /// window start it names the parts, so a re-run of the same window writes the same keys.
+    first: Option<String>,
+    rollup: Rollup,
+}
+
+impl WindowState {
+    fn decode(state: Option<&Value>) -> Result<Self, WindowError> {
+        let Some(Value::Object(map)) = state else {
+            return Ok(Self::default());
+        };
+        if map.is_empty() {
+            return Ok(Self::default());
+        }
+        let first = map.get("first").and_then(Value::as_str).map(str::to_owned);
+        let rollup = match map.get("rollup").and_then(Value::as_str) {
+            Some(text) => Rollup::decode(text).map_err(|e| WindowError::BadState(e.to_string()))?,
+            None => return Err(WindowError::BadState("no rollup".into())),
+        };
+        Ok(Self { first, rollup })
+    }
+
+    /// Lambda's `state` is a JSON object; the rollup rides in it as its compact string.
+    fn encode(&self) -> Value {
+        if self.rollup.is_empty() {
+            return json!({});
+        }
+        json!({"v": 1, "first": self.first, "rollup": self.rollup.encode()})
+    }
+}
+
+pub struct WindowProcessor<A> {
+    store: A,
+}
+
+/// Per-invocation figures for logs and metrics.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct WindowOutcome {
+    pub records: usize,
+    pub events: usize,
+    pub skipped: usize,
+    pub parts_written: usize,
+}
+
+impl<A: AggregateStore> WindowProcessor<A> {
+    pub fn new(store: A) -> Self {
+        Self { store }
+    }
+
+    pub async fn handle(
+        &self,
+        event: &WindowEvent,
+    ) -> Result<(WindowResponse, WindowOutcome), WindowError> {
+        let mut state = WindowState::decode(event.state.as_ref())?;
+        let mut outcome = WindowOutcome {
+            records: event.records.len(),
+            ..Default::default()
+        };
+        for record in &event.records {
+            let Some(json) = record.processed_event_json() else {
+                continue;
+            };
+            match serde_json::from_str::<Event>(json) {
+                Ok(e) => {
+                    state
+                        .first
+                        .get_or_insert_with(|| record.dynamodb.sequence_number.clone());
+                    state.rollup.add(&e);
+                    outcome.events += 1;
+                }
+                // Our own stored form failing to parse is a bug; reconciliation reports it as drift.
+                Err(error) => {
+                    warn!(sequence = %record.dynamodb.sequence_number, %error, "stored event unreadable; skipped");
+                    outcome.skipped += 1;
+                }
+            }
+        }
+        let closing = event.is_final_invoke_for_window || event.is_window_terminated_early;
+        if !closing {
+            return Ok((
+                WindowResponse {
+                    state: state.encode(),
+                    batch_item_failures: Vec::new(),
+                },
+                outcome,
+            ));
+        }
+        if let (Some(first), false) = (&state.first, state.rollup.is_empty()) {
+            let window_start = event
+                .window
+                .as_ref()
+                .map(|w| w.start.as_str())
+                .unwrap_or_default();
+            let window_start_ms = chrono::DateTime::parse_from_rfc3339(window_start)
+                .map_err(|_| {
+                    WindowError::BadState(format!("window start {window_start:?} is not RFC 3339"))
+                })?
+                .timestamp_millis();
+            let shard = event.shard_id.clone().unwrap_or_default();
+            let parts = parts(&state.rollup, window_start_ms, &shard, first)?;
+            self.store.put_parts(&parts).await?;
+            outcome.parts_written = parts.len();
+            info!(parts = parts.len(), window_start, shard, "window flushed");
+        }
+        Ok((
+            WindowResponse {
+                state: json!({}),
+                batch_item_failures: Vec::new(),
+            },
+            outcome,
+        ))
+    }
+}
+
+/// Splits a window's rollup into per-day parts of at most [`MAX_PART_BYTES`], deterministically.
+pub(crate) fn parts(
+    rollup: &Rollup,
+    window_start_ms: i64,
+    shard: &str,
+    first: &str,
+) -> Result<Vec<AggregatePart>, WindowError> {
+    let mut by_day: BTreeMap<&str, Vec<(&String, &WindowAggregates)>> = BTreeMap::new();
+    for (hour, aggregates) in &rollup.hours {
+        by_day
+            .entry(hour.get(..10).unwrap_or(hour))
+            .or_default()
+            .push((hour, aggregates));
+    }
+    let mut out = Vec::new();
+    for (day, hours) in by_day {
+        for (chunk, body) in chunk_hours(&hours)?.into_iter().enumerate() {
+            out.push(AggregatePart {
+                day: day.to_owned(),
+                window_start_ms,
+                shard: shard.to_owned(),
+                first_sequence: first.to_owned(),
+                chunk: chunk as u32,
+                body,
+            });
+        }
+    }
+    Ok(out)
+}
+
+/// Packs hours (split when one alone is too big) into encoded rollups of bounded size.
+pub(crate) fn chunk_hours(
+    hours: &[(&String, &WindowAggregates)],
+) -> Result<Vec<String>, WindowError> {
+    let mut chunks = Vec::new();
+    let mut current = Rollup::default();
+    for (hour, aggregates) in hours {
+        let pieces = (*aggregates)
+            .clone()
+            .split(MAX_PART_BYTES / 2)
+            .map_err(|e| WindowError::BadState(e.to_string()))?;
+        for piece in pieces {
+            let mut candidate = Rollup::default();
+            candidate.merge(&current);
+            candidate
+                .hours
+                .entry((*hour).clone())
+                .or_default()
+                .merge(&piece);
+            if !current.is_empty() && candidate.encoded_len() > MAX_PART_BYTES {
+                chunks.push(std::mem::take(&mut current).encode());
+                current.hours.insert((*hour).clone(), piece);
+            } else {
+                current = candidate;
+            }
+        }
+    }
+    if !current.is_empty() {
+        chunks.push(current.encode());
+    }
+    Ok(chunks)
+}

@@ -1,0 +1,281 @@
+//! The analytics table as the aggregate store: parts and compacted snapshots per day.
+//!
+//! Layout (pk `AGG#<YYYY-MM-DD>`):
+//! - `P#<window start ms>#<shard>#<first sequence>#<chunk>`: a window's part for the day;
+//! - `C#<upto ms>#<chunk>`: a snapshot chunk; complete when all `chunks` chunks exist.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use aws_sdk_dynamodb::types::{
+    AttributeValue, DeleteRequest, PutRequest, ReturnConsumedCapacity, WriteRequest,
+};
+
+use crate::aggregation::{AggregatePart, AggregateStore, CompactedDay, StoredDay};
+use crate::store::StoreError;
+
+type Item = HashMap<String, AttributeValue>;
+
+const BATCH: usize = 25;
+const ATTEMPTS: u32 = 8;
+
+pub struct DynamoAggregates {
+    client: aws_sdk_dynamodb::Client,
+    table: String,
+    /// Write units consumed so far, in thousandths (DynamoDB reports fractions).
+    consumed_milli: Arc<AtomicU64>,
+}
+
+fn s(v: impl Into<String>) -> AttributeValue {
+    AttributeValue::S(v.into())
+}
+
+fn n(v: impl ToString) -> AttributeValue {
+    AttributeValue::N(v.to_string())
+}
+
+fn pk(day: &str) -> String {
+    format!("AGG#{day}")
+}
+
+impl DynamoAggregates {
+    pub fn new(config: &aws_config::SdkConfig, table: String) -> Self {
+        Self {
+            client: aws_sdk_dynamodb::Client::new(config),
+            table,
+            consumed_milli: Arc::default(),
+        }
+    }
+
+    /// Write capacity units consumed by this store's writes (as DynamoDB reports them).
+    pub fn consumed_write_units(&self) -> f64 {
+        self.consumed_milli.load(Ordering::Relaxed) as f64 / 1000.0
+    }
+
+    /// `BatchWriteItem` in groups of 25, retrying exactly the `UnprocessedItems`.
+    async fn write_all(&self, requests: Vec<WriteRequest>) -> Result<(), StoreError> {
+        for group in requests.chunks(BATCH) {
+            let mut pending = group.to_vec();
+            for attempt in 0..ATTEMPTS {
+                if attempt > 0 {
+                    tokio::time::sleep(Duration::from_millis(20 << attempt.min(6))).await;
+                }
+                let output = self
+                    .client
+                    .batch_write_item()
+                    .request_items(&self.table, pending.clone())
+                    .return_consumed_capacity(ReturnConsumedCapacity::Total)
+                    .send()
+                    .await
+                    .map_err(|e| StoreError::Unavailable(super::describe(&e)))?;
+                for c in output.consumed_capacity() {
+                    let units = c.capacity_units().unwrap_or_default();
+                    self.consumed_milli
+                        .fetch_add((units * 1000.0).round() as u64, Ordering::Relaxed);
+                }
+                pending = output
+                    .unprocessed_items()
+                    .and_then(|u| u.get(&self.table))
+                    .cloned()
+                    .unwrap_or_default();
+                if pending.is_empty() {
+                    break;
+                }
+            }
+            if !pending.is_empty() {
+                return Err(StoreError::Unavailable(format!(
+                    "{} writes left unprocessed after retries",
+                    pending.len()
+                )));
+            }
+        }
+        Ok(())
+    }
+}
+
+fn put(item: Item) -> Result<WriteRequest, StoreError> {
+    let put = PutRequest::builder()
+        .set_item(Some(item))
+        .build()
+        .map_err(|e| StoreError::Unavailable(e.to_string()))?;
+    Ok(WriteRequest::builder().put_request(put).build())
+}
+
+fn delete(pk: &str, sk: &str) -> Result<WriteRequest, StoreError> {
+    let delete = DeleteRequest::builder()
+        .key("pk", s(pk))
+        .key("sk", s(sk))
+        .build()
+        .map_err(|e| StoreError::Unavailable(e.to_string()))?;
+    Ok(WriteRequest::builder().delete_request(delete).build())
+}
+
+fn part_sk(p: &AggregatePart) -> String {
+    format!(
+        "P#{:013}#{}#{}#{:03}",
+        p.window_start_ms.max(0),
+        p.shard,
+        p.first_sequence,
+        p.chunk
+    )
+}
+
+fn text(item: &Item, key: &str) -> Option<String> {
+    match item.get(key) {
+        Some(AttributeValue::S(v)) => Some(v.clone()),
+        _ => None,
+    }
+}
+
+fn number(item: &Item, key: &str) -> Option<i64> {
+    match item.get(key) {
+        Some(AttributeValue::N(v)) => v.parse().ok(),
+        _ => None,
+    }
+}
+
+#[async_trait]
+impl AggregateStore for DynamoAggregates {
+    async fn put_parts(&self, parts: &[AggregatePart]) -> Result<(), StoreError> {
+        let requests = parts
+            .iter()
+            .map(|p| {
+                put(Item::from([
+                    ("pk".to_owned(), s(pk(&p.day))),
+                    ("sk".to_owned(), s(part_sk(p))),
+                    ("ws".to_owned(), n(p.window_start_ms)),
+                    ("shard".to_owned(), s(&p.shard)),
+                    ("first".to_owned(), s(&p.first_sequence)),
+                    ("chunk".to_owned(), n(p.chunk)),
+                    ("body".to_owned(), s(&p.body)),
+                ]))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        self.write_all(requests).await
+    }
+
+    async fn read_day(&self, day: &str) -> Result<StoredDay, StoreError> {
+        let mut items = Vec::new();
+        let mut start = None;
+        loop {
+            let output = self
+                .client
+                .query()
+                .table_name(&self.table)
+                .key_condition_expression("pk = :pk")
+                .expression_attribute_values(":pk", s(pk(day)))
+                .consistent_read(true)
+                .set_exclusive_start_key(start)
+                .send()
+                .await
+                .map_err(|e| StoreError::Unavailable(super::describe(&e)))?;
+            items.extend(output.items().iter().cloned());
+            start = output.last_evaluated_key().cloned();
+            if start.is_none() {
+                break;
+            }
+        }
+        let mut stored = StoredDay::default();
+        // upto → (declared chunk count, chunk index → body, sort keys)
+        let mut snapshots: BTreeMap<i64, (i64, BTreeMap<i64, String>, Vec<String>)> =
+            BTreeMap::new();
+        for item in items {
+            let sk = text(&item, "sk").unwrap_or_default();
+            if sk.starts_with("P#") {
+                stored.parts.push(AggregatePart {
+                    day: day.to_owned(),
+                    window_start_ms: number(&item, "ws").unwrap_or_default(),
+                    shard: text(&item, "shard").unwrap_or_default(),
+                    first_sequence: text(&item, "first").unwrap_or_default(),
+                    chunk: number(&item, "chunk").unwrap_or_default() as u32,
+                    body: text(&item, "body").unwrap_or_default(),
+                });
+            } else if sk.starts_with("C#") {
+                let (Some(upto), Some(chunks), Some(chunk), Some(body)) = (
+                    number(&item, "upto"),
+                    number(&item, "chunks"),
+                    number(&item, "chunk"),
+                    text(&item, "body"),
+                ) else {
+                    continue;
+                };
+                let entry = snapshots
+                    .entry(upto)
+                    .or_insert_with(|| (chunks, BTreeMap::new(), Vec::new()));
+                entry.1.insert(chunk, body);
+                entry.2.push(sk);
+            }
+        }
+        // The newest complete snapshot wins; everything older is stale.
+        let newest_complete = snapshots
+            .iter()
+            .rev()
+            .find(|(_, (chunks, bodies, _))| bodies.len() as i64 == *chunks)
+            .map(|(u, _)| *u);
+        for (upto, (_, bodies, sks)) in snapshots {
+            if Some(upto) == newest_complete {
+                stored.compacted = Some(CompactedDay {
+                    upto_ms: upto,
+                    chunks: bodies.into_values().collect(),
+                });
+            } else {
+                stored.stale_snapshots.extend(sks);
+            }
+        }
+        Ok(stored)
+    }
+
+    async fn write_compacted(
+        &self,
+        day: &str,
+        compacted: &CompactedDay,
+        superseded: &StoredDay,
+    ) -> Result<(), StoreError> {
+        let pk = pk(day);
+        let puts = compacted
+            .chunks
+            .iter()
+            .enumerate()
+            .map(|(i, body)| {
+                put(Item::from([
+                    ("pk".to_owned(), s(&pk)),
+                    (
+                        "sk".to_owned(),
+                        s(format!("C#{:013}#{i:03}", compacted.upto_ms.max(0))),
+                    ),
+                    ("upto".to_owned(), n(compacted.upto_ms)),
+                    ("chunks".to_owned(), n(compacted.chunks.len())),
+                    ("chunk".to_owned(), n(i)),
+                    ("body".to_owned(), s(body)),
+                ]))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        // The new snapshot is complete before anything it supersedes goes away.
+        self.write_all(puts).await?;
+        let mut deletes = Vec::new();
+        for sk in &superseded.stale_snapshots {
+            deletes.push(delete(&pk, sk)?);
+        }
+        if let Some(previous) = &superseded.compacted {
+            for i in 0..previous.chunks.len() {
+                if previous.upto_ms != compacted.upto_ms {
+                    deletes.push(delete(
+                        &pk,
+                        &format!("C#{:013}#{i:03}", previous.upto_ms.max(0)),
+                    )?);
+                }
+            }
+        }
+        for part in superseded
+            .parts
+            .iter()
+            .filter(|p| p.window_start_ms <= compacted.upto_ms)
+        {
+            deletes.push(delete(&pk, &part_sk(part))?);
+        }
+        self.write_all(deletes).await
+    }
+}
