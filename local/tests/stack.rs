@@ -431,3 +431,59 @@ async fn state_dir_keeps_tables_and_queued_messages_between_runs() -> Result<()>
     let _ = std::fs::remove_dir_all(&dir);
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stored_events_are_rolled_up_through_the_stream_mapping() -> Result<()> {
+    use tally::aggregation::AggregateStore;
+    use tally::rollup::{AggregateKey, Dimension};
+    let stack = LocalStack::start(UpOptions {
+        api_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+        state_dir: None,
+        template: test_template("rollup", None)?,
+        release: false,
+        parameters: vec![("RollupWindowSeconds".into(), "2".into())],
+        cargo_features: vec![FEATURES.into()],
+    })
+    .await?;
+    let now = chrono::Utc::now();
+    let batch = json!([
+        {"eventId": "r-1", "type": "PURCHASE", "campaignId": "c1", "revenue": {"amount": "10.50"}},
+        {"eventId": "r-2", "type": "PURCHASE", "campaignId": "c1", "revenue": {"amount": "2.25"}},
+        {"eventId": "r-3", "type": "PAGE_VIEW", "campaignId": "c2"}
+    ]);
+    let (status, _) = post(&stack, "/v1/events/batch", batch).await?;
+    assert_eq!(status, 202);
+    let config = tally_local::sdk_config(&stack.stack.dynamodb_endpoint);
+    let aggregates =
+        tally::aws::DynamoAggregates::new(&config, stack.stack.table("AnalyticsTable")?.to_owned());
+    let hour = now.format("%Y-%m-%dT%H").to_string();
+    let day = now.format("%Y-%m-%d").to_string();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let purchases = AggregateKey::new(Dimension::CampaignId, "c1", "PURCHASE");
+    loop {
+        let rollup = aggregates.read_day(&day).await?.merged()?;
+        if let Some(totals) = rollup
+            .hours
+            .get(&hour)
+            .and_then(|w| w.totals.get(&purchases))
+        {
+            assert_eq!(totals.count, 2);
+            assert_eq!(totals.revenue_in("USD").to_string(), "12.75");
+            break;
+        }
+        if Instant::now() > deadline {
+            bail!(
+                "no aggregates after 120 s: {:?}",
+                rollup.hours.keys().collect::<Vec<_>>()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let reports =
+        wait_reports(&stack, |r| r.iter().any(|r| r.function == "RollupFunction")).await?;
+    assert!(reports
+        .iter()
+        .any(|r| r.function == "RollupFunction" && r.outcome == InvocationOutcome::Success));
+    stack.stop().await;
+    Ok(())
+}
