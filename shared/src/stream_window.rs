@@ -2,7 +2,7 @@
 //! Only what the rollup reads is typed: each record's sequence number and new image.
 
 use serde::{Deserialize, Serialize};
-use serde_json::{Map, Value};
+use serde_json::Value;
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -40,7 +40,24 @@ pub struct StreamRecord {
 pub struct StreamData {
     pub sequence_number: String,
     #[serde(default)]
-    pub new_image: Option<Map<String, Value>>,
+    pub new_image: Option<NewImage>,
+}
+
+/// The two attributes the rollup reads; every other attribute of the image is skipped unparsed
+/// (a 10,000-record batch carries megabytes of them).
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct NewImage {
+    #[serde(default)]
+    pub status: Option<StringAttribute>,
+    #[serde(default)]
+    pub event: Option<StringAttribute>,
+}
+
+/// A DynamoDB-JSON attribute; only the string form (`{"S": ...}`) carries a value here.
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct StringAttribute {
+    #[serde(rename = "S", default)]
+    pub s: Option<String>,
 }
 
 impl StreamRecord {
@@ -49,11 +66,11 @@ impl StreamRecord {
     /// record: its INSERT, or the MODIFY that replaced a recorded failure.
     pub fn processed_event_json(&self) -> Option<&str> {
         let image = self.dynamodb.new_image.as_ref()?;
-        let text = |name: &str| image.get(name)?.get("S")?.as_str();
-        if self.event_name.as_deref() == Some("REMOVE") || text("status")? != "PROCESSED" {
+        let status = image.status.as_ref()?.s.as_deref()?;
+        if self.event_name.as_deref() == Some("REMOVE") || status != "PROCESSED" {
             return None;
         }
-        text("event")
+        image.event.as_ref()?.s.as_deref()
     }
 }
 

@@ -3,10 +3,12 @@
 
 mod analytics;
 mod dynamo;
+mod rules;
 mod sqs;
 
 pub use analytics::DynamoAggregates;
 pub use dynamo::{DynamoCounters, DynamoEventStore};
+pub use rules::DynamoRules;
 pub use sqs::SqsEventQueue;
 
 use aws_config::{BehaviorVersion, SdkConfig};

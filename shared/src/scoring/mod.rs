@@ -17,14 +17,17 @@
 //! redelivered event) asks the caller to re-fold the lead's history ([`LeadScore::fold`]), which
 //! gives exactly the state the increments would have reached.
 //!
-//! Nothing here performs I/O or knows about AWS.
+//! Nothing here performs I/O or knows about AWS; [`RuleStore`] is the port the rules are kept
+//! behind.
 
 mod lead;
 mod rules;
 mod serde_util;
+mod store;
 
 pub use lead::{apply_batch, ApplyOutcome, BatchResult, LeadScore, ScoredEvent};
 pub use rules::{Decay, Rule, ScoreRules, MAX_ABS_POINTS};
+pub use store::{load_or_init, put_rule, RuleStore, RuleStoreError, VersionedRules};
 
 #[cfg(test)]
 mod tests;

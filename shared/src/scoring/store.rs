@@ -1,0 +1,67 @@
+//! Where the scoring rules live: one item of the analytics table, written with the defaults on
+//! first use (never hard-coded in the scoring path) and changed with optimistic concurrency.
+
+use async_trait::async_trait;
+
+use super::{Rule, ScoreRules};
+use crate::store::StoreError;
+
+/// The stored rules and the version a change must be based on.
+#[derive(Debug, Clone, PartialEq)]
+pub struct VersionedRules {
+    pub rules: ScoreRules,
+    pub version: u64,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RuleStoreError {
+    /// Someone else changed the rules since `version` was read.
+    #[error("rules changed concurrently")]
+    Conflict,
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+#[async_trait]
+pub trait RuleStore: Send + Sync {
+    /// The stored rules; `None` before first use.
+    async fn load(&self) -> Result<Option<VersionedRules>, StoreError>;
+    /// Writes `rules` as version `expected + 1` if the stored version is still `expected`
+    /// (`0` = nothing stored yet).
+    async fn save(
+        &self,
+        rules: &ScoreRules,
+        expected: u64,
+    ) -> Result<VersionedRules, RuleStoreError>;
+}
+
+/// The rules, writing the defaults when none are stored yet. Concurrent first uses agree: one
+/// write wins and the others read it back.
+pub async fn load_or_init(store: &impl RuleStore) -> Result<VersionedRules, StoreError> {
+    if let Some(current) = store.load().await? {
+        return Ok(current);
+    }
+    match store.save(&ScoreRules::defaults(), 0).await {
+        Ok(saved) => Ok(saved),
+        Err(RuleStoreError::Conflict) => store.load().await?.ok_or_else(|| {
+            StoreError::Unavailable("rules vanished after a concurrent first write".into())
+        }),
+        Err(RuleStoreError::Store(e)) => Err(e),
+    }
+}
+
+/// Sets one rule (validated by the caller), retrying on concurrent changes.
+pub async fn put_rule(store: &impl RuleStore, rule: Rule) -> Result<VersionedRules, StoreError> {
+    for _ in 0..8 {
+        let mut current = load_or_init(store).await?;
+        current.rules.set_rule(rule.clone());
+        match store.save(&current.rules, current.version).await {
+            Ok(saved) => return Ok(saved),
+            Err(RuleStoreError::Conflict) => continue,
+            Err(RuleStoreError::Store(e)) => return Err(e),
+        }
+    }
+    Err(StoreError::Unavailable(
+        "rules kept changing concurrently".into(),
+    ))
+}
