@@ -1,17 +1,23 @@
-//! Reads the DynamoDB tables and SQS queues declared in a CloudFormation/SAM template.
+//! Reads the DynamoDB tables, SQS queues, S3 buckets and Firehose delivery streams declared in a
+//! CloudFormation/SAM template.
 //!
 //! Only what the emulators need is read: `AWS::DynamoDB::Table` (`KeySchema`,
 //! `AttributeDefinitions`, `GlobalSecondaryIndexes`, `LocalSecondaryIndexes`,
-//! `StreamSpecification`, `TimeToLiveSpecification`) and `AWS::SQS::Queue` (`VisibilityTimeout`,
+//! `StreamSpecification`, `TimeToLiveSpecification`), `AWS::SQS::Queue` (`VisibilityTimeout`,
 //! `MessageRetentionPeriod`, `DelaySeconds`, `ReceiveMessageWaitTimeSeconds`,
-//! `MaximumMessageSize`, `FifoQueue`, `ContentBasedDeduplication`, `RedrivePolicy`). Everything else
-//! (functions, names, billing, encryption, ...) is ignored; physical names come from the test's
-//! prefix.
+//! `MaximumMessageSize`, `FifoQueue`, `ContentBasedDeduplication`, `RedrivePolicy`),
+//! `AWS::S3::Bucket` (`BucketEncryption`, `PublicAccessBlockConfiguration`,
+//! `LifecycleConfiguration`, `VersioningConfiguration`) and `AWS::KinesisFirehose::DeliveryStream`
+//! (`DeliveryStreamType`, and of `ExtendedS3DestinationConfiguration` or
+//! `S3DestinationConfiguration`: `BucketARN`, `Prefix`, `ErrorOutputPrefix`, `BufferingHints`,
+//! `CompressionFormat`). Everything else (functions, names, billing, roles, ...) is ignored;
+//! physical names come from the test's prefix.
 //!
 //! Intrinsics are accepted in short (`!Ref X`, serde_yaml's `Value::Tagged`) and long form
 //! (`{Ref: X}`): `Ref` to a parameter resolves to its `Default`, `Ref` to a pseudo parameter to a
 //! fixed test value, `Sub` substitutes those, `GetAtt <Queue>.Arn` is only meaningful as a
-//! `RedrivePolicy.deadLetterTargetArn`.
+//! `RedrivePolicy.deadLetterTargetArn` and `GetAtt <Bucket>.Arn` as a delivery stream's
+//! `BucketARN`.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -28,6 +34,10 @@ pub struct Template {
     pub tables: Vec<TableSpec>,
     /// Queues in template order.
     pub queues: Vec<QueueSpec>,
+    /// S3 buckets in template order.
+    pub buckets: Vec<BucketSpec>,
+    /// Firehose delivery streams in template order.
+    pub delivery_streams: Vec<DeliveryStreamSpec>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -85,6 +95,76 @@ pub struct QueueSpec {
     pub redrive: Option<RedriveSpec>,
 }
 
+/// `BucketEncryption.ServerSideEncryptionConfiguration[0]`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BucketEncryptionSpec {
+    /// `AES256`, `aws:kms` or `aws:kms:dsse`.
+    pub sse_algorithm: String,
+    /// `KMSMasterKeyID` when it is a literal (or resolves to one); a `!Ref`/`!GetAtt` of a key
+    /// in the template is dropped, since no KMS key exists locally.
+    pub kms_master_key_id: Option<String>,
+    pub bucket_key_enabled: Option<bool>,
+}
+
+/// `PublicAccessBlockConfiguration` (absent flags are false, as in CloudFormation).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct PublicAccessBlockSpec {
+    pub block_public_acls: bool,
+    pub block_public_policy: bool,
+    pub ignore_public_acls: bool,
+    pub restrict_public_buckets: bool,
+}
+
+/// One `LifecycleConfiguration.Rules` entry.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LifecycleRuleSpec {
+    pub id: Option<String>,
+    /// `Status: Enabled`.
+    pub enabled: bool,
+    /// Rule `Prefix` (CloudFormation's rule-level filter); `None` applies to every object.
+    pub prefix: Option<String>,
+    pub expiration_in_days: Option<i32>,
+    pub noncurrent_version_expiration_in_days: Option<i32>,
+    pub abort_incomplete_multipart_upload_days: Option<i32>,
+    pub transitions: Vec<TransitionSpec>,
+}
+
+/// A lifecycle `Transitions` entry (`TransitionInDays` only).
+#[derive(Debug, Clone, PartialEq)]
+pub struct TransitionSpec {
+    pub storage_class: String,
+    pub transition_in_days: i32,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct BucketSpec {
+    pub logical_id: String,
+    pub encryption: Option<BucketEncryptionSpec>,
+    pub public_access_block: Option<PublicAccessBlockSpec>,
+    pub lifecycle_rules: Vec<LifecycleRuleSpec>,
+    /// `VersioningConfiguration.Status` (`Enabled` or `Suspended`).
+    pub versioning: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct DeliveryStreamSpec {
+    pub logical_id: String,
+    /// Logical id of the `AWS::S3::Bucket` that `BucketARN` (`!GetAtt <Bucket>.Arn`) names.
+    pub bucket_logical_id: String,
+    /// True for `ExtendedS3DestinationConfiguration`, false for `S3DestinationConfiguration`.
+    pub extended: bool,
+    pub prefix: Option<String>,
+    pub error_output_prefix: Option<String>,
+    /// `BufferingHints.IntervalInSeconds`.
+    pub buffering_interval_seconds: Option<i32>,
+    /// `BufferingHints.SizeInMBs`.
+    pub buffering_size_mb: Option<i32>,
+    /// `UNCOMPRESSED`, `GZIP`, `ZIP`, `Snappy` or `HADOOP_SNAPPY`.
+    pub compression_format: Option<String>,
+    /// `RoleARN` when it resolves to a string (moto ignores it; a placeholder is used otherwise).
+    pub role_arn: Option<String>,
+}
+
 /// Pseudo parameters resolved by `Ref`/`Sub` (values match moto's defaults).
 const PSEUDO_PARAMETERS: &[(&str, &str)] = &[
     ("AWS::Region", "us-east-1"),
@@ -111,6 +191,8 @@ impl Template {
         };
         let mut tables = Vec::new();
         let mut queues = Vec::new();
+        let mut buckets = Vec::new();
+        let mut delivery_streams = Vec::new();
         let resources = doc
             .get("Resources")
             .and_then(Value::as_mapping)
@@ -128,6 +210,13 @@ impl Template {
                 Some("AWS::SQS::Queue") => queues.push(
                     parse_queue(id, props, &resolver).with_context(|| format!("queue {id}"))?,
                 ),
+                Some("AWS::S3::Bucket") => buckets.push(
+                    parse_bucket(id, props, &resolver).with_context(|| format!("bucket {id}"))?,
+                ),
+                Some("AWS::KinesisFirehose::DeliveryStream") => delivery_streams.push(
+                    parse_delivery_stream(id, props, &resolver)
+                        .with_context(|| format!("delivery stream {id}"))?,
+                ),
                 _ => {}
             }
         }
@@ -143,10 +232,24 @@ impl Template {
                 }
             }
         }
+        for stream in &delivery_streams {
+            if !buckets
+                .iter()
+                .any(|b: &BucketSpec| b.logical_id == stream.bucket_logical_id)
+            {
+                bail!(
+                    "delivery stream {}: BucketARN refers to {}, which is not an AWS::S3::Bucket of this template",
+                    stream.logical_id,
+                    stream.bucket_logical_id
+                );
+            }
+        }
         Ok(Template {
             parameters,
             tables,
             queues,
+            buckets,
+            delivery_streams,
         })
     }
 
@@ -156,6 +259,16 @@ impl Template {
 
     pub fn queue(&self, logical_id: &str) -> Option<&QueueSpec> {
         self.queues.iter().find(|q| q.logical_id == logical_id)
+    }
+
+    pub fn bucket(&self, logical_id: &str) -> Option<&BucketSpec> {
+        self.buckets.iter().find(|b| b.logical_id == logical_id)
+    }
+
+    pub fn delivery_stream(&self, logical_id: &str) -> Option<&DeliveryStreamSpec> {
+        self.delivery_streams
+            .iter()
+            .find(|d| d.logical_id == logical_id)
     }
 
     /// Queues ordered so that every dead-letter target comes before the queues redriving to it.
@@ -338,7 +451,7 @@ impl Resolver<'_> {
             }
             Some(Intrinsic::Sub(arg)) => self.substitute(arg),
             Some(Intrinsic::GetAtt(arg)) => {
-                bail!("!GetAtt {arg:?} is only supported as a RedrivePolicy deadLetterTargetArn")
+                bail!("!GetAtt {arg:?} is only supported as a RedrivePolicy deadLetterTargetArn or a delivery stream BucketARN")
             }
             Some(Intrinsic::Other(name)) => bail!("intrinsic {name} is not supported here"),
             None => bail!("expected a scalar, found {value:?}"),
@@ -373,6 +486,13 @@ impl Resolver<'_> {
                     _ => bail!("{key}: {s:?} is not a boolean"),
                 }
             })
+            .transpose()
+    }
+
+    fn opt_string(&self, props: &Value, key: &str) -> Result<Option<String>> {
+        props
+            .get(key)
+            .map(|v| self.scalar(v).with_context(|| key.to_string()))
             .transpose()
     }
 
@@ -517,4 +637,174 @@ fn parse_queue(id: &str, props: &Value, r: &Resolver<'_>) -> Result<QueueSpec> {
             .unwrap_or(false),
         redrive,
     })
+}
+
+/// `!GetAtt <id>.Arn` (short or long form) -> `<id>`.
+fn get_att_arn_target(value: &Value, what: &str) -> Result<String> {
+    match intrinsic(value) {
+        Some(Intrinsic::GetAtt(arg)) => {
+            let (target_id, attr) = get_att_target(arg)?;
+            if attr != "Arn" {
+                bail!("{what}: expected !GetAtt {target_id}.Arn, found attribute {attr}");
+            }
+            Ok(target_id)
+        }
+        _ => bail!("{what} must be !GetAtt <LogicalId>.Arn of a resource in this template, found {value:?}"),
+    }
+}
+
+fn parse_bucket(id: &str, props: &Value, r: &Resolver<'_>) -> Result<BucketSpec> {
+    let encryption = match props.get("BucketEncryption") {
+        None => None,
+        Some(encryption) => {
+            let rules = r
+                .list(encryption, "ServerSideEncryptionConfiguration")
+                .context("BucketEncryption")?;
+            match rules.first() {
+                None => None,
+                Some(rule) => {
+                    let default = rule.get("ServerSideEncryptionByDefault").ok_or_else(|| {
+                        anyhow!("BucketEncryption: missing ServerSideEncryptionByDefault")
+                    })?;
+                    Some(BucketEncryptionSpec {
+                        sse_algorithm: r
+                            .string(default, "SSEAlgorithm")
+                            .context("BucketEncryption")?,
+                        kms_master_key_id: default
+                            .get("KMSMasterKeyID")
+                            .and_then(|v| r.scalar(v).ok()),
+                        bucket_key_enabled: r
+                            .opt_bool(rule, "BucketKeyEnabled")
+                            .context("BucketEncryption")?,
+                    })
+                }
+            }
+        }
+    };
+    let public_access_block = props
+        .get("PublicAccessBlockConfiguration")
+        .map(|block| -> Result<PublicAccessBlockSpec> {
+            let flag = |key| -> Result<bool> { Ok(r.opt_bool(block, key)?.unwrap_or(false)) };
+            Ok(PublicAccessBlockSpec {
+                block_public_acls: flag("BlockPublicAcls")?,
+                block_public_policy: flag("BlockPublicPolicy")?,
+                ignore_public_acls: flag("IgnorePublicAcls")?,
+                restrict_public_buckets: flag("RestrictPublicBuckets")?,
+            })
+        })
+        .transpose()
+        .context("PublicAccessBlockConfiguration")?;
+    let lifecycle_rules = match props.get("LifecycleConfiguration") {
+        None => Vec::new(),
+        Some(lifecycle) => r
+            .list(lifecycle, "Rules")?
+            .iter()
+            .enumerate()
+            .map(|(i, rule)| parse_lifecycle_rule(rule, r).with_context(|| format!("rule {i}")))
+            .collect::<Result<Vec<_>>>()
+            .context("LifecycleConfiguration")?,
+    };
+    let versioning = match props.get("VersioningConfiguration") {
+        None => None,
+        Some(v) => Some(r.string(v, "Status").context("VersioningConfiguration")?),
+    };
+    Ok(BucketSpec {
+        logical_id: id.to_string(),
+        encryption,
+        public_access_block,
+        lifecycle_rules,
+        versioning,
+    })
+}
+
+fn parse_lifecycle_rule(rule: &Value, r: &Resolver<'_>) -> Result<LifecycleRuleSpec> {
+    let status = r.string(rule, "Status")?;
+    let enabled = match status.as_str() {
+        "Enabled" => true,
+        "Disabled" => false,
+        other => bail!("Status: {other:?} is neither Enabled nor Disabled"),
+    };
+    let noncurrent = match rule.get("NoncurrentVersionExpiration") {
+        Some(v) => r
+            .opt_int(v, "NoncurrentDays")
+            .context("NoncurrentVersionExpiration")?,
+        None => r.opt_int(rule, "NoncurrentVersionExpirationInDays")?,
+    };
+    let abort = match rule.get("AbortIncompleteMultipartUpload") {
+        Some(v) => r
+            .opt_int(v, "DaysAfterInitiation")
+            .context("AbortIncompleteMultipartUpload")?,
+        None => None,
+    };
+    let mut transitions = r
+        .list(rule, "Transitions")?
+        .iter()
+        .map(|t| {
+            Ok(TransitionSpec {
+                storage_class: r.string(t, "StorageClass")?,
+                transition_in_days: r
+                    .opt_int(t, "TransitionInDays")?
+                    .ok_or_else(|| anyhow!("only TransitionInDays is supported"))?,
+            })
+        })
+        .collect::<Result<Vec<_>>>()
+        .context("Transitions")?;
+    if let Some(t) = rule.get("Transition") {
+        transitions.push(TransitionSpec {
+            storage_class: r.string(t, "StorageClass").context("Transition")?,
+            transition_in_days: r
+                .opt_int(t, "TransitionInDays")
+                .context("Transition")?
+                .ok_or_else(|| anyhow!("Transition: only TransitionInDays is supported"))?,
+        });
+    }
+    Ok(LifecycleRuleSpec {
+        id: r.opt_string(rule, "Id")?,
+        enabled,
+        prefix: r.opt_string(rule, "Prefix")?,
+        expiration_in_days: r.opt_int(rule, "ExpirationInDays")?,
+        noncurrent_version_expiration_in_days: noncurrent,
+        abort_incomplete_multipart_upload_days: abort,
+        transitions,
+    })
+}
+
+fn parse_delivery_stream(id: &str, props: &Value, r: &Resolver<'_>) -> Result<DeliveryStreamSpec> {
+    if let Some(kind) = r.opt_string(props, "DeliveryStreamType")? {
+        if kind != "DirectPut" {
+            bail!("DeliveryStreamType {kind}: only DirectPut is emulated locally");
+        }
+    }
+    let (key, extended) = if props.get("ExtendedS3DestinationConfiguration").is_some() {
+        ("ExtendedS3DestinationConfiguration", true)
+    } else if props.get("S3DestinationConfiguration").is_some() {
+        ("S3DestinationConfiguration", false)
+    } else {
+        bail!("only ExtendedS3DestinationConfiguration and S3DestinationConfiguration destinations are emulated locally");
+    };
+    let destination = props.get(key).ok_or_else(|| anyhow!("missing {key}"))?;
+    let parse = || -> Result<DeliveryStreamSpec> {
+        let bucket_arn = destination
+            .get("BucketARN")
+            .ok_or_else(|| anyhow!("missing BucketARN"))?;
+        let hints = destination.get("BufferingHints");
+        let hint = |name| -> Result<Option<i32>> {
+            match hints {
+                Some(h) => r.opt_int(h, name).context("BufferingHints"),
+                None => Ok(None),
+            }
+        };
+        Ok(DeliveryStreamSpec {
+            logical_id: id.to_string(),
+            bucket_logical_id: get_att_arn_target(bucket_arn, "BucketARN")?,
+            extended,
+            prefix: r.opt_string(destination, "Prefix")?,
+            error_output_prefix: r.opt_string(destination, "ErrorOutputPrefix")?,
+            buffering_interval_seconds: hint("IntervalInSeconds")?,
+            buffering_size_mb: hint("SizeInMBs")?,
+            compression_format: r.opt_string(destination, "CompressionFormat")?,
+            role_arn: destination.get("RoleARN").and_then(|v| r.scalar(v).ok()),
+        })
+    };
+    parse().context(key)
 }

@@ -165,6 +165,14 @@ impl LocalStack {
                     "AWS_ENDPOINT_URL_SQS".into(),
                     emulators.moto_endpoint.clone(),
                 ),
+                (
+                    "AWS_ENDPOINT_URL_S3".into(),
+                    emulators.moto_endpoint.clone(),
+                ),
+                (
+                    "AWS_ENDPOINT_URL_FIREHOSE".into(),
+                    emulators.moto_endpoint.clone(),
+                ),
                 ("AWS_ACCESS_KEY_ID".into(), "test".into()),
                 ("AWS_SECRET_ACCESS_KEY".into(), "test".into()),
                 ("AWS_REGION".into(), crate::REGION.into()),
@@ -313,7 +321,7 @@ impl LocalStack {
         let mut out = String::new();
         out.push_str(&format!("Tally local stack\n  HTTP API      {api}\n"));
         out.push_str(&format!(
-            "  DynamoDB      {}\n  SQS (moto)    {}\n",
+            "  DynamoDB      {}\n  moto          {} (SQS, S3, Firehose)\n",
             self.stack.dynamodb_endpoint, self.stack.moto_endpoint
         ));
         for (id, name) in sorted(&self.stack.tables) {
@@ -321,6 +329,19 @@ impl LocalStack {
         }
         for (id, q) in sorted(&self.stack.queues) {
             out.push_str(&format!("  queue         {id} = {}\n", q.url));
+        }
+        for (id, b) in sorted(&self.stack.buckets) {
+            out.push_str(&format!("  bucket        {id} = s3://{}\n", b.name));
+        }
+        for (id, d) in sorted(&self.stack.delivery_streams) {
+            let destination = match self.stack.buckets.get(&d.bucket_logical_id) {
+                Some(b) => format!("s3://{}/{}", b.name, d.prefix.as_deref().unwrap_or("")),
+                None => d.bucket_logical_id.clone(),
+            };
+            out.push_str(&format!(
+                "  firehose      {id} = {} -> {destination}\n",
+                d.name
+            ));
         }
         for f in &self.functions {
             let events: Vec<String> = f
@@ -446,6 +467,14 @@ fn resource_values(
         attributes.insert((id.clone(), "Arn".into()), q.arn.clone());
         attributes.insert((id.clone(), "QueueName".into()), q.name.clone());
         attributes.insert((id.clone(), "QueueUrl".into()), q.url.clone());
+    }
+    for (id, b) in &stack.buckets {
+        refs.insert(id.clone(), b.name.clone());
+        attributes.insert((id.clone(), "Arn".into()), b.arn.clone());
+    }
+    for (id, d) in &stack.delivery_streams {
+        refs.insert(id.clone(), d.name.clone());
+        attributes.insert((id.clone(), "Arn".into()), d.arn.clone());
     }
     for f in functions {
         refs.insert(f.logical_id.clone(), f.logical_id.clone());
