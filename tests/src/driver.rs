@@ -7,7 +7,6 @@ use std::future::Future;
 use anyhow::{Context, Result};
 use aws_lambda_events::sqs::{SqsBatchResponse, SqsEvent};
 use aws_sdk_sqs::types::{Message, MessageSystemAttributeName};
-use serde_json::{json, Map, Value};
 
 pub struct QueueDriver {
     sqs: aws_sdk_sqs::Client,
@@ -34,9 +33,9 @@ impl QueueDriver {
         if messages.is_empty() {
             return Ok(0);
         }
-        let event: SqsEvent = serde_json::from_value(json!({
-            "Records": messages.iter().map(|m| lambda_record(m, &self.arn)).collect::<Vec<_>>()
-        }))
+        let event: SqsEvent = serde_json::from_value(tally_local::sources::sqs::lambda_event(
+            &messages, &self.arn,
+        ))
         .context("building the SQS event")?;
         let failed: Vec<String> = match handler(event).await {
             Ok(response) => response
@@ -115,40 +114,4 @@ pub async fn receive(
         .await
         .context("ReceiveMessage")?;
     Ok(output.messages.unwrap_or_default())
-}
-
-/// A received message in the shape Lambda gives its SQS handler.
-fn lambda_record(m: &Message, arn: &str) -> Value {
-    let attributes: Map<String, Value> = m
-        .attributes()
-        .map(|a| {
-            a.iter()
-                .map(|(k, v)| (k.as_str().to_owned(), json!(v)))
-                .collect()
-        })
-        .unwrap_or_default();
-    let message_attributes: Map<String, Value> = m
-        .message_attributes()
-        .map(|a| {
-            a.iter()
-                .map(|(k, v)| {
-                    (
-                        k.clone(),
-                        json!({"stringValue": v.string_value(), "dataType": v.data_type()}),
-                    )
-                })
-                .collect()
-        })
-        .unwrap_or_default();
-    json!({
-        "messageId": m.message_id(),
-        "receiptHandle": m.receipt_handle(),
-        "body": m.body(),
-        "md5OfBody": m.md5_of_body(),
-        "attributes": attributes,
-        "messageAttributes": message_attributes,
-        "eventSource": "aws:sqs",
-        "eventSourceARN": arn,
-        "awsRegion": crate::REGION,
-    })
 }

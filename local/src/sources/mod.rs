@@ -13,3 +13,28 @@ pub mod streams;
 pub use schedule::{ScheduleError, ScheduleExpression, ScheduleSpec, Scheduler, SchedulerStats};
 pub use sqs::{SqsMapping, SqsPoller, SqsStats};
 pub use streams::{OnFailure, StartingPosition, StreamMapping, StreamPoller, StreamStats};
+
+/// A poller's stop request, shared by its tasks.
+#[derive(Debug, Clone)]
+pub(crate) struct StopSignal(tokio::sync::watch::Receiver<bool>);
+
+impl StopSignal {
+    pub(crate) fn new(receiver: tokio::sync::watch::Receiver<bool>) -> Self {
+        Self(receiver)
+    }
+
+    pub(crate) fn requested(&self) -> bool {
+        *self.0.borrow()
+    }
+
+    /// Sleeps, returning early (with `true`) when stop is requested.
+    pub(crate) async fn pause(&mut self, duration: std::time::Duration) -> bool {
+        if self.requested() {
+            return true;
+        }
+        tokio::select! {
+            () = tokio::time::sleep(duration) => self.requested(),
+            _ = self.0.changed() => true,
+        }
+    }
+}

@@ -158,7 +158,7 @@ impl SqsPoller {
             mapping,
             invoker,
             counters: Arc::clone(&counters),
-            stop_rx,
+            stop: super::StopSignal::new(stop_rx),
         };
         let task = tokio::spawn(poll.run());
         SqsPoller {
@@ -229,23 +229,16 @@ struct Poll {
     mapping: SqsMapping,
     invoker: Arc<dyn Invoker>,
     counters: Arc<Counters>,
-    stop_rx: watch::Receiver<bool>,
+    stop: super::StopSignal,
 }
 
 impl Poll {
     fn stopping(&self) -> bool {
-        *self.stop_rx.borrow()
+        self.stop.requested()
     }
 
-    /// Sleeps, returning early (with `true`) when stop is requested.
     async fn pause(&mut self, duration: Duration) -> bool {
-        if self.stopping() {
-            return true;
-        }
-        tokio::select! {
-            () = tokio::time::sleep(duration) => self.stopping(),
-            _ = self.stop_rx.changed() => true,
-        }
+        self.stop.pause(duration).await
     }
 
     async fn run(mut self) {

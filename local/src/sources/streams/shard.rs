@@ -105,7 +105,7 @@ enum Verdict {
 pub(super) struct ShardWorker {
     ctx: Arc<Ctx>,
     shard_id: String,
-    stop_rx: watch::Receiver<bool>,
+    stop: super::super::StopSignal,
     start: StartingPosition,
     iterator: Option<String>,
     opened: bool,
@@ -135,7 +135,7 @@ impl ShardWorker {
         ShardWorker {
             ctx,
             shard_id,
-            stop_rx,
+            stop: super::super::StopSignal::new(stop_rx),
             start,
             iterator: None,
             opened: false,
@@ -151,18 +151,11 @@ impl ShardWorker {
     }
 
     fn stopping(&self) -> bool {
-        *self.stop_rx.borrow()
+        self.stop.requested()
     }
 
-    /// Sleeps, returning early (with `true`) when stop is requested.
     async fn pause(&mut self, duration: Duration) -> bool {
-        if self.stopping() {
-            return true;
-        }
-        tokio::select! {
-            () = tokio::time::sleep(duration) => self.stopping(),
-            _ = self.stop_rx.changed() => true,
-        }
+        self.stop.pause(duration).await
     }
 
     fn batch_size(&self) -> usize {
