@@ -479,6 +479,20 @@ async fn stored_events_are_rolled_up_through_the_stream_mapping() -> Result<()> 
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
+    // The hourly reconciliation schedule, fired now: today's events are too fresh to be settled.
+    let fired: Value = reqwest::Client::new()
+        .post(format!(
+            "http://{}/_local/schedules/Reconcile",
+            stack.api_addr
+        ))
+        .send()
+        .await?
+        .json()
+        .await?;
+    let days = &fired["result"]["days"];
+    assert_eq!(fired["result"]["task"], "reconcile", "{fired}");
+    assert_eq!(days[0]["day"], json!(day), "{fired}");
+    assert_eq!(days[0]["settled"], json!(false), "{fired}");
     let reports =
         wait_reports(&stack, |r| r.iter().any(|r| r.function == "RollupFunction")).await?;
     assert!(reports

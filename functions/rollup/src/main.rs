@@ -4,8 +4,7 @@
 use std::sync::Arc;
 
 use lambda_runtime::{run, service_fn, Error, LambdaEvent};
-use serde_json::Value;
-use tally::aggregation::RollupHandler;
+use tally::aggregation::{RollupHandler, RollupInvocation};
 use tally::aws::{sdk_config, DynamoAggregates, DynamoEventStore};
 use tally::config::{process_env, RollupConfig};
 use tally::observability::init_logging;
@@ -21,13 +20,16 @@ async fn main() -> Result<(), Error> {
         DynamoEventStore::new(&aws, config.events_table.clone()),
         config.settle,
     );
-    run(service_fn(move |event: LambdaEvent<Value>| async move {
-        let span = tracing::info_span!("invocation", request_id = %event.context.request_id);
-        handler
-            .handle(event.payload)
-            .instrument(span)
-            .await
-            .map_err(Error::from)
-    }))
+    // Typed payload: the runtime parses a (possibly multi-megabyte) window once.
+    run(service_fn(
+        move |event: LambdaEvent<RollupInvocation>| async move {
+            let span = tracing::info_span!("invocation", request_id = %event.context.request_id);
+            handler
+                .handle_invocation(event.payload, chrono::Utc::now())
+                .instrument(span)
+                .await
+                .map_err(Error::from)
+        },
+    ))
     .await
 }

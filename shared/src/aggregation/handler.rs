@@ -31,6 +31,31 @@ pub struct TaskInput {
     pub day: Option<String>,
 }
 
+/// Everything the function can be invoked with, read in one pass (no untagged buffering): a
+/// scheduled task's constant input (`task`, `days`, `day`) or a stream window (the rest).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RollupInvocation {
+    #[serde(default)]
+    pub task: Option<Task>,
+    #[serde(default)]
+    pub days: Option<u32>,
+    #[serde(default)]
+    pub day: Option<String>,
+    #[serde(rename = "Records", default)]
+    pub records: Vec<crate::stream_window::StreamRecord>,
+    #[serde(default)]
+    pub window: Option<crate::stream_window::TimeWindow>,
+    #[serde(default)]
+    pub state: Option<Value>,
+    #[serde(default)]
+    pub shard_id: Option<String>,
+    #[serde(default)]
+    pub is_final_invoke_for_window: bool,
+    #[serde(default)]
+    pub is_window_terminated_early: bool,
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum RollupError {
     #[error("input is neither a stream window nor a task: {0}")]
@@ -55,18 +80,36 @@ impl<A: AggregateStore + 'static, H: HourlyEvents> RollupHandler<A, H> {
     }
 
     pub async fn handle(&self, input: Value) -> Result<Value, RollupError> {
-        self.handle_at(input, Utc::now()).await
+        let invocation: RollupInvocation =
+            serde_json::from_value(input).map_err(|e| RollupError::BadInput(e.to_string()))?;
+        self.handle_invocation(invocation, Utc::now()).await
     }
 
-    pub async fn handle_at(&self, input: Value, now: DateTime<Utc>) -> Result<Value, RollupError> {
+    pub async fn handle_invocation(
+        &self,
+        input: RollupInvocation,
+        now: DateTime<Utc>,
+    ) -> Result<Value, RollupError> {
         let mut metrics = Metrics::new("rollup");
-        let result = if input.get("task").is_some() {
-            let task: TaskInput =
-                serde_json::from_value(input).map_err(|e| RollupError::BadInput(e.to_string()))?;
+        let result = if let Some(task) = input.task {
+            let task = TaskInput {
+                task,
+                days: input.days,
+                day: input.day,
+            };
             self.task(task, now, &mut metrics).await
         } else {
-            let event: WindowEvent =
-                serde_json::from_value(input).map_err(|e| RollupError::BadInput(e.to_string()))?;
+            if input.window.is_none() && input.records.is_empty() {
+                tracing::warn!("invoked with neither a task nor a stream window; nothing to do");
+            }
+            let event = WindowEvent {
+                records: input.records,
+                window: input.window,
+                state: input.state,
+                shard_id: input.shard_id,
+                is_final_invoke_for_window: input.is_final_invoke_for_window,
+                is_window_terminated_early: input.is_window_terminated_early,
+            };
             let (response, outcome) = self.window.handle(&event).await?;
             metrics.count("RollupRecords", outcome.records as u64);
             metrics.count("RollupEvents", outcome.events as u64);

@@ -23,7 +23,7 @@ mod window;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
-pub use handler::{RollupError, RollupHandler, Task, TaskInput};
+pub use handler::{RollupError, RollupHandler, RollupInvocation, Task, TaskInput};
 pub use reconcile::{ReconcileReport, Reconciler};
 pub use window::{WindowError, WindowProcessor, MAX_PART_BYTES};
 
