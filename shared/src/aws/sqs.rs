@@ -38,10 +38,21 @@ impl SqsEventQueue {
             if attempt > 0 {
                 tokio::time::sleep(Duration::from_millis(25 << attempt)).await;
             }
-            let entries: Vec<SendMessageBatchRequestEntry> = pending
-                .iter()
-                .filter_map(|i| entry(*i, messages.get(*i)?))
-                .collect();
+            // An entry that cannot even be built is a permanent failure, never a silent drop.
+            let mut entries: Vec<SendMessageBatchRequestEntry> = Vec::with_capacity(pending.len());
+            pending.retain(|i| match messages.get(*i).and_then(|m| entry(*i, m)) {
+                Some(e) => {
+                    entries.push(e);
+                    true
+                }
+                None => {
+                    permanent.push(*i);
+                    false
+                }
+            });
+            if entries.is_empty() {
+                break;
+            }
             let result = self
                 .client
                 .send_message_batch()
