@@ -6,7 +6,9 @@ use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 
 use anyhow::{Context, Result};
-use aws_sdk_sqs::types::{MessageAttributeValue, MessageSystemAttributeName};
+use aws_sdk_sqs::types::{
+    MessageAttributeValue, MessageSystemAttributeName, SendMessageBatchRequestEntry,
+};
 use serde::{Deserialize, Serialize};
 
 use crate::QueueInfo;
@@ -83,25 +85,40 @@ pub async fn restore(
         let Ok(text) = std::fs::read_to_string(&path) else {
             continue;
         };
+        let mut saved = Vec::new();
         for line in text.lines().filter(|l| !l.trim().is_empty()) {
-            let saved: SavedMessage = serde_json::from_str(line)
+            let message: SavedMessage = serde_json::from_str(line)
                 .with_context(|| format!("reading {}", path.display()))?;
-            let mut request = sqs
-                .send_message()
-                .queue_url(&queue.url)
-                .message_body(saved.body);
-            for (name, value) in saved.attributes {
-                let value = MessageAttributeValue::builder()
-                    .data_type("String")
-                    .string_value(value)
-                    .build()?;
-                request = request.message_attributes(name, value);
+            saved.push(message);
+        }
+        // SendMessageBatch, 10 at a time; any entry SQS reports as failed fails the restore
+        // (the file stays, so nothing is lost).
+        for group in saved.chunks(10) {
+            let mut entries = Vec::with_capacity(group.len());
+            for (i, message) in group.iter().enumerate() {
+                let mut entry = SendMessageBatchRequestEntry::builder()
+                    .id(i.to_string())
+                    .message_body(&message.body);
+                for (name, value) in &message.attributes {
+                    let value = MessageAttributeValue::builder()
+                        .data_type("String")
+                        .string_value(value)
+                        .build()?;
+                    entry = entry.message_attributes(name, value);
+                }
+                entries.push(entry.build()?);
             }
-            request
+            let output = sqs
+                .send_message_batch()
+                .queue_url(&queue.url)
+                .set_entries(Some(entries))
                 .send()
                 .await
-                .with_context(|| format!("restoring a message to {id}"))?;
-            total += 1;
+                .with_context(|| format!("restoring messages to {id}"))?;
+            if let Some(failed) = output.failed().first() {
+                anyhow::bail!("restoring a message to {id} failed: {}", failed.code());
+            }
+            total += group.len();
         }
         std::fs::remove_file(&path).with_context(|| format!("removing {}", path.display()))?;
     }

@@ -133,7 +133,6 @@ struct Outcome {
     accepted: usize,
     rejected: usize,
     delta: CounterDelta,
-    first_event_id: Option<String>,
 }
 
 impl<Q: EventQueue, C: CounterSink> Ingest<Q, C> {
@@ -422,7 +421,6 @@ impl<Q: EventQueue, C: CounterSink> Ingest<Q, C> {
         Ok(Outcome {
             accepted: queued.len(),
             rejected,
-            first_event_id: queued.first().map(|(_, id, _)| id.clone()),
             results,
             delta,
         })
@@ -488,7 +486,12 @@ impl<Q: EventQueue, C: CounterSink> Ingest<Q, C> {
         metrics.count("EventsRejected", outcome.rejected as u64);
         metrics.count("WebhookChangesIgnored", ignored as u64);
         self.count(&outcome.delta, metrics).await;
-        info!(accepted = outcome.accepted, rejected = outcome.rejected, ignored, first = ?outcome.first_event_id, "facebook webhook handled");
+        info!(
+            accepted = outcome.accepted,
+            rejected = outcome.rejected,
+            ignored,
+            "facebook webhook handled"
+        );
         Ok(HttpResponse::json(
             200,
             &json!({"received": outcome.accepted, "rejected": outcome.rejected, "ignored": ignored}),

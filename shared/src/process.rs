@@ -196,12 +196,10 @@ impl<S: EventStore, C: CounterSink> Processor<S, C> {
     }
 
     async fn store(&self, decoded: Decoded, receive_count: u32, now: DateTime<Utc>) -> Fate {
-        let mut provenance = decoded.provenance;
-        provenance.attempts = receive_count;
         let record = ProcessedRecord {
             event: decoded.event,
             event_json: decoded.event_json,
-            provenance,
+            provenance: decoded.provenance,
             processed_at: now,
         };
         match self.store.store_processed(&record).await {
