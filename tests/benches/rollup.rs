@@ -3,6 +3,8 @@
 //! `ReturnConsumedCapacity`:
 //! - write units per event of the windowed parts (for several window lengths) and of the
 //!   reconciliation that compacts the day;
+//! - write units per event of scoring: the windows' lead-log parts, then the scheduled scorer's
+//!   lead states and leaderboard shards, for a 30 and a 60 minute scoring interval;
 //! - the naive baseline, one `ADD` per aggregate per event (measured on 1,000 events);
 //! - CPU time to aggregate one 10,000-record batch.
 //!
@@ -20,9 +22,10 @@ use tally::aggregation::{
     AggregatePart, AggregateStore, CompactedDay, HourlyEvents, ProcessedEvent, Reconciler,
     StoredDay, WindowProcessor,
 };
-use tally::aws::DynamoAggregates;
+use tally::aws::{DynamoAggregates, DynamoLeads, DynamoRules};
 use tally::event::{normalize, Event, Limits, NormalizeContext};
 use tally::rollup::{age_band, followers_band, Rollup};
+use tally::scoring::{LeadScore, MemoryHistory, MemoryLeads, ScoreRules, ScoredEvent, Scorer};
 use tally::store::StoreError;
 use tally::stream_window::WindowEvent;
 use tally_tests::{sdk_config, Stack};
@@ -197,7 +200,7 @@ async fn main() -> Result<()> {
     // CPU: one 10,000-record batch, parse + aggregate + state encoding (no writes).
     let batch: Vec<(usize, &Event)> = events.iter().enumerate().collect();
     let text = window_event(&batch, "shardId-cpu", hour, Duration::hours(1), false)?.to_string();
-    let processor = WindowProcessor::new(NoStore);
+    let processor = WindowProcessor::new(NoStore, MemoryLeads::default());
     let mut times = Vec::new();
     for _ in 0..7 {
         let started = Instant::now();
@@ -217,9 +220,10 @@ async fn main() -> Result<()> {
     events.iter().for_each(|e| expected.add(e));
 
     // Windowed parts: events arrive spread over the hour, as their timestamps say.
+    let mut aggregates_300 = 0.0;
     for window_seconds in [60_i64, 300, 900] {
         let store = Arc::new(DynamoAggregates::new(&config, table.clone()));
-        let processor = WindowProcessor::new(store.clone());
+        let processor = WindowProcessor::new(store.clone(), MemoryLeads::default());
         let len = Duration::seconds(window_seconds);
         let mut sorted: Vec<(usize, &Event)> = events.iter().enumerate().collect();
         sorted.sort_by_key(|(_, e)| e.timestamp);
@@ -239,6 +243,9 @@ async fn main() -> Result<()> {
             windows += 1;
         }
         let parts_wcu = store.consumed_write_units();
+        if window_seconds == 300 {
+            aggregates_300 = parts_wcu;
+        }
         let stored = store.read_day(&day).await?;
         let mut window_parts = stored.clone();
         window_parts
@@ -263,7 +270,7 @@ async fn main() -> Result<()> {
         &config,
         fresh.table("AnalyticsTable")?.to_owned(),
     ));
-    let processor = WindowProcessor::new(store.clone());
+    let processor = WindowProcessor::new(store.clone(), MemoryLeads::default());
     let len = Duration::seconds(300);
     let mut start = hour;
     while start < hour + Duration::hours(1) {
@@ -289,11 +296,20 @@ async fn main() -> Result<()> {
         .await?;
     assert_eq!(report.drift_counters, 0, "parts equal the recomputation");
     assert_eq!(store.read_day(&day).await?.merged()?, expected);
+    let reconcile_wcu = store.consumed_write_units() - before;
     println!(
         "reconciliation of the day (once a day is settled): {:.0} WCU = snapshot + deleting {parts} superseded parts ({:.4} WCU/event); drift 0",
         store.consumed_write_units() - before,
         (store.consumed_write_units() - before) / EVENTS as f64
     );
+
+    let mut scoring = Vec::new();
+    for interval_minutes in [30_i64, 60] {
+        scoring.push((
+            interval_minutes,
+            scoring_run(&events, hour, interval_minutes).await?,
+        ));
+    }
 
     // Naive baseline on 1,000 events: one UpdateItem ADD per aggregate (hour and day) per event.
     let client = aws_sdk_dynamodb::Client::new(&config);
@@ -333,5 +349,93 @@ async fn main() -> Result<()> {
     }
     let naive_per_event = naive / sample as f64;
     println!("naive baseline (ADD per aggregate per event), measured on {sample} events: {naive_per_event:.2} WCU/event");
+    for (interval, cost) in scoring {
+        let total = (aggregates_300 + reconcile_wcu + cost.log + cost.scorer) / EVENTS as f64;
+        println!(
+            "total with scoring every {interval} min: aggregates {:.4} + reconciliation {:.4} + lead log {:.4} + lead states and leaderboard {:.4} = {total:.4} WCU/event (target 0.5); naive / total = {:.0}x",
+            aggregates_300 / EVENTS as f64,
+            reconcile_wcu / EVENTS as f64,
+            cost.log / EVENTS as f64,
+            cost.scorer / EVENTS as f64,
+            naive_per_event / total
+        );
+    }
     Ok(())
+}
+
+struct ScoringCost {
+    log: f64,
+    scorer: f64,
+}
+
+/// The hour through 300 s windows writing lead-log parts, with the scorer run every
+/// `interval_minutes`; checks every lead against a recomputation.
+async fn scoring_run(
+    events: &[Event],
+    hour: DateTime<Utc>,
+    interval_minutes: i64,
+) -> Result<ScoringCost> {
+    let stack = Stack::provision(&format!("bench_scores_{interval_minutes}")).await?;
+    let config = sdk_config(&stack.dynamodb_endpoint);
+    let table = stack.table("AnalyticsTable")?.to_owned();
+    let leads = Arc::new(DynamoLeads::new(&config, table.clone()));
+    let history = Arc::new(MemoryHistory::default());
+    for e in events {
+        if let Some(lead) = &e.lead_id {
+            history.store(lead, ScoredEvent::from(e));
+        }
+    }
+    let processor = WindowProcessor::new(NoStore, leads.clone());
+    let scorer = Scorer::new(leads.clone(), history, DynamoRules::new(&config, table));
+    let len = Duration::seconds(300);
+    let mut log = 0.0;
+    let mut scorer_wcu = 0.0;
+    let mut recomputed = 0;
+    let mut start = hour;
+    while start < hour + Duration::hours(1) {
+        let in_window: Vec<(usize, &Event)> = events
+            .iter()
+            .enumerate()
+            .filter(|(_, e)| e.timestamp >= start && e.timestamp < start + len)
+            .collect();
+        let event: WindowEvent =
+            serde_json::from_value(window_event(&in_window, "shardId-1", start, len, true)?)?;
+        let before = leads.consumed_write_units();
+        processor.handle(&event).await?;
+        log += leads.consumed_write_units() - before;
+        start += len;
+        if (start - hour).num_minutes() % interval_minutes == 0 {
+            let before = leads.consumed_write_units();
+            recomputed += scorer.fold_pending(start).await?.recomputed;
+            scorer_wcu += leads.consumed_write_units() - before;
+        }
+    }
+    let rules = ScoreRules::defaults();
+    let mut by_lead: std::collections::BTreeMap<&str, Vec<ScoredEvent>> = Default::default();
+    for e in events {
+        if let Some(lead) = &e.lead_id {
+            by_lead.entry(lead).or_default().push(ScoredEvent::from(e));
+        }
+    }
+    let ids: Vec<&str> = by_lead.keys().copied().collect();
+    let stored = tally::scoring::LeadStore::get_leads(leads.as_ref(), &ids).await?;
+    for (lead, lead_events) in by_lead {
+        let expected = LeadScore::fold(&rules, lead_events).0;
+        assert_eq!(stored.get(lead).map(|r| &r.state), Some(&expected), "{lead}");
+    }
+    let state_bytes: usize = stored
+        .values()
+        .map(|r| serde_json::to_string(&r.state).map_or(0, |s| s.len()))
+        .sum();
+    println!(
+        "scoring every {interval_minutes} min: lead log {log:.0} WCU ({:.4}/event), lead states + leaderboard {scorer_wcu:.0} WCU ({:.4}/event), {} leads (mean state {} bytes), {recomputed} recomputed; every lead equals its recomputation",
+        log / EVENTS as f64,
+        scorer_wcu / EVENTS as f64,
+        stored.len(),
+        state_bytes / stored.len().max(1)
+    );
+    Ok(ScoringCost {
+        log,
+        scorer: scorer_wcu,
+    })
 }

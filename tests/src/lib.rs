@@ -22,6 +22,7 @@
 
 pub mod driver;
 pub mod pipeline;
+pub mod stream;
 
 use std::path::PathBuf;
 

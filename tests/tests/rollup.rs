@@ -3,165 +3,19 @@
 //! bisected batches, and reconciled against the events table.
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
-use async_trait::async_trait;
 use chrono::Utc;
 use rust_decimal::Decimal;
-use serde_json::Value;
-use tally::aggregation::{
-    AggregatePart, AggregateStore, CompactedDay, Reconciler, RollupHandler, StoredDay,
-};
-use tally::aws::{DynamoAggregates, DynamoEventStore};
-use tally::event::{normalize, Event, Limits, NormalizeContext};
+use tally::aggregation::{AggregatePart, AggregateStore, Reconciler};
+use tally::aws::DynamoEventStore;
+use tally::event::Event;
 use tally::rollup::{AggregateKey, Dimension, Rollup};
-use tally::store::{
-    EventStatus, EventStore, FailureRecord, ProcessedRecord, Provenance, StoreError,
-};
-use tally_local::invoke::{InvokeError, Invoker};
-use tally_local::publish::Generator;
-use tally_local::sources::{StartingPosition, StreamMapping, StreamPoller};
-use tally_tests::{sdk_config, Stack};
-
-/// The real analytics store; when armed, the next flush writes only its first part and fails,
-/// like a function dying half-way through its writes.
-struct FlakyAggregates {
-    inner: DynamoAggregates,
-    fail_next_flush: AtomicBool,
-}
-
-#[async_trait]
-impl AggregateStore for FlakyAggregates {
-    async fn put_parts(&self, parts: &[AggregatePart]) -> Result<(), StoreError> {
-        if parts.len() > 1 && self.fail_next_flush.swap(false, Ordering::SeqCst) {
-            self.inner.put_parts(&parts[..1]).await?;
-            return Err(StoreError::Unavailable(
-                "injected crash after the first part".into(),
-            ));
-        }
-        self.inner.put_parts(parts).await
-    }
-
-    async fn read_day(&self, day: &str) -> Result<StoredDay, StoreError> {
-        self.inner.read_day(day).await
-    }
-
-    async fn write_compacted(
-        &self,
-        day: &str,
-        compacted: &CompactedDay,
-        superseded: &StoredDay,
-    ) -> Result<(), StoreError> {
-        self.inner.write_compacted(day, compacted, superseded).await
-    }
-}
-
-/// Runs the rollup handler in-process for the stream mapping, counting invocations.
-struct InProcess {
-    handler: RollupHandler<FlakyAggregates, DynamoEventStore>,
-}
-
-#[async_trait]
-impl Invoker for InProcess {
-    async fn invoke(&self, _function: &str, event: Value) -> Result<Value, InvokeError> {
-        self.handler
-            .handle(event)
-            .await
-            .map_err(|e| InvokeError::FunctionError {
-                error_type: "RollupError".into(),
-                error_message: e.to_string(),
-            })
-    }
-}
-
-struct Fixture {
-    stack: Stack,
-    events: DynamoEventStore,
-    aggregates: Arc<FlakyAggregates>,
-    poller: StreamPoller,
-}
-
-async fn fixture(name: &str, fail_first_flush: bool) -> Result<Fixture> {
-    let stack = Stack::provision(name).await?;
-    let ddb = sdk_config(&stack.dynamodb_endpoint);
-    let events_table = stack.table("EventsTable")?.to_owned();
-    let analytics = stack.table("AnalyticsTable")?.to_owned();
-    let aggregates = Arc::new(FlakyAggregates {
-        inner: DynamoAggregates::new(&ddb, analytics),
-        fail_next_flush: AtomicBool::new(fail_first_flush),
-    });
-    let handler = RollupHandler::new(
-        aggregates.clone(),
-        DynamoEventStore::new(&ddb, events_table.clone()),
-        chrono::Duration::seconds(2),
-    );
-    let arn = stack
-        .dynamodb
-        .describe_table()
-        .table_name(&events_table)
-        .send()
-        .await?
-        .table()
-        .and_then(|t| t.latest_stream_arn())
-        .map(str::to_owned)
-        .context("events table has a stream")?;
-    let mut mapping = StreamMapping::new("RollupFunction", arn);
-    mapping.starting_position = StartingPosition::TrimHorizon;
-    mapping.batch_size = 50;
-    mapping.tumbling_window = Some(Duration::from_secs(2));
-    mapping.bisect_on_error = true;
-    mapping.maximum_retry_attempts = 10;
-    mapping.report_batch_item_failures = true;
-    mapping.retry_backoff = Duration::from_millis(100);
-    let poller = StreamPoller::start(
-        aws_sdk_dynamodbstreams::Client::new(&ddb),
-        stack.sqs.clone(),
-        mapping,
-        Arc::new(InProcess { handler }),
-    );
-    Ok(Fixture {
-        events: DynamoEventStore::new(&ddb, events_table),
-        aggregates,
-        poller,
-        stack,
-    })
-}
-
-/// `count` generated events (publisher and lead events, some late by hours to days).
-fn workload(seed: u64, count: usize) -> Result<Vec<Event>> {
-    let mut generator = Generator::new(seed, 200, 0.0, 0.2);
-    let ctx = NormalizeContext {
-        received_at: Utc::now(),
-        limits: Limits::default(),
-        default_source: "api",
-    };
-    (0..count)
-        .map(|_| normalize(generator.next_event().0, &ctx).map_err(|e| anyhow::anyhow!("{e:?}")))
-        .collect()
-}
-
-async fn store_all(store: &DynamoEventStore, events: &[Event]) -> Result<()> {
-    for event in events {
-        let record = ProcessedRecord {
-            event: event.clone(),
-            event_json: event
-                .to_canonical_json()
-                .map_err(|e| anyhow::anyhow!("{e:?}"))?,
-            provenance: Provenance {
-                submission_id: uuid::Uuid::new_v4().to_string(),
-                correlation_id: "c".into(),
-                received_at: Utc::now(),
-                attempts: 1,
-            },
-            processed_at: Utc::now(),
-        };
-        store.store_processed(&record).await?;
-    }
-    Ok(())
-}
+use tally::store::{EventStatus, EventStore, FailureRecord};
+use tally_tests::sdk_config;
+use tally_tests::stream::{fixture, store_all, workload};
 
 async fn stored_rollup(store: &impl AggregateStore, days: &[String]) -> Result<Rollup> {
     let mut rollup = Rollup::default();

@@ -1,11 +1,12 @@
-//! `rollup`: the events stream's consumer (tumbling windows → idempotent aggregate parts) and
-//! the scheduled reconciliation of settled days.
+//! `rollup`: the events stream's consumer (tumbling windows → idempotent aggregate and lead-log
+//! parts) and the scheduled tasks: reconciliation of settled days, folding the lead log into
+//! scores, decay materialisation and recomputes.
 
 use std::sync::Arc;
 
 use lambda_runtime::{run, service_fn, Error, LambdaEvent};
 use tally::aggregation::{RollupHandler, RollupInvocation};
-use tally::aws::{sdk_config, DynamoAggregates, DynamoEventStore};
+use tally::aws::{sdk_config, DynamoAggregates, DynamoEventStore, DynamoLeads, DynamoRules};
 use tally::config::{process_env, RollupConfig};
 use tally::observability::init_logging;
 use tracing::Instrument;
@@ -15,9 +16,12 @@ async fn main() -> Result<(), Error> {
     init_logging();
     let config = RollupConfig::load(&process_env())?;
     let aws = sdk_config().await;
+    let table = config.analytics_table.clone();
     let handler = &RollupHandler::new(
-        Arc::new(DynamoAggregates::new(&aws, config.analytics_table.clone())),
-        DynamoEventStore::new(&aws, config.events_table.clone()),
+        Arc::new(DynamoAggregates::new(&aws, table.clone())),
+        Arc::new(DynamoLeads::new(&aws, table.clone())),
+        Arc::new(DynamoEventStore::new(&aws, config.events_table.clone())),
+        DynamoRules::new(&aws, table),
         config.settle,
     );
     // Typed payload: the runtime parses a (possibly multi-megabyte) window once.

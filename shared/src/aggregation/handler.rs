@@ -8,6 +8,7 @@ use serde_json::{json, Value};
 use tracing::info;
 
 use super::{AggregateStore, HourlyEvents, Reconciler, WindowError, WindowProcessor};
+use crate::scoring::{LeadHistory, LeadStore, RuleStore, ScoreReport, Scorer};
 use crate::observability::Metrics;
 use crate::store::StoreError;
 use crate::stream_window::WindowEvent;
@@ -15,20 +16,27 @@ use crate::stream_window::WindowEvent;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Task {
+    /// Recompute settled days of aggregates from the events table, repair and report drift.
     Reconcile,
+    /// Fold the pending lead log into lead states and the leaderboard.
+    Scores,
+    /// Materialise decayed scores on the leaderboard.
+    Decay,
+    /// Re-fold one lead (`leadId`) or every lead from its stored events under the current rules.
+    Recompute,
 }
 
-/// A scheduled invocation's constant input, e.g. `{"task": "reconcile", "days": 31}`.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
+/// A task invocation's input, e.g. `{"task": "reconcile", "days": 31}`,
+/// `{"task": "recompute", "leadId": "email:a@example.com"}`.
+#[derive(Debug, Clone)]
 pub struct TaskInput {
     pub task: Task,
     /// Reconcile the last `days` UTC days, today included (default 2).
-    #[serde(default)]
     pub days: Option<u32>,
     /// Or exactly this day (`YYYY-MM-DD`).
-    #[serde(default)]
     pub day: Option<String>,
+    /// Recompute only this lead.
+    pub lead_id: Option<String>,
 }
 
 /// Everything the function can be invoked with, read in one pass (no untagged buffering): a
@@ -42,6 +50,8 @@ pub struct RollupInvocation {
     pub days: Option<u32>,
     #[serde(default)]
     pub day: Option<String>,
+    #[serde(default)]
+    pub lead_id: Option<String>,
     #[serde(rename = "Records", default)]
     pub records: Vec<crate::stream_window::StreamRecord>,
     #[serde(default)]
@@ -66,17 +76,29 @@ pub enum RollupError {
     Store(#[from] StoreError),
 }
 
-pub struct RollupHandler<A, H> {
-    window: WindowProcessor<Arc<A>>,
-    reconciler: Reconciler<Arc<A>, H>,
+pub struct RollupHandler<A, L, H, R> {
+    window: WindowProcessor<Arc<A>, Arc<L>>,
+    reconciler: Reconciler<Arc<A>, Arc<H>>,
+    scorer: Scorer<Arc<L>, Arc<H>, R>,
 }
 
-impl<A: AggregateStore + 'static, H: HourlyEvents> RollupHandler<A, H> {
-    pub fn new(store: Arc<A>, events: H, settle: Duration) -> Self {
+impl<A, L, H, R> RollupHandler<A, L, H, R>
+where
+    A: AggregateStore + 'static,
+    L: LeadStore + 'static,
+    H: HourlyEvents + LeadHistory + 'static,
+    R: RuleStore,
+{
+    pub fn new(aggregates: Arc<A>, leads: Arc<L>, events: Arc<H>, rules: R, settle: Duration) -> Self {
         Self {
-            window: WindowProcessor::new(store.clone()),
-            reconciler: Reconciler::new(store, events, settle),
+            window: WindowProcessor::new(aggregates.clone(), leads.clone()),
+            reconciler: Reconciler::new(aggregates, events.clone(), settle),
+            scorer: Scorer::new(leads, events, rules),
         }
+    }
+
+    pub fn scorer(&self) -> &Scorer<Arc<L>, Arc<H>, R> {
+        &self.scorer
     }
 
     pub async fn handle(&self, input: Value) -> Result<Value, RollupError> {
@@ -96,6 +118,7 @@ impl<A: AggregateStore + 'static, H: HourlyEvents> RollupHandler<A, H> {
                 task,
                 days: input.days,
                 day: input.day,
+                lead_id: input.lead_id,
             };
             self.task(task, now, &mut metrics).await
         } else {
@@ -115,6 +138,8 @@ impl<A: AggregateStore + 'static, H: HourlyEvents> RollupHandler<A, H> {
             metrics.count("RollupEvents", outcome.events as u64);
             metrics.count("RollupSkippedRecords", outcome.skipped as u64);
             metrics.count("RollupPartsWritten", outcome.parts_written as u64);
+            metrics.count("LeadEvents", outcome.lead_events as u64);
+            metrics.count("LeadLogPartsWritten", outcome.lead_parts_written as u64);
             serde_json::to_value(response).map_err(|e| RollupError::BadInput(e.to_string()))
         };
         metrics.flush();
@@ -153,8 +178,48 @@ impl<A: AggregateStore + 'static, H: HourlyEvents> RollupHandler<A, H> {
                 }
                 Ok(json!({"task": "reconcile", "days": reports}))
             }
+            Task::Scores => {
+                let report = self.scorer.fold_pending(now).await?;
+                Ok(score_result("scores", &report, metrics))
+            }
+            Task::Decay => {
+                let report = self.scorer.materialise_decay(now).await?;
+                Ok(score_result("decay", &report, metrics))
+            }
+            Task::Recompute => {
+                let report = match &task.lead_id {
+                    Some(lead_id) => self.scorer.recompute_lead(lead_id, now).await?,
+                    None => self.scorer.recompute_all(now).await?,
+                };
+                Ok(score_result("recompute", &report, metrics))
+            }
         }
     }
+}
+
+fn score_result(task: &str, report: &ScoreReport, metrics: &mut Metrics) -> Value {
+    metrics.count("LeadLogParts", report.parts as u64);
+    metrics.count("LeadEventsScored", report.events as u64);
+    metrics.count("LeadsWritten", report.leads as u64);
+    metrics.count("LeadsRecomputed", report.recomputed as u64);
+    metrics.count("LeadWriteConflicts", report.conflicts as u64);
+    metrics.count("LeadsDecayed", report.decayed as u64);
+    info!(
+        task,
+        parts = report.parts,
+        events = report.events,
+        leads = report.leads,
+        recomputed = report.recomputed,
+        conflicts = report.conflicts,
+        board_shards = report.board_shards,
+        decayed = report.decayed,
+        "scores updated"
+    );
+    json!({
+        "task": task, "parts": report.parts, "events": report.events, "leads": report.leads,
+        "recomputed": report.recomputed, "conflicts": report.conflicts,
+        "boardShards": report.board_shards, "decayed": report.decayed,
+    })
 }
 
 #[async_trait::async_trait]
@@ -174,5 +239,12 @@ impl<T: AggregateStore + ?Sized> AggregateStore for Arc<T> {
         superseded: &super::StoredDay,
     ) -> Result<(), StoreError> {
         (**self).write_compacted(day, compacted, superseded).await
+    }
+}
+
+#[async_trait::async_trait]
+impl<T: HourlyEvents + ?Sized> HourlyEvents for Arc<T> {
+    async fn processed_in_hour(&self, hour: &str) -> Result<Vec<super::ProcessedEvent>, StoreError> {
+        (**self).processed_in_hour(hour).await
     }
 }

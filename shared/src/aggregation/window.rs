@@ -1,5 +1,6 @@
-//! The stream side: accumulate a tumbling window's aggregates in its state and flush them as
-//! idempotent parts on the final invoke.
+//! The stream side: accumulate a tumbling window's aggregates and its leads' scored events in
+//! the window state, and flush them as idempotent parts on the final invoke (lead events also
+//! whenever [`MAX_LOG_ENTRIES`] of them have accumulated, to bound the state).
 
 use std::collections::BTreeMap;
 
@@ -7,8 +8,12 @@ use serde_json::{json, Value};
 use tracing::{info, warn};
 
 use super::{AggregatePart, AggregateStore};
-use crate::event::Event;
+use crate::event::{Event, LeadProfile};
 use crate::rollup::{Rollup, WindowAggregates};
+use crate::scoring::{
+    decode_entries, encode_entries, LeadEvent, LeadLogPart, LeadStore, ScoredEvent,
+    MAX_LOG_ENTRIES,
+};
 use crate::store::StoreError;
 use crate::stream_window::{WindowEvent, WindowResponse};
 
@@ -32,6 +37,9 @@ struct WindowState {
     /// window start it names the parts, so a re-run of the same window writes the same keys.
     first: Option<String>,
     rollup: Rollup,
+    /// Sequence number of the first record of the current lead-log segment: names its part.
+    leads_first: Option<String>,
+    leads: Vec<LeadEvent>,
 }
 
 impl WindowState {
@@ -45,22 +53,68 @@ impl WindowState {
         let first = map.get("first").and_then(Value::as_str).map(str::to_owned);
         let rollup = match map.get("rollup").and_then(Value::as_str) {
             Some(text) => Rollup::decode(text).map_err(|e| WindowError::BadState(e.to_string()))?,
-            None => return Err(WindowError::BadState("no rollup".into())),
+            None => Rollup::default(),
         };
-        Ok(Self { first, rollup })
+        let leads_first = map
+            .get("leadsFirst")
+            .and_then(Value::as_str)
+            .map(str::to_owned);
+        let leads = match map.get("leads").and_then(Value::as_str) {
+            Some(text) => {
+                decode_entries(text).map_err(|e| WindowError::BadState(e.to_string()))?
+            }
+            None => Vec::new(),
+        };
+        if rollup.is_empty() && leads.is_empty() {
+            return Err(WindowError::BadState("neither rollup nor leads".into()));
+        }
+        if !leads.is_empty() && leads_first.is_none() {
+            return Err(WindowError::BadState("lead events without leadsFirst".into()));
+        }
+        Ok(Self {
+            first,
+            rollup,
+            leads_first,
+            leads,
+        })
     }
 
-    /// Lambda's `state` is a JSON object; the rollup rides in it as its compact string.
+    /// Lambda's `state` is a JSON object; the rollup and the lead events ride in it as compact
+    /// strings.
     fn encode(&self) -> Value {
-        if self.rollup.is_empty() {
-            return json!({});
+        let mut state = serde_json::Map::new();
+        if !self.rollup.is_empty() {
+            state.insert("first".into(), json!(self.first));
+            state.insert("rollup".into(), json!(self.rollup.encode()));
         }
-        json!({"v": 1, "first": self.first, "rollup": self.rollup.encode()})
+        if !self.leads.is_empty() {
+            state.insert("leadsFirst".into(), json!(self.leads_first));
+            state.insert("leads".into(), json!(encode_entries(&self.leads)));
+        }
+        if !state.is_empty() {
+            state.insert("v".into(), json!(2));
+        }
+        Value::Object(state)
+    }
+
+    /// The current lead segment as a part, emptying it.
+    fn take_leads(&mut self, window_start_ms: i64, shard: &str) -> Option<LeadLogPart> {
+        let first = self.leads_first.take()?;
+        if self.leads.is_empty() {
+            return None;
+        }
+        Some(LeadLogPart {
+            window_start_ms,
+            shard: shard.to_owned(),
+            first_sequence: first,
+            entries: std::mem::take(&mut self.leads),
+        })
     }
 }
 
-pub struct WindowProcessor<A> {
+pub struct WindowProcessor<A, L> {
     store: A,
+    leads: L,
 }
 
 /// Per-invocation figures for logs and metrics.
@@ -70,11 +124,14 @@ pub struct WindowOutcome {
     pub events: usize,
     pub skipped: usize,
     pub parts_written: usize,
+    /// Scored events of leads seen (events without a lead are aggregated only).
+    pub lead_events: usize,
+    pub lead_parts_written: usize,
 }
 
-impl<A: AggregateStore> WindowProcessor<A> {
-    pub fn new(store: A) -> Self {
-        Self { store }
+impl<A: AggregateStore, L: LeadStore> WindowProcessor<A, L> {
+    pub fn new(store: A, leads: L) -> Self {
+        Self { store, leads }
     }
 
     pub async fn handle(
@@ -86,17 +143,44 @@ impl<A: AggregateStore> WindowProcessor<A> {
             records: event.records.len(),
             ..Default::default()
         };
+        let shard = event.shard_id.clone().unwrap_or_default();
+        let window_start = event
+            .window
+            .as_ref()
+            .map(|w| w.start.as_str())
+            .unwrap_or_default();
+        // Needed only to name parts; an unreadable start fails the flush, not the whole window.
+        let window_start_ms = || {
+            chrono::DateTime::parse_from_rfc3339(window_start)
+                .map(|t| t.timestamp_millis())
+                .map_err(|_| {
+                    WindowError::BadState(format!("window start {window_start:?} is not RFC 3339"))
+                })
+        };
         for record in &event.records {
             let Some(json) = record.processed_event_json() else {
                 continue;
             };
             match parse_for_rollup(json) {
-                Ok(e) => {
-                    state
-                        .first
-                        .get_or_insert_with(|| record.dynamodb.sequence_number.clone());
+                Ok((e, lead)) => {
+                    let sequence = &record.dynamodb.sequence_number;
+                    state.first.get_or_insert_with(|| sequence.clone());
                     state.rollup.add(&e);
                     outcome.events += 1;
+                    if let Some(lead) = lead {
+                        state.leads_first.get_or_insert_with(|| sequence.clone());
+                        state.leads.push(lead);
+                        outcome.lead_events += 1;
+                    }
+                    // A full segment is flushed now; a re-run from the same checkpoint cuts the
+                    // same segment under the same key.
+                    if state.leads.len() >= MAX_LOG_ENTRIES {
+                        let ws = window_start_ms()?;
+                        if let Some(part) = state.take_leads(ws, &shard) {
+                            self.leads.put_log(std::slice::from_ref(&part)).await?;
+                            outcome.lead_parts_written += 1;
+                        }
+                    }
                 }
                 // Our own stored form failing to parse is a bug; reconciliation reports it as drift.
                 Err(error) => {
@@ -116,21 +200,24 @@ impl<A: AggregateStore> WindowProcessor<A> {
             ));
         }
         if let (Some(first), false) = (&state.first, state.rollup.is_empty()) {
-            let window_start = event
-                .window
-                .as_ref()
-                .map(|w| w.start.as_str())
-                .unwrap_or_default();
-            let window_start_ms = chrono::DateTime::parse_from_rfc3339(window_start)
-                .map_err(|_| {
-                    WindowError::BadState(format!("window start {window_start:?} is not RFC 3339"))
-                })?
-                .timestamp_millis();
-            let shard = event.shard_id.clone().unwrap_or_default();
-            let parts = parts(&state.rollup, window_start_ms, &shard, first)?;
+            let parts = parts(&state.rollup, window_start_ms()?, &shard, first)?;
             self.store.put_parts(&parts).await?;
             outcome.parts_written = parts.len();
-            info!(parts = parts.len(), window_start, shard, "window flushed");
+        }
+        if !state.leads.is_empty() {
+            if let Some(part) = state.take_leads(window_start_ms()?, &shard) {
+                self.leads.put_log(std::slice::from_ref(&part)).await?;
+                outcome.lead_parts_written += 1;
+            }
+        }
+        if outcome.parts_written + outcome.lead_parts_written > 0 {
+            info!(
+                parts = outcome.parts_written,
+                lead_parts = outcome.lead_parts_written,
+                window_start,
+                shard,
+                "window flushed"
+            );
         }
         Ok((
             WindowResponse {
@@ -142,12 +229,14 @@ impl<A: AggregateStore> WindowProcessor<A> {
     }
 }
 
-/// The stored canonical event, reading only what aggregation needs: payloads, metadata and lead
-/// profiles are skipped unparsed, which halves the parse time of a batch.
-fn parse_for_rollup(json: &str) -> Result<Event, serde_json::Error> {
+/// The stored canonical event, reading only what aggregation and scoring need (payloads and
+/// metadata are skipped unparsed, which halves the parse time of a batch), and the lead's
+/// scored event when the event has a lead.
+fn parse_for_rollup(json: &str) -> Result<(Event, Option<LeadEvent>), serde_json::Error> {
     #[derive(serde::Deserialize)]
     #[serde(rename_all = "camelCase")]
     struct Lean {
+        event_id: String,
         #[serde(rename = "type")]
         event_type: String,
         timestamp: String,
@@ -162,12 +251,21 @@ fn parse_for_rollup(json: &str) -> Result<Event, serde_json::Error> {
         revenue: Option<crate::event::Money>,
         #[serde(default)]
         user: Option<crate::event::Demographics>,
+        #[serde(default)]
+        lead_id: Option<String>,
+        #[serde(default)]
+        lead: Option<LeadProfile>,
     }
     let lean: Lean = serde_json::from_str(json)?;
     let timestamp = chrono::DateTime::parse_from_rfc3339(&lean.timestamp)
         .map_err(serde::de::Error::custom)?
         .with_timezone(&chrono::Utc);
-    Ok(Event {
+    let lead = lean.lead_id.map(|lead_id| LeadEvent {
+        lead_id,
+        event: ScoredEvent::new(lean.event_id, lean.event_type.clone(), timestamp)
+            .with_profile(lean.lead),
+    });
+    let event = Event {
         event_id: String::new(),
         event_type: lean.event_type,
         timestamp,
@@ -182,7 +280,8 @@ fn parse_for_rollup(json: &str) -> Result<Event, serde_json::Error> {
         user: lean.user,
         payload: None,
         metadata: None,
-    })
+    };
+    Ok((event, lead))
 }
 
 /// Splits a window's rollup into per-day parts of at most [`MAX_PART_BYTES`], deterministically.

@@ -7,20 +7,16 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
 
 use async_trait::async_trait;
-use aws_sdk_dynamodb::types::{
-    AttributeValue, DeleteRequest, PutRequest, ReturnConsumedCapacity, WriteRequest,
-};
+use aws_sdk_dynamodb::types::{AttributeValue, WriteRequest};
+
+use super::batch::{delete, put};
 
 use crate::aggregation::{AggregatePart, AggregateStore, CompactedDay, StoredDay};
 use crate::store::StoreError;
 
 type Item = HashMap<String, AttributeValue>;
-
-const BATCH: usize = 25;
-const ATTEMPTS: u32 = 8;
 
 pub struct DynamoAggregates {
     client: aws_sdk_dynamodb::Client,
@@ -55,62 +51,9 @@ impl DynamoAggregates {
         self.consumed_milli.load(Ordering::Relaxed) as f64 / 1000.0
     }
 
-    /// `BatchWriteItem` in groups of 25, retrying exactly the `UnprocessedItems`.
     async fn write_all(&self, requests: Vec<WriteRequest>) -> Result<(), StoreError> {
-        for group in requests.chunks(BATCH) {
-            let mut pending = group.to_vec();
-            for attempt in 0..ATTEMPTS {
-                if attempt > 0 {
-                    tokio::time::sleep(Duration::from_millis(20 << attempt.min(6))).await;
-                }
-                let output = self
-                    .client
-                    .batch_write_item()
-                    .request_items(&self.table, pending.clone())
-                    .return_consumed_capacity(ReturnConsumedCapacity::Total)
-                    .send()
-                    .await
-                    .map_err(|e| StoreError::Unavailable(super::describe(&e)))?;
-                for c in output.consumed_capacity() {
-                    let units = c.capacity_units().unwrap_or_default();
-                    self.consumed_milli
-                        .fetch_add((units * 1000.0).round() as u64, Ordering::Relaxed);
-                }
-                pending = output
-                    .unprocessed_items()
-                    .and_then(|u| u.get(&self.table))
-                    .cloned()
-                    .unwrap_or_default();
-                if pending.is_empty() {
-                    break;
-                }
-            }
-            if !pending.is_empty() {
-                return Err(StoreError::Unavailable(format!(
-                    "{} writes left unprocessed after retries",
-                    pending.len()
-                )));
-            }
-        }
-        Ok(())
+        super::batch::write_all(&self.client, &self.table, requests, &self.consumed_milli).await
     }
-}
-
-fn put(item: Item) -> Result<WriteRequest, StoreError> {
-    let put = PutRequest::builder()
-        .set_item(Some(item))
-        .build()
-        .map_err(|e| StoreError::Unavailable(e.to_string()))?;
-    Ok(WriteRequest::builder().put_request(put).build())
-}
-
-fn delete(pk: &str, sk: &str) -> Result<WriteRequest, StoreError> {
-    let delete = DeleteRequest::builder()
-        .key("pk", s(pk))
-        .key("sk", s(sk))
-        .build()
-        .map_err(|e| StoreError::Unavailable(e.to_string()))?;
-    Ok(WriteRequest::builder().delete_request(delete).build())
 }
 
 fn part_sk(p: &AggregatePart) -> String {

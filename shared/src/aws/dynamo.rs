@@ -215,6 +215,45 @@ impl crate::aggregation::HourlyEvents for DynamoEventStore {
     }
 }
 
+#[async_trait]
+impl crate::scoring::LeadHistory for DynamoEventStore {
+    async fn lead_events(
+        &self,
+        lead_id: &str,
+    ) -> Result<Vec<crate::scoring::ScoredEvent>, StoreError> {
+        let mut out = Vec::new();
+        let mut start = None;
+        loop {
+            let output = self
+                .client
+                .query()
+                .table_name(&self.table)
+                .index_name("byLead")
+                .key_condition_expression("leadId = :lead")
+                .expression_attribute_values(":lead", s(lead_id))
+                .projection_expression("#event")
+                .expression_attribute_names("#event", "event")
+                .set_exclusive_start_key(start)
+                .send()
+                .await
+                .map_err(|e| StoreError::Unavailable(super::describe(&e)))?;
+            for item in output.items() {
+                let Some(AttributeValue::S(json)) = item.get("event") else {
+                    continue;
+                };
+                let event = crate::scoring::ScoredEvent::from_stored_json(json).map_err(|e| {
+                    StoreError::Unavailable(format!("stored event unreadable: {e}"))
+                })?;
+                out.push(event);
+            }
+            start = output.last_evaluated_key().cloned();
+            if start.is_none() {
+                return Ok(out);
+            }
+        }
+    }
+}
+
 /// Counters live in the analytics table, spread over shards so no single item is hot.
 pub struct DynamoCounters {
     client: aws_sdk_dynamodb::Client,

@@ -2,11 +2,14 @@
 //! domain types and checks every partial-failure field the API returns.
 
 mod analytics;
+mod batch;
+mod leads;
 mod dynamo;
 mod rules;
 mod sqs;
 
 pub use analytics::DynamoAggregates;
+pub use leads::DynamoLeads;
 pub use dynamo::{DynamoCounters, DynamoEventStore};
 pub use rules::DynamoRules;
 pub use sqs::SqsEventQueue;

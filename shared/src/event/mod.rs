@@ -62,7 +62,7 @@ impl FunnelStage {
     }
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct LeadProfile {
     #[serde(default, skip_serializing_if = "Option::is_none")]

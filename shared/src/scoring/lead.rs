@@ -8,11 +8,14 @@ use serde::{Deserialize, Serialize};
 
 use super::rules::{Decay, ScoreRules};
 use super::serde_util::{last_key, opt_time, time};
-use crate::event::Event;
+use crate::event::{Event, LeadProfile};
+
+/// How many of the latest applied events keep their points (`recentEvents` of `GET /v1/leads/{id}`).
+pub const RECENT_EVENTS: usize = 50;
 
 /// What scoring needs of an event. Ordered by `(timestamp, eventId)` — the fold order — with the
-/// type as a last tie-break only so that the order agrees with `Eq`. Wire form
-/// `{"eventId", "type", "timestamp"}`.
+/// type (and profile) as last tie-breaks only so that the order agrees with `Eq`. Wire form
+/// `{"eventId", "type", "timestamp", "lead"?}`.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ScoredEvent {
@@ -21,6 +24,9 @@ pub struct ScoredEvent {
     pub event_type: String,
     #[serde(with = "time")]
     pub timestamp: DateTime<Utc>,
+    /// The lead's profile as this event gives it, if it gives any.
+    #[serde(default, rename = "lead", skip_serializing_if = "Option::is_none")]
+    pub profile: Option<LeadProfile>,
 }
 
 impl ScoredEvent {
@@ -33,7 +39,32 @@ impl ScoredEvent {
             event_id: event_id.into(),
             event_type: event_type.into(),
             timestamp,
+            profile: None,
         }
+    }
+
+    /// Builder: the profile fields this event carries.
+    #[must_use]
+    pub fn with_profile(mut self, profile: Option<LeadProfile>) -> Self {
+        self.profile = profile.filter(|p| *p != LeadProfile::default());
+        self
+    }
+
+    /// Reads what scoring needs from a stored canonical event's JSON, skipping the rest.
+    pub fn from_stored_json(json: &str) -> Result<Self, serde_json::Error> {
+        #[derive(Deserialize)]
+        #[serde(rename_all = "camelCase")]
+        struct Lean {
+            event_id: String,
+            #[serde(rename = "type")]
+            event_type: String,
+            #[serde(with = "time")]
+            timestamp: DateTime<Utc>,
+            #[serde(default)]
+            lead: Option<LeadProfile>,
+        }
+        let lean: Lean = serde_json::from_str(json)?;
+        Ok(Self::new(lean.event_id, lean.event_type, lean.timestamp).with_profile(lean.lead))
     }
 
     /// The fold order key, `(timestamp, eventId)`.
@@ -47,6 +78,7 @@ impl Ord for ScoredEvent {
         self.sort_key()
             .cmp(&other.sort_key())
             .then_with(|| self.event_type.cmp(&other.event_type))
+            .then_with(|| profile_key(&self.profile).cmp(&profile_key(&other.profile)))
     }
 }
 
@@ -56,9 +88,22 @@ impl PartialOrd for ScoredEvent {
     }
 }
 
+type ProfileKey<'a> = Option<(Option<&'a str>, Option<&'a str>, Option<&'a str>)>;
+
+fn profile_key(p: &Option<LeadProfile>) -> ProfileKey<'_> {
+    p.as_ref().map(|p| {
+        (
+            p.email.as_deref(),
+            p.name.as_deref(),
+            p.company.as_deref(),
+        )
+    })
+}
+
 impl From<&Event> for ScoredEvent {
     fn from(e: &Event) -> Self {
         Self::new(e.event_id.clone(), e.event_type.clone(), e.timestamp)
+            .with_profile(e.lead.clone())
     }
 }
 
@@ -76,7 +121,7 @@ pub enum ApplyOutcome {
 
 /// The fold state of one lead; small, and stored with the lead. Wire form (camelCase):
 /// `{"score", "last": {"timestamp", "eventId"} | null, "dayCounts", "eventCounts", "events",
-/// "lastActivityAt"}`.
+/// "lastActivityAt", "profile", "recentPoints"}`.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct LeadScore {
@@ -98,6 +143,13 @@ pub struct LeadScore {
     /// Timestamp of the last applied event (the time part of `last`).
     #[serde(default, with = "opt_time")]
     pub last_activity_at: Option<DateTime<Utc>>,
+    /// Each field as the latest event (in fold order) that carries it gives it.
+    #[serde(default)]
+    pub profile: LeadProfile,
+    /// Points of the latest [`RECENT_EVENTS`] applied events, oldest first: with the lead's
+    /// events read newest first from the events table they give `recentEvents`.
+    #[serde(default)]
+    pub recent_points: Vec<i64>,
 }
 
 impl LeadScore {
@@ -121,6 +173,14 @@ impl LeadScore {
         self.score = rules.clamp_add(self.score, points);
         self.last = Some((e.timestamp, e.event_id.clone()));
         self.last_activity_at = Some(e.timestamp);
+        if let Some(profile) = &e.profile {
+            merge_profile(&mut self.profile, profile);
+        }
+        if self.recent_points.len() >= RECENT_EVENTS {
+            let excess = self.recent_points.len() + 1 - RECENT_EVENTS;
+            self.recent_points.drain(..excess);
+        }
+        self.recent_points.push(points);
         ApplyOutcome::Applied { points }
     }
 
@@ -161,6 +221,18 @@ impl LeadScore {
             }
         }
         applied
+    }
+}
+
+fn merge_profile(into: &mut LeadProfile, from: &LeadProfile) {
+    for (slot, value) in [
+        (&mut into.email, &from.email),
+        (&mut into.name, &from.name),
+        (&mut into.company, &from.company),
+    ] {
+        if value.is_some() {
+            slot.clone_from(value);
+        }
     }
 }
 

@@ -65,3 +65,18 @@ pub async fn put_rule(store: &impl RuleStore, rule: Rule) -> Result<VersionedRul
         "rules kept changing concurrently".into(),
     ))
 }
+
+#[async_trait]
+impl<T: RuleStore + ?Sized> RuleStore for std::sync::Arc<T> {
+    async fn load(&self) -> Result<Option<VersionedRules>, StoreError> {
+        (**self).load().await
+    }
+
+    async fn save(
+        &self,
+        rules: &ScoreRules,
+        expected: u64,
+    ) -> Result<VersionedRules, RuleStoreError> {
+        (**self).save(rules, expected).await
+    }
+}

@@ -713,7 +713,9 @@ fn lead_score_round_trips_through_json() -> TestResult {
             "dayCounts": {"PAGE_VIEW": 1, "ad.click": 1},
             "eventCounts": {"PAGE_VIEW": 1, "ad.click": 1},
             "events": 2,
-            "lastActivityAt": "2024-03-01T10:00:00.123456789Z"
+            "lastActivityAt": "2024-03-01T10:00:00.123456789Z",
+            "profile": {},
+            "recentPoints": [5, 0]
         })
     );
     let back: LeadScore = serde_json::from_value(value)?;

@@ -1,0 +1,203 @@
+//! An in-memory [`LeadStore`] and [`LeadHistory`] for fast tests of the scoring domain and for
+//! benchmarks that must not count I/O. Storage tests use the DynamoDB adapter.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Mutex;
+
+use async_trait::async_trait;
+
+use super::{
+    BoardShard, LeadEvent, LeadHistory, LeadLogPart, LeadRecord, LeadScore, LeadStore,
+    LeadWriteError, ScoredEvent,
+};
+use crate::store::StoreError;
+
+#[derive(Debug, Default)]
+pub struct MemoryLeads {
+    inner: Mutex<Inner>,
+}
+
+#[derive(Debug, Default)]
+struct Inner {
+    log: BTreeMap<(i64, String, String), Vec<LeadEvent>>,
+    leads: HashMap<String, LeadRecord>,
+    boards: HashMap<u32, BoardShard>,
+    /// Versioned writes to fail with a conflict before succeeding.
+    conflicts_to_inject: usize,
+}
+
+impl MemoryLeads {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Makes the next `n` lead writes fail as if someone else had written first.
+    pub fn inject_conflicts(&self, n: usize) {
+        self.lock().conflicts_to_inject = n;
+    }
+
+    pub fn log_len(&self) -> usize {
+        self.lock().log.len()
+    }
+
+    pub fn lead(&self, lead_id: &str) -> Option<LeadRecord> {
+        self.lock().leads.get(lead_id).cloned()
+    }
+}
+
+#[async_trait]
+impl LeadStore for MemoryLeads {
+    async fn put_log(&self, parts: &[LeadLogPart]) -> Result<(), StoreError> {
+        let mut inner = self.lock();
+        for p in parts {
+            inner.log.insert(
+                (p.window_start_ms, p.shard.clone(), p.first_sequence.clone()),
+                p.entries.clone(),
+            );
+        }
+        Ok(())
+    }
+
+    async fn pending_log(&self, limit: usize) -> Result<Vec<LeadLogPart>, StoreError> {
+        Ok(self
+            .lock()
+            .log
+            .iter()
+            .take(limit)
+            .map(|((ws, shard, first), entries)| LeadLogPart {
+                window_start_ms: *ws,
+                shard: shard.clone(),
+                first_sequence: first.clone(),
+                entries: entries.clone(),
+            })
+            .collect())
+    }
+
+    async fn delete_log(&self, parts: &[LeadLogPart]) -> Result<(), StoreError> {
+        let mut inner = self.lock();
+        for p in parts {
+            inner.log.remove(&(
+                p.window_start_ms,
+                p.shard.clone(),
+                p.first_sequence.clone(),
+            ));
+        }
+        Ok(())
+    }
+
+    async fn get_leads(
+        &self,
+        lead_ids: &[&str],
+    ) -> Result<HashMap<String, LeadRecord>, StoreError> {
+        let inner = self.lock();
+        Ok(lead_ids
+            .iter()
+            .filter_map(|id| inner.leads.get(*id).map(|r| ((*id).to_owned(), r.clone())))
+            .collect())
+    }
+
+    async fn put_lead(
+        &self,
+        lead_id: &str,
+        state: &LeadScore,
+        expected: u64,
+    ) -> Result<(), LeadWriteError> {
+        let mut inner = self.lock();
+        let stored = inner.leads.get(lead_id).map_or(0, |r| r.version);
+        if inner.conflicts_to_inject > 0 {
+            inner.conflicts_to_inject -= 1;
+            // Someone else advanced the version (same content).
+            if let Some(r) = inner.leads.get_mut(lead_id) {
+                r.version += 1;
+            }
+            return Err(LeadWriteError::Conflict);
+        }
+        if stored != expected {
+            return Err(LeadWriteError::Conflict);
+        }
+        inner.leads.insert(
+            lead_id.to_owned(),
+            LeadRecord {
+                state: state.clone(),
+                version: expected + 1,
+            },
+        );
+        Ok(())
+    }
+
+    async fn get_board(&self, shard: u32) -> Result<BoardShard, StoreError> {
+        Ok(self.lock().boards.get(&shard).cloned().unwrap_or_default())
+    }
+
+    async fn put_board(&self, shard: u32, board: &BoardShard) -> Result<(), LeadWriteError> {
+        let mut inner = self.lock();
+        let stored = inner.boards.get(&shard).map_or(0, |b| b.version);
+        if stored != board.version {
+            return Err(LeadWriteError::Conflict);
+        }
+        let mut next = board.clone();
+        next.version += 1;
+        inner.boards.insert(shard, next);
+        Ok(())
+    }
+}
+
+/// Every stored event, by lead: the events table's `byLead` index.
+#[derive(Debug, Default)]
+pub struct MemoryHistory {
+    events: Mutex<HashMap<String, Vec<ScoredEvent>>>,
+}
+
+impl MemoryHistory {
+    pub fn store(&self, lead_id: &str, event: ScoredEvent) {
+        self.events
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(lead_id.to_owned())
+            .or_default()
+            .push(event);
+    }
+}
+
+#[async_trait]
+impl LeadHistory for MemoryHistory {
+    async fn lead_events(&self, lead_id: &str) -> Result<Vec<ScoredEvent>, StoreError> {
+        Ok(self
+            .events
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(lead_id)
+            .cloned()
+            .unwrap_or_default())
+    }
+}
+
+/// Rules kept in memory, versioned like the stored ones.
+#[derive(Debug, Default)]
+pub struct MemoryRules {
+    current: Mutex<Option<super::VersionedRules>>,
+}
+
+#[async_trait]
+impl super::RuleStore for MemoryRules {
+    async fn load(&self) -> Result<Option<super::VersionedRules>, StoreError> {
+        Ok(self.current.lock().unwrap_or_else(|p| p.into_inner()).clone())
+    }
+
+    async fn save(
+        &self,
+        rules: &super::ScoreRules,
+        expected: u64,
+    ) -> Result<super::VersionedRules, super::RuleStoreError> {
+        let mut current = self.current.lock().unwrap_or_else(|p| p.into_inner());
+        if current.as_ref().map_or(0, |c| c.version) != expected {
+            return Err(super::RuleStoreError::Conflict);
+        }
+        let saved = super::VersionedRules {
+            rules: rules.clone(),
+            version: expected + 1,
+        };
+        *current = Some(saved.clone());
+        Ok(saved)
+    }
+}

@@ -1,0 +1,314 @@
+use std::error::Error;
+use std::sync::Arc;
+
+use chrono::{DateTime, Duration, Utc};
+
+use super::*;
+use crate::event::LeadProfile;
+use crate::scoring::{put_rule, MemoryHistory, MemoryLeads, MemoryRules, Rule, RECENT_EVENTS};
+
+type TestResult = Result<(), Box<dyn Error>>;
+
+fn at(s: &str) -> Result<DateTime<Utc>, Box<dyn Error>> {
+    Ok(DateTime::parse_from_rfc3339(s)?.with_timezone(&Utc))
+}
+
+struct World {
+    scorer: Scorer<Arc<MemoryLeads>, Arc<MemoryHistory>, Arc<MemoryRules>>,
+    leads: Arc<MemoryLeads>,
+    history: Arc<MemoryHistory>,
+    rules: Arc<MemoryRules>,
+    next_part: usize,
+}
+
+impl World {
+    fn new() -> Self {
+        let (leads, history, rules) = (Arc::default(), Arc::default(), Arc::default());
+        World {
+            scorer: Scorer::new(
+                Arc::clone(&leads),
+                Arc::clone(&history),
+                Arc::clone(&rules),
+            ),
+            leads,
+            history,
+            rules,
+            next_part: 0,
+        }
+    }
+
+    /// Stores the events (the source of truth) and logs them in one part, as a window would.
+    async fn window(&mut self, events: &[(&str, ScoredEvent)]) -> Result<LeadLogPart, StoreError> {
+        for (lead, e) in events {
+            self.history.store(lead, e.clone());
+        }
+        self.next_part += 1;
+        let part = LeadLogPart {
+            window_start_ms: self.next_part as i64,
+            shard: "shard-1".into(),
+            first_sequence: format!("{:05}", self.next_part),
+            entries: events
+                .iter()
+                .map(|(lead, e)| LeadEvent {
+                    lead_id: (*lead).to_owned(),
+                    event: e.clone(),
+                })
+                .collect(),
+        };
+        self.leads.put_log(std::slice::from_ref(&part)).await?;
+        Ok(part)
+    }
+
+    /// What a recompute from the stored events gives.
+    async fn expected(&self, lead: &str) -> Result<LeadScore, Box<dyn Error>> {
+        let rules = super::load_or_init(self.rules.as_ref()).await?.rules;
+        Ok(LeadScore::fold(&rules, self.history.lead_events(lead).await?).0)
+    }
+
+    fn state(&self, lead: &str) -> Option<LeadScore> {
+        self.leads.lead(lead).map(|r| r.state)
+    }
+}
+
+fn ev(id: &str, t: &str, ts: &str) -> Result<ScoredEvent, Box<dyn Error>> {
+    Ok(ScoredEvent::new(id, t, at(ts)?))
+}
+
+#[tokio::test]
+async fn pending_parts_fold_into_states_and_the_board() -> TestResult {
+    let mut w = World::new();
+    w.window(&[
+        ("a", ev("1", "PAGE_VIEW", "2026-11-20T10:00:00Z")?),
+        ("b", ev("2", "DEMO_REQUEST", "2026-11-20T10:00:01Z")?),
+    ])
+    .await?;
+    w.window(&[("a", ev("3", "PURCHASE", "2026-11-20T10:05:00Z")?)])
+        .await?;
+    let now = at("2026-11-21T00:00:00Z")?;
+    let report = w.scorer.fold_pending(now).await?;
+    assert_eq!(
+        (report.parts, report.events, report.leads, report.recomputed),
+        (2, 3, 2, 0)
+    );
+    assert_eq!(w.leads.log_len(), 0, "folded parts are deleted");
+    assert_eq!(w.state("a"), Some(w.expected("a").await?));
+    assert_eq!(w.state("a").map(|s| s.score), Some(105));
+    assert_eq!(w.state("b").map(|s| s.score), Some(50));
+    let board = w.leads.get_board(board_shard("a")).await?;
+    assert_eq!(board.entries.get("a").map(|e| e.score), Some(105));
+    // Nothing pending: nothing written.
+    assert_eq!(w.scorer.fold_pending(now).await?, ScoreReport::default());
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_late_event_recomputes_the_lead_from_its_history() -> TestResult {
+    let mut w = World::new();
+    let rules = ScoreRules::defaults().with_rule(Rule {
+        event_type: "PAGE_VIEW".into(),
+        points: 5,
+        active: true,
+        max_per_day: Some(1),
+    });
+    w.rules.save(&rules, 0).await?;
+    w.window(&[("a", ev("2", "PAGE_VIEW", "2026-11-20T12:00:00Z")?)])
+        .await?;
+    let now = at("2026-11-21T00:00:00Z")?;
+    w.scorer.fold_pending(now).await?;
+    assert_eq!(w.state("a").map(|s| s.score), Some(5));
+    // Earlier the same day: it takes the one scoring PAGE_VIEW of the day, the later one gives 0.
+    w.window(&[
+        ("a", ev("1", "PAGE_VIEW", "2026-11-20T08:00:00Z")?),
+        ("a", ev("3", "REFUND", "2026-11-20T13:00:00Z")?),
+    ])
+    .await?;
+    let report = w.scorer.fold_pending(now).await?;
+    assert_eq!(report.recomputed, 1);
+    let state = w.state("a").ok_or("stored")?;
+    assert_eq!(state, w.expected("a").await?);
+    assert_eq!(state.score, 0, "5 then 0 then −100, clamped at 0");
+    assert_eq!(state.recent_points, vec![5, 0, -100]);
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_part_folded_twice_counts_once() -> TestResult {
+    let mut w = World::new();
+    let part = w
+        .window(&[
+            ("a", ev("1", "EMAIL_OPEN", "2026-11-20T10:00:00Z")?),
+            ("a", ev("2", "EMAIL_OPEN", "2026-11-20T10:01:00Z")?),
+        ])
+        .await?;
+    let now = at("2026-11-21T00:00:00Z")?;
+    w.scorer.fold_pending(now).await?;
+    // A re-flushed window (or a run that crashed before deleting) leaves the part again.
+    w.leads.put_log(std::slice::from_ref(&part)).await?;
+    let report = w.scorer.fold_pending(now).await?;
+    assert_eq!(report.recomputed, 1);
+    let state = w.state("a").ok_or("stored")?;
+    assert_eq!((state.score, state.events), (20, 2));
+    Ok(())
+}
+
+#[tokio::test]
+async fn concurrent_writes_are_redone_not_lost() -> TestResult {
+    let mut w = World::new();
+    w.window(&[("a", ev("1", "PURCHASE", "2026-11-20T10:00:00Z")?)])
+        .await?;
+    let now = at("2026-11-21T00:00:00Z")?;
+    w.scorer.fold_pending(now).await?;
+    w.window(&[("a", ev("2", "PURCHASE", "2026-11-20T11:00:00Z")?)])
+        .await?;
+    w.leads.inject_conflicts(2);
+    let report = w.scorer.fold_pending(now).await?;
+    assert_eq!(report.conflicts, 2);
+    assert_eq!(w.state("a").map(|s| s.score), Some(200));
+    assert_eq!(w.state("a"), Some(w.expected("a").await?));
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_rule_change_applies_to_later_events_until_a_recompute() -> TestResult {
+    let mut w = World::new();
+    w.window(&[("a", ev("1", "PAGE_VIEW", "2026-11-20T10:00:00Z")?)])
+        .await?;
+    let now = at("2026-11-21T00:00:00Z")?;
+    w.scorer.fold_pending(now).await?;
+    put_rule(w.rules.as_ref(), Rule::new("PAGE_VIEW", 7)).await?;
+    w.window(&[("a", ev("2", "PAGE_VIEW", "2026-11-20T11:00:00Z")?)])
+        .await?;
+    w.scorer.fold_pending(now).await?;
+    assert_eq!(w.state("a").map(|s| s.score), Some(5 + 7));
+    let report = w.scorer.recompute_lead("a", now).await?;
+    assert_eq!((report.leads, report.recomputed), (1, 1));
+    assert_eq!(w.state("a").map(|s| s.score), Some(14));
+    assert_eq!(w.state("a"), Some(w.expected("a").await?));
+    // An unknown lead is not created.
+    assert_eq!(w.scorer.recompute_lead("nobody", now).await?.leads, 0);
+    assert_eq!(w.state("nobody"), None);
+    Ok(())
+}
+
+#[tokio::test]
+async fn recompute_all_folds_what_is_pending_then_every_lead() -> TestResult {
+    let mut w = World::new();
+    for i in 0..40 {
+        w.window(&[(
+            &format!("lead-{}", i % 10),
+            ev(&format!("e{i}"), "FORM_SUBMISSION", "2026-11-20T10:00:00Z")?,
+        )])
+        .await?;
+    }
+    let now = at("2026-11-21T00:00:00Z")?;
+    w.scorer.fold_pending(now).await?;
+    put_rule(w.rules.as_ref(), Rule::new("FORM_SUBMISSION", 1)).await?;
+    w.window(&[("lead-0", ev("late", "FORM_SUBMISSION", "2026-11-20T11:00:00Z")?)])
+        .await?;
+    let report = w.scorer.recompute_all(now).await?;
+    assert_eq!(report.parts, 1);
+    for i in 0..10 {
+        let lead = format!("lead-{i}");
+        assert_eq!(w.state(&lead), Some(w.expected(&lead).await?), "{lead}");
+    }
+    assert_eq!(w.state("lead-0").map(|s| s.score), Some(5));
+    assert_eq!(w.state("lead-1").map(|s| s.score), Some(4));
+    Ok(())
+}
+
+#[tokio::test]
+async fn runs_are_bounded_and_the_next_run_continues() -> TestResult {
+    let mut w = World::new();
+    for i in 0..25 {
+        w.window(&[("a", ev(&format!("e{i:02}"), "PAGE_VIEW", "2026-11-20T10:00:00Z")?)])
+            .await?;
+    }
+    let scorer = Scorer::new(
+        Arc::clone(&w.leads),
+        Arc::clone(&w.history),
+        Arc::clone(&w.rules),
+    )
+    .with_max_parts_per_run(10);
+    let now = at("2026-11-21T00:00:00Z")?;
+    assert_eq!(scorer.fold_pending(now).await?.parts, 10);
+    assert_eq!(w.leads.log_len(), 15);
+    scorer.fold_pending(now).await?;
+    scorer.fold_pending(now).await?;
+    assert_eq!(w.leads.log_len(), 0);
+    assert_eq!(w.state("a").map(|s| s.events), Some(25));
+    Ok(())
+}
+
+#[tokio::test]
+async fn decay_is_materialised_on_the_board() -> TestResult {
+    let mut w = World::new();
+    w.window(&[
+        ("idle", ev("1", "PURCHASE", "2026-11-01T10:00:00Z")?),
+        ("busy", ev("2", "PURCHASE", "2026-11-20T10:00:00Z")?),
+    ])
+    .await?;
+    let now = at("2026-11-21T00:00:00Z")?;
+    w.scorer.fold_pending(now).await?;
+    // 20 whole days later than 11-01T10:00 by 11-21T10:00; the decay run at 11-22T00:00 sees 20.
+    let later = at("2026-11-22T00:00:00Z")?;
+    let report = w.scorer.materialise_decay(later).await?;
+    assert_eq!(report.decayed, 1);
+    let idle = w.leads.get_board(board_shard("idle")).await?;
+    // 20 days idle, 6 past the 14-day grace: 100 × 0.98^6 = 88.58 → 89; the state keeps 100.
+    assert_eq!(idle.entries.get("idle").map(|e| (e.score, e.decayed)), Some((100, 89)));
+    assert_eq!(idle.decayed_as_of_ms, later.timestamp_millis());
+    let busy = w.leads.get_board(board_shard("busy")).await?;
+    assert_eq!(busy.entries.get("busy").map(|e| e.decayed), Some(100));
+    assert_eq!(w.state("idle").map(|s| s.score), Some(100));
+    Ok(())
+}
+
+#[tokio::test]
+async fn profile_takes_each_field_from_the_latest_event_giving_it() -> TestResult {
+    let mut w = World::new();
+    let profile = |email: Option<&str>, name: Option<&str>| {
+        Some(LeadProfile {
+            email: email.map(str::to_owned),
+            name: name.map(str::to_owned),
+            company: None,
+        })
+    };
+    w.window(&[
+        (
+            "a",
+            ev("1", "PAGE_VIEW", "2026-11-20T10:00:00Z")?
+                .with_profile(profile(Some("a@x.io"), Some("Ann"))),
+        ),
+        (
+            "a",
+            ev("2", "PAGE_VIEW", "2026-11-20T11:00:00Z")?.with_profile(profile(None, Some("Ann B"))),
+        ),
+    ])
+    .await?;
+    w.scorer.fold_pending(at("2026-11-21T00:00:00Z")?).await?;
+    let state = w.state("a").ok_or("stored")?;
+    assert_eq!(state.profile.email.as_deref(), Some("a@x.io"));
+    assert_eq!(state.profile.name.as_deref(), Some("Ann B"));
+    Ok(())
+}
+
+#[tokio::test]
+async fn recent_points_keep_the_latest_fifty() -> TestResult {
+    let mut w = World::new();
+    let start = at("2026-11-20T00:00:00Z")?;
+    let events: Vec<(&str, ScoredEvent)> = (0..60)
+        .map(|i| {
+            let t = if i % 2 == 0 { "PAGE_VIEW" } else { "EMAIL_OPEN" };
+            ("a", ScoredEvent::new(format!("e{i:02}"), t, start + Duration::minutes(i)))
+        })
+        .collect();
+    w.window(&events).await?;
+    w.scorer.fold_pending(at("2026-11-21T00:00:00Z")?).await?;
+    let state = w.state("a").ok_or("stored")?;
+    assert_eq!(state.recent_points.len(), RECENT_EVENTS);
+    // Events 10..59 alternate PAGE_VIEW (5) and EMAIL_OPEN (10), starting with PAGE_VIEW.
+    let expected: Vec<i64> = (10..60).map(|i| if i % 2 == 0 { 5 } else { 10 }).collect();
+    assert_eq!(state.recent_points, expected);
+    assert_eq!(state.score, 30 * 5 + 30 * 10);
+    Ok(())
+}
