@@ -1,0 +1,347 @@
+//! Lead scores from the real events stream (DynamoDB Local) through the local stream mapping,
+//! the lead log and the scheduled scorer, checked against a fold written independently here.
+
+use std::collections::{BTreeMap, HashMap};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use chrono::{DateTime, Utc};
+use serde_json::{json, Value};
+use tally::event::{normalize, Event, Limits, NormalizeContext};
+use tally::scoring::{
+    board_shard, put_rule, LeadStore, Rule, RuleStore, ScoreReport, ScoreRules,
+};
+use tally::aws::DynamoLeads;
+use tally_tests::stream::{fixture, store_all, workload, Fixture, Handler};
+
+/// The scoring semantics of API.md, spelled out without the library's fold: events in
+/// `(timestamp, eventId)` order, `maxPerDay` per type per UTC day, clamped after each event.
+fn reference_score(rules: &ScoreRules, events: &[&Event]) -> (i64, u64) {
+    let mut sorted: Vec<&Event> = events.to_vec();
+    sorted.sort_by(|a, b| (a.timestamp, &a.event_id).cmp(&(b.timestamp, &b.event_id)));
+    let mut per_day: HashMap<(String, String), u32> = HashMap::new();
+    let mut score = 0i64;
+    for e in &sorted {
+        let day = e.timestamp.format("%Y-%m-%d").to_string();
+        let seen = per_day.entry((day, e.event_type.clone())).or_insert(0);
+        let points = match rules.rules.get(&e.event_type) {
+            Some(rule) if rule.active && rule.max_per_day.is_none_or(|max| *seen < max) => {
+                rule.points
+            }
+            _ => 0,
+        };
+        *seen += 1;
+        score = (score + points).clamp(rules.min, rules.max);
+    }
+    (score, sorted.len() as u64)
+}
+
+fn expected_by_lead(rules: &ScoreRules, events: &[Event]) -> BTreeMap<String, (i64, u64)> {
+    let mut by_lead: BTreeMap<String, Vec<&Event>> = BTreeMap::new();
+    for e in events {
+        if let Some(lead) = &e.lead_id {
+            by_lead.entry(lead.clone()).or_default().push(e);
+        }
+    }
+    by_lead
+        .into_iter()
+        .map(|(lead, events)| (lead, reference_score(rules, &events)))
+        .collect()
+}
+
+/// (score, events) of each lead as stored.
+async fn stored_scores(
+    store: &DynamoLeads,
+    leads: &[&str],
+) -> Result<BTreeMap<String, (i64, u64)>> {
+    Ok(store
+        .get_leads(leads)
+        .await?
+        .into_iter()
+        .map(|(id, r)| (id, (r.state.score, r.state.events)))
+        .collect())
+}
+
+/// Runs the scorer until every lead equals `expected` (windows close every 2 s); returns the
+/// summed reports.
+async fn score_until_equal(
+    f: &Fixture,
+    expected: &BTreeMap<String, (i64, u64)>,
+) -> Result<ScoreReport> {
+    let ids: Vec<&str> = expected.keys().map(String::as_str).collect();
+    let deadline = Instant::now() + Duration::from_secs(90);
+    let mut total = ScoreReport::default();
+    loop {
+        let report = f.handler.scorer().fold_pending(Utc::now()).await?;
+        total.parts += report.parts;
+        total.recomputed += report.recomputed;
+        total.events += report.events;
+        let stored = stored_scores(&f.leads, &ids).await?;
+        if stored == *expected {
+            return Ok(total);
+        }
+        if Instant::now() > deadline {
+            let wrong: Vec<_> = expected
+                .iter()
+                .filter(|(id, v)| stored.get(*id) != Some(v))
+                .take(5)
+                .map(|(id, v)| format!("{id}: expected {v:?}, stored {:?}", stored.get(id)))
+                .collect();
+            bail!("scores never matched: {wrong:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+fn ctx() -> NormalizeContext<'static> {
+    NormalizeContext {
+        received_at: Utc::now(),
+        limits: Limits::default(),
+        default_source: "api",
+    }
+}
+
+fn lead_event(id: &str, lead: &str, event_type: &str, at: DateTime<Utc>) -> Result<Event> {
+    normalize(
+        json!({"eventId": id, "leadId": lead, "type": event_type, "timestamp": at.to_rfc3339()}),
+        &ctx(),
+    )
+    .map_err(|e| anyhow::anyhow!("{e:?}"))
+}
+
+fn day_start(days_ago: i64) -> DateTime<Utc> {
+    (Utc::now() - chrono::Duration::days(days_ago))
+        .date_naive()
+        .and_hms_opt(0, 0, 0)
+        .map(|t| t.and_utc())
+        .unwrap_or_default()
+}
+
+async fn invoke_task(handler: &Handler, task: Value) -> Result<Value> {
+    Ok(handler.handle(task).await?)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scores_equal_an_independent_recomputation_despite_duplicates_and_failed_flushes(
+) -> Result<()> {
+    let f = fixture("scores_exact", true).await?;
+    // Caps and negative points in play: PAGE_VIEW at most 3 a day, REFUND −100.
+    put_rule(
+        &f.rules,
+        Rule {
+            event_type: "PAGE_VIEW".into(),
+            points: 5,
+            active: true,
+            max_per_day: Some(3),
+        },
+    )
+    .await?;
+    let rules = f.rules.load().await?.context("rules stored")?.rules;
+    let events = workload(41, 400)?;
+    store_all(&f.events, &events).await?;
+    store_all(&f.events, &events[..30]).await?;
+    let expected = expected_by_lead(&rules, &events);
+    assert!(expected.len() > 20, "the workload scores many leads");
+    let report = score_until_equal(&f, &expected).await?;
+    assert!(report.parts >= 1 && report.events >= expected.len());
+
+    // Profiles and per-type counts come with the state.
+    let with_email = events
+        .iter()
+        .find(|e| e.lead.as_ref().is_some_and(|l| l.email.is_some()))
+        .context("an event with a lead email")?;
+    let lead_id = with_email.lead_id.clone().context("lead id")?;
+    let state = f
+        .leads
+        .get_leads(&[&lead_id])
+        .await?
+        .remove(&lead_id)
+        .context("stored")?
+        .state;
+    assert_eq!(
+        state.profile.email,
+        with_email.lead.as_ref().and_then(|l| l.email.clone())
+    );
+    let type_count = events
+        .iter()
+        .filter(|e| e.lead_id.as_deref() == Some(&lead_id) && e.event_type == with_email.event_type)
+        .count() as u64;
+    assert_eq!(
+        state.event_counts.get(&with_email.event_type),
+        Some(&type_count)
+    );
+    // Every lead is on the leaderboard with its score.
+    let board = f.leads.get_board(board_shard(&lead_id)).await?;
+    assert_eq!(
+        board.entries.get(&lead_id).map(|e| e.score),
+        expected.get(&lead_id).map(|v| v.0)
+    );
+    let stats = f.poller.stop().await;
+    assert!(stats.invoke_errors >= 1, "the injected crash happened: {stats:?}");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_same_log_folded_twice_changes_nothing() -> Result<()> {
+    let f = fixture("scores_twice", false).await?;
+    let events = workload(42, 150)?;
+    store_all(&f.events, &events).await?;
+    let rules = ScoreRules::defaults();
+    let expected = expected_by_lead(&rules, &events);
+    // Keep a copy of every part before the scorer deletes it.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let logged = loop {
+        let parts = f.leads.pending_log(1000).await?;
+        let entries: usize = parts.iter().map(|p| p.entries.len()).sum();
+        if entries >= events.iter().filter(|e| e.lead_id.is_some()).count() {
+            break parts;
+        }
+        if Instant::now() > deadline {
+            bail!("windows never flushed every lead event ({entries} logged)");
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    };
+    score_until_equal(&f, &expected).await?;
+    f.poller.stop().await;
+    f.leads.put_log(&logged).await?;
+    let again = f.handler.scorer().fold_pending(Utc::now()).await?;
+    assert_eq!(again.parts, logged.len());
+    assert!(again.recomputed > 0, "{again:?}");
+    let ids: Vec<&str> = expected.keys().map(String::as_str).collect();
+    assert_eq!(stored_scores(&f.leads, &ids).await?, expected);
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn late_events_recompute_and_a_rule_change_applies_after_recompute() -> Result<()> {
+    let f = fixture("scores_late", false).await?;
+    let day = day_start(2);
+    let at = |h: i64, m: i64| day + chrono::Duration::hours(h) + chrono::Duration::minutes(m);
+    let mut events = vec![
+        lead_event("l-1", "lead-a", "PAGE_VIEW", at(10, 0))?,
+        lead_event("l-2", "lead-a", "DEMO_REQUEST", at(11, 0))?,
+        lead_event("l-3", "lead-b", "PURCHASE", at(9, 0))?,
+    ];
+    store_all(&f.events, &events).await?;
+    let mut rules = ScoreRules::defaults();
+    score_until_equal(&f, &expected_by_lead(&rules, &events)).await?;
+
+    // Older than lead-a's last event: the lead is recomputed.
+    let late = lead_event("l-0", "lead-a", "REFUND", at(8, 0))?;
+    store_all(&f.events, std::slice::from_ref(&late)).await?;
+    events.push(late);
+    let report = score_until_equal(&f, &expected_by_lead(&rules, &events)).await?;
+    assert!(report.recomputed >= 1, "{report:?}");
+
+    // A rule change applies to events scored after it …
+    put_rule(&f.rules, Rule::new("PAGE_VIEW", 40)).await?;
+    rules.set_rule(Rule::new("PAGE_VIEW", 40));
+    let next = lead_event("l-4", "lead-a", "PAGE_VIEW", at(12, 0))?;
+    store_all(&f.events, std::slice::from_ref(&next)).await?;
+    events.push(next);
+    let mixed = 5 + 50 + 40; // l-0 REFUND clamps at 0, then 5 (old rule), 50, 40 (new rule).
+    score_until_equal(
+        &f,
+        &BTreeMap::from([
+            ("lead-a".to_owned(), (mixed, 4)),
+            ("lead-b".to_owned(), (100, 1)),
+        ]),
+    )
+    .await?;
+    // … and a recompute re-folds the history under the current rules.
+    let result = invoke_task(&f.handler, json!({"task": "recompute", "leadId": "lead-a"})).await?;
+    assert_eq!(result["leads"], json!(1), "{result}");
+    let ids = ["lead-a", "lead-b"];
+    assert_eq!(
+        stored_scores(&f.leads, &ids).await?.get("lead-a"),
+        expected_by_lead(&rules, &events).get("lead-a")
+    );
+    assert_eq!(stored_scores(&f.leads, &ids).await?["lead-a"].0, 40 + 50 + 40);
+    let all = invoke_task(&f.handler, json!({"task": "recompute"})).await?;
+    assert_eq!(all["leads"], json!(2), "{all}");
+    assert_eq!(
+        stored_scores(&f.leads, &ids).await?,
+        expected_by_lead(&rules, &events)
+    );
+    f.poller.stop().await;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn caps_negative_points_day_boundaries_unknown_types_and_decay() -> Result<()> {
+    let f = fixture("scores_bounds", false).await?;
+    put_rule(
+        &f.rules,
+        Rule {
+            event_type: "EMAIL_OPEN".into(),
+            points: 10,
+            active: true,
+            max_per_day: Some(2),
+        },
+    )
+    .await?;
+    put_rule(
+        &f.rules,
+        Rule {
+            event_type: "PAGE_VIEW".into(),
+            points: 5,
+            active: false,
+            max_per_day: None,
+        },
+    )
+    .await?;
+    let rules = f.rules.load().await?.context("rules")?.rules;
+    let midnight = day_start(20);
+    let ms = chrono::Duration::milliseconds;
+    let events = vec![
+        // Three opens before midnight (the third is over the cap), two after (a new UTC day).
+        lead_event("c-1", "capped", "EMAIL_OPEN", midnight - ms(3))?,
+        lead_event("c-2", "capped", "EMAIL_OPEN", midnight - ms(2))?,
+        lead_event("c-3", "capped", "EMAIL_OPEN", midnight - ms(1))?,
+        lead_event("c-4", "capped", "EMAIL_OPEN", midnight)?,
+        lead_event("c-5", "capped", "EMAIL_OPEN", midnight + ms(1))?,
+        // Negative points clamp at the minimum, then count up from there.
+        lead_event("n-1", "negative", "FORM_SUBMISSION", midnight)?,
+        lead_event("n-2", "negative", "REFUND", midnight + ms(1))?,
+        lead_event("n-3", "negative", "DEMO_REQUEST", midnight + ms(2))?,
+        // Unknown and inactive types score nothing but count.
+        lead_event("u-1", "unknown", "ad.click", midnight)?,
+        lead_event("u-2", "unknown", "PAGE_VIEW", midnight + ms(5))?,
+        lead_event("u-3", "unknown", "PURCHASE", midnight + ms(9))?,
+    ];
+    store_all(&f.events, &events).await?;
+    let expected = expected_by_lead(&rules, &events);
+    assert_eq!(expected["capped"], (40, 5));
+    assert_eq!(expected["negative"], (50, 3));
+    assert_eq!(expected["unknown"], (100, 3));
+    score_until_equal(&f, &expected).await?;
+    let state = f
+        .leads
+        .get_leads(&["unknown"])
+        .await?
+        .remove("unknown")
+        .context("stored")?
+        .state;
+    assert_eq!(state.event_counts.get("ad.click"), Some(&1));
+    assert_eq!(state.recent_points, vec![0, 0, 100]);
+    f.poller.stop().await;
+
+    // Decay counts whole days from the last event: none up to 15 days (14 days of grace), 2 %
+    // from the 15th whole day on.
+    let last = midnight + ms(9);
+    let shard = board_shard("unknown");
+    let scorer = f.handler.scorer();
+    scorer
+        .materialise_decay(last + chrono::Duration::days(15) - ms(1))
+        .await?;
+    let entry = |board: tally::scoring::BoardShard| board.entries.get("unknown").map(|e| e.decayed);
+    assert_eq!(entry(f.leads.get_board(shard).await?), Some(100));
+    scorer
+        .materialise_decay(last + chrono::Duration::days(15))
+        .await?;
+    assert_eq!(entry(f.leads.get_board(shard).await?), Some(98));
+    let report = invoke_task(&f.handler, json!({"task": "decay"})).await?;
+    // Today the lead is 20 days idle: 6 days of decay, 100 × 0.98^6 = 88.58 → 89.
+    assert_eq!(entry(f.leads.get_board(shard).await?), Some(89), "{report}");
+    Ok(())
+}
