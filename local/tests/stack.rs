@@ -447,9 +447,9 @@ async fn stored_events_are_rolled_up_through_the_stream_mapping() -> Result<()> 
     .await?;
     let now = chrono::Utc::now();
     let batch = json!([
-        {"eventId": "r-1", "type": "PURCHASE", "campaignId": "c1", "revenue": {"amount": "10.50"}},
+        {"eventId": "r-1", "type": "PURCHASE", "campaignId": "c1", "revenue": {"amount": "10.50"}, "leadId": "lead-e2e"},
         {"eventId": "r-2", "type": "PURCHASE", "campaignId": "c1", "revenue": {"amount": "2.25"}},
-        {"eventId": "r-3", "type": "PAGE_VIEW", "campaignId": "c2"}
+        {"eventId": "r-3", "type": "PAGE_VIEW", "campaignId": "c2", "leadId": "lead-e2e"}
     ]);
     let (status, _) = post(&stack, "/v1/events/batch", batch).await?;
     assert_eq!(status, 202);
@@ -493,6 +493,30 @@ async fn stored_events_are_rolled_up_through_the_stream_mapping() -> Result<()> 
     assert_eq!(fired["result"]["task"], "reconcile", "{fired}");
     assert_eq!(days[0]["day"], json!(day), "{fired}");
     assert_eq!(days[0]["settled"], json!(false), "{fired}");
+    // The scoring schedule, fired until the lead's window has been logged and folded.
+    let leads =
+        tally::aws::DynamoLeads::new(&config, stack.stack.table("AnalyticsTable")?.to_owned());
+    loop {
+        let fired: Value = reqwest::Client::new()
+            .post(format!(
+                "http://{}/_local/schedules/ScoreLeads",
+                stack.api_addr
+            ))
+            .send()
+            .await?
+            .json()
+            .await?;
+        assert_eq!(fired["result"]["task"], "scores", "{fired}");
+        let stored = tally::scoring::LeadStore::get_leads(&leads, &["lead-e2e"]).await?;
+        if let Some(record) = stored.get("lead-e2e") {
+            assert_eq!((record.state.score, record.state.events), (105, 2));
+            break;
+        }
+        if Instant::now() > deadline {
+            bail!("lead-e2e never scored: {fired}");
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
     let reports =
         wait_reports(&stack, |r| r.iter().any(|r| r.function == "RollupFunction")).await?;
     assert!(reports

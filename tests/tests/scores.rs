@@ -11,6 +11,7 @@ use tally::event::{normalize, Event, Limits, NormalizeContext};
 use tally::scoring::{
     board_shard, put_rule, LeadStore, Rule, RuleStore, ScoreReport, ScoreRules,
 };
+use tally::aggregation::AggregateStore;
 use tally::aws::DynamoLeads;
 use tally_tests::stream::{fixture, store_all, workload, Fixture, Handler};
 
@@ -343,5 +344,64 @@ async fn caps_negative_points_day_boundaries_unknown_types_and_decay() -> Result
     let report = invoke_task(&f.handler, json!({"task": "decay"})).await?;
     // Today the lead is 20 days idle: 6 days of decay, 100 × 0.98^6 = 88.58 → 89.
     assert_eq!(entry(f.leads.get_board(shard).await?), Some(89), "{report}");
+    Ok(())
+}
+
+fn sample(name: &str) -> Result<Value> {
+    let path = tally_tests::repo_root().join("events").join(name);
+    Ok(serde_json::from_str(&std::fs::read_to_string(&path).with_context(|| format!("{path:?}"))?)?)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_samples_in_events_drive_the_rollup_function() -> Result<()> {
+    let f = fixture("scores_samples", false).await?;
+    f.poller.stop().await;
+    // The stream window sample: 3 events, 2 of them of one lead.
+    let answer = invoke_task(&f.handler, sample("rollup-stream-window.json")?).await?;
+    assert_eq!(answer, json!({"state": {}, "batchItemFailures": []}));
+    let logged: usize = f
+        .leads
+        .pending_log(10)
+        .await?
+        .iter()
+        .map(|p| p.entries.len())
+        .sum();
+    assert_eq!(logged, 2);
+    let day = f.aggregates.inner.read_day("2026-11-24").await?.merged()?;
+    let all: u64 = day
+        .hours
+        .get("2026-11-24T10")
+        .map(|w| {
+            w.totals
+                .iter()
+                .filter(|(k, _)| k.dimension == tally::rollup::Dimension::All)
+                .map(|(_, t)| t.count)
+                .sum()
+        })
+        .unwrap_or_default();
+    assert_eq!(all, 3);
+
+    let scored = invoke_task(&f.handler, sample("rollup-task-scores.json")?).await?;
+    assert_eq!((scored["events"].clone(), scored["leads"].clone()), (json!(2), json!(1)), "{scored}");
+    let lead = "email:ada@example.com";
+    let state = f
+        .leads
+        .get_leads(&[lead])
+        .await?
+        .remove(lead)
+        .context("the sample lead is scored")?
+        .state;
+    assert_eq!(state.score, 105);
+    assert_eq!(state.profile.name.as_deref(), Some("Ada Lovelace"));
+
+    let decay = invoke_task(&f.handler, sample("rollup-task-decay.json")?).await?;
+    assert_eq!(decay["task"], "decay", "{decay}");
+    let reconcile = invoke_task(&f.handler, sample("rollup-task-reconcile.json")?).await?;
+    assert_eq!(reconcile["days"][0]["day"], "2026-11-24", "{reconcile}");
+    // The sample's events are not in the events table: a recompute from history finds none.
+    let one = invoke_task(&f.handler, sample("rollup-task-recompute-lead.json")?).await?;
+    assert_eq!(one["recomputed"], json!(1), "{one}");
+    let all = invoke_task(&f.handler, sample("rollup-task-recompute-all.json")?).await?;
+    assert_eq!(all["task"], "recompute", "{all}");
     Ok(())
 }
