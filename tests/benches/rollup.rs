@@ -421,7 +421,11 @@ async fn scoring_run(
     let stored = tally::scoring::LeadStore::get_leads(leads.as_ref(), &ids).await?;
     for (lead, lead_events) in by_lead {
         let expected = LeadScore::fold(&rules, lead_events).0;
-        assert_eq!(stored.get(lead).map(|r| &r.state), Some(&expected), "{lead}");
+        assert_eq!(
+            stored.get(lead).map(|r| &r.state),
+            Some(&expected),
+            "{lead}"
+        );
     }
     let state_bytes: usize = stored
         .values()

@@ -172,4 +172,3 @@ pub async fn store_all(store: &DynamoEventStore, events: &[Event]) -> Result<()>
     }
     Ok(())
 }
-

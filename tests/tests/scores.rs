@@ -7,12 +7,10 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 use chrono::{DateTime, Utc};
 use serde_json::{json, Value};
-use tally::event::{normalize, Event, Limits, NormalizeContext};
-use tally::scoring::{
-    board_shard, put_rule, LeadStore, Rule, RuleStore, ScoreReport, ScoreRules,
-};
 use tally::aggregation::AggregateStore;
 use tally::aws::DynamoLeads;
+use tally::event::{normalize, Event, Limits, NormalizeContext};
+use tally::scoring::{board_shard, put_rule, LeadStore, Rule, RuleStore, ScoreReport, ScoreRules};
 use tally_tests::stream::{fixture, store_all, workload, Fixture, Handler};
 
 /// The scoring semantics of API.md, spelled out without the library's fold: events in
@@ -178,7 +176,10 @@ async fn scores_equal_an_independent_recomputation_despite_duplicates_and_failed
         expected.get(&lead_id).map(|v| v.0)
     );
     let stats = f.poller.stop().await;
-    assert!(stats.invoke_errors >= 1, "the injected crash happened: {stats:?}");
+    assert!(
+        stats.invoke_errors >= 1,
+        "the injected crash happened: {stats:?}"
+    );
     Ok(())
 }
 
@@ -257,7 +258,10 @@ async fn late_events_recompute_and_a_rule_change_applies_after_recompute() -> Re
         stored_scores(&f.leads, &ids).await?.get("lead-a"),
         expected_by_lead(&rules, &events).get("lead-a")
     );
-    assert_eq!(stored_scores(&f.leads, &ids).await?["lead-a"].0, 40 + 50 + 40);
+    assert_eq!(
+        stored_scores(&f.leads, &ids).await?["lead-a"].0,
+        40 + 50 + 40
+    );
     let all = invoke_task(&f.handler, json!({"task": "recompute"})).await?;
     assert_eq!(all["leads"], json!(2), "{all}");
     assert_eq!(
@@ -349,7 +353,9 @@ async fn caps_negative_points_day_boundaries_unknown_types_and_decay() -> Result
 
 fn sample(name: &str) -> Result<Value> {
     let path = tally_tests::repo_root().join("events").join(name);
-    Ok(serde_json::from_str(&std::fs::read_to_string(&path).with_context(|| format!("{path:?}"))?)?)
+    Ok(serde_json::from_str(
+        &std::fs::read_to_string(&path).with_context(|| format!("{path:?}"))?,
+    )?)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -382,7 +388,11 @@ async fn the_samples_in_events_drive_the_rollup_function() -> Result<()> {
     assert_eq!(all, 3);
 
     let scored = invoke_task(&f.handler, sample("rollup-task-scores.json")?).await?;
-    assert_eq!((scored["events"].clone(), scored["leads"].clone()), (json!(2), json!(1)), "{scored}");
+    assert_eq!(
+        (scored["events"].clone(), scored["leads"].clone()),
+        (json!(2), json!(1)),
+        "{scored}"
+    );
     let lead = "email:ada@example.com";
     let state = f
         .leads

@@ -8,8 +8,8 @@ use serde_json::{json, Value};
 use tracing::info;
 
 use super::{AggregateStore, HourlyEvents, Reconciler, WindowError, WindowProcessor};
-use crate::scoring::{LeadHistory, LeadStore, RuleStore, ScoreReport, Scorer};
 use crate::observability::Metrics;
+use crate::scoring::{LeadHistory, LeadStore, RuleStore, ScoreReport, Scorer};
 use crate::store::StoreError;
 use crate::stream_window::WindowEvent;
 
@@ -89,7 +89,13 @@ where
     H: HourlyEvents + LeadHistory + 'static,
     R: RuleStore,
 {
-    pub fn new(aggregates: Arc<A>, leads: Arc<L>, events: Arc<H>, rules: R, settle: Duration) -> Self {
+    pub fn new(
+        aggregates: Arc<A>,
+        leads: Arc<L>,
+        events: Arc<H>,
+        rules: R,
+        settle: Duration,
+    ) -> Self {
         Self {
             window: WindowProcessor::new(aggregates.clone(), leads.clone()),
             reconciler: Reconciler::new(aggregates, events.clone(), settle),
@@ -244,7 +250,10 @@ impl<T: AggregateStore + ?Sized> AggregateStore for Arc<T> {
 
 #[async_trait::async_trait]
 impl<T: HourlyEvents + ?Sized> HourlyEvents for Arc<T> {
-    async fn processed_in_hour(&self, hour: &str) -> Result<Vec<super::ProcessedEvent>, StoreError> {
+    async fn processed_in_hour(
+        &self,
+        hour: &str,
+    ) -> Result<Vec<super::ProcessedEvent>, StoreError> {
         (**self).processed_in_hour(hour).await
     }
 }

@@ -11,8 +11,7 @@ use super::{AggregatePart, AggregateStore};
 use crate::event::{Event, LeadProfile};
 use crate::rollup::{Rollup, WindowAggregates};
 use crate::scoring::{
-    decode_entries, encode_entries, LeadEvent, LeadLogPart, LeadStore, ScoredEvent,
-    MAX_LOG_ENTRIES,
+    decode_entries, encode_entries, LeadEvent, LeadLogPart, LeadStore, ScoredEvent, MAX_LOG_ENTRIES,
 };
 use crate::store::StoreError;
 use crate::stream_window::{WindowEvent, WindowResponse};
@@ -60,16 +59,16 @@ impl WindowState {
             .and_then(Value::as_str)
             .map(str::to_owned);
         let leads = match map.get("leads").and_then(Value::as_str) {
-            Some(text) => {
-                decode_entries(text).map_err(|e| WindowError::BadState(e.to_string()))?
-            }
+            Some(text) => decode_entries(text).map_err(|e| WindowError::BadState(e.to_string()))?,
             None => Vec::new(),
         };
         if rollup.is_empty() && leads.is_empty() {
             return Err(WindowError::BadState("neither rollup nor leads".into()));
         }
         if !leads.is_empty() && leads_first.is_none() {
-            return Err(WindowError::BadState("lead events without leadsFirst".into()));
+            return Err(WindowError::BadState(
+                "lead events without leadsFirst".into(),
+            ));
         }
         Ok(Self {
             first,

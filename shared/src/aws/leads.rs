@@ -296,7 +296,10 @@ impl LeadStore for DynamoLeads {
         let item = Item::from([
             ("pk".to_owned(), s(BOARD_PK)),
             ("sk".to_owned(), s(board_sk(shard))),
-            ("body".to_owned(), AttributeValue::B(Blob::new(board.compress()))),
+            (
+                "body".to_owned(),
+                AttributeValue::B(Blob::new(board.compress())),
+            ),
             ("decayedAsOf".to_owned(), n(board.decayed_as_of_ms)),
             ("leads".to_owned(), n(board.entries.len())),
         ]);

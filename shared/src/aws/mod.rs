@@ -3,14 +3,14 @@
 
 mod analytics;
 mod batch;
-mod leads;
 mod dynamo;
+mod leads;
 mod rules;
 mod sqs;
 
 pub use analytics::DynamoAggregates;
-pub use leads::DynamoLeads;
 pub use dynamo::{DynamoCounters, DynamoEventStore};
+pub use leads::DynamoLeads;
 pub use rules::DynamoRules;
 pub use sqs::SqsEventQueue;
 

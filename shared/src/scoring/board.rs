@@ -83,7 +83,8 @@ impl BoardShard {
     /// Gzipped JSON `{"leadId": entry, ...}`; deterministic.
     pub fn compress(&self) -> Vec<u8> {
         let json = serde_json::to_vec(&self.entries).unwrap_or_default();
-        let mut encoder = GzEncoder::new(Vec::with_capacity(json.len() / 3), Compression::default());
+        let mut encoder =
+            GzEncoder::new(Vec::with_capacity(json.len() / 3), Compression::default());
         let _ = encoder.write_all(&json);
         encoder.finish().unwrap_or_default()
     }

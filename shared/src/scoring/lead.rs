@@ -91,13 +91,8 @@ impl PartialOrd for ScoredEvent {
 type ProfileKey<'a> = Option<(Option<&'a str>, Option<&'a str>, Option<&'a str>)>;
 
 fn profile_key(p: &Option<LeadProfile>) -> ProfileKey<'_> {
-    p.as_ref().map(|p| {
-        (
-            p.email.as_deref(),
-            p.name.as_deref(),
-            p.company.as_deref(),
-        )
-    })
+    p.as_ref()
+        .map(|p| (p.email.as_deref(), p.name.as_deref(), p.company.as_deref()))
 }
 
 impl From<&Event> for ScoredEvent {

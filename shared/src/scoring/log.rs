@@ -73,8 +73,7 @@ pub fn encode_entries(entries: &[LeadEvent]) -> String {
 }
 
 pub fn decode_entries(text: &str) -> Result<Vec<LeadEvent>, LogDecodeError> {
-    let wire: Vec<Wire> =
-        serde_json::from_str(text).map_err(|e| LogDecodeError(e.to_string()))?;
+    let wire: Vec<Wire> = serde_json::from_str(text).map_err(|e| LogDecodeError(e.to_string()))?;
     wire.into_iter().map(from_wire).collect()
 }
 
@@ -159,7 +158,14 @@ mod tests {
     #[test]
     fn approx_len_is_close_to_the_encoding() {
         let entries: Vec<LeadEvent> = (0..100)
-            .map(|i| entry(&format!("lead-{i}"), &format!("event-{i}"), i, Some("x@y.io")))
+            .map(|i| {
+                entry(
+                    &format!("lead-{i}"),
+                    &format!("event-{i}"),
+                    i,
+                    Some("x@y.io"),
+                )
+            })
             .collect();
         let approx: usize = entries.iter().map(approx_len).sum();
         let exact = encode_entries(&entries).len();

@@ -76,11 +76,9 @@ impl LeadStore for MemoryLeads {
     async fn delete_log(&self, parts: &[LeadLogPart]) -> Result<(), StoreError> {
         let mut inner = self.lock();
         for p in parts {
-            inner.log.remove(&(
-                p.window_start_ms,
-                p.shard.clone(),
-                p.first_sequence.clone(),
-            ));
+            inner
+                .log
+                .remove(&(p.window_start_ms, p.shard.clone(), p.first_sequence.clone()));
         }
         Ok(())
     }
@@ -181,7 +179,11 @@ pub struct MemoryRules {
 #[async_trait]
 impl super::RuleStore for MemoryRules {
     async fn load(&self) -> Result<Option<super::VersionedRules>, StoreError> {
-        Ok(self.current.lock().unwrap_or_else(|p| p.into_inner()).clone())
+        Ok(self
+            .current
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone())
     }
 
     async fn save(

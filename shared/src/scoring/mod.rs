@@ -31,15 +31,15 @@ mod serde_util;
 mod store;
 
 pub use board::{board_shard, ranked, BoardEntry, BoardShard, BOARD_SHARDS};
+pub use lead::{apply_batch, ApplyOutcome, BatchResult, LeadScore, ScoredEvent, RECENT_EVENTS};
 pub use log::{
     approx_len, compress_entries, decode_entries, decompress_entries, encode_entries, LeadEvent,
     LeadLogPart, LogDecodeError, MAX_LOG_ENTRIES,
 };
 #[cfg(any(test, feature = "test-utils"))]
 pub use memory::{MemoryHistory, MemoryLeads, MemoryRules};
-pub use scorer::{LeadHistory, LeadRecord, LeadStore, LeadWriteError, ScoreReport, Scorer};
-pub use lead::{apply_batch, ApplyOutcome, BatchResult, LeadScore, ScoredEvent, RECENT_EVENTS};
 pub use rules::{Decay, Rule, ScoreRules, MAX_ABS_POINTS};
+pub use scorer::{LeadHistory, LeadRecord, LeadStore, LeadWriteError, ScoreReport, Scorer};
 pub use store::{load_or_init, put_rule, RuleStore, RuleStoreError, VersionedRules};
 
 #[cfg(test)]

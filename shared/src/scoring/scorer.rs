@@ -18,7 +18,9 @@ use tracing::warn;
 
 use super::board::{board_shard, BoardEntry, BoardShard, BOARD_SHARDS};
 use super::log::{LeadEvent, LeadLogPart};
-use super::{apply_batch, load_or_init, BatchResult, LeadScore, RuleStore, ScoreRules, ScoredEvent};
+use super::{
+    apply_batch, load_or_init, BatchResult, LeadScore, RuleStore, ScoreRules, ScoredEvent,
+};
 use crate::store::StoreError;
 
 /// A lead's stored state and its version (0: not stored).
@@ -46,7 +48,8 @@ pub trait LeadStore: Send + Sync {
     async fn pending_log(&self, limit: usize) -> Result<Vec<LeadLogPart>, StoreError>;
     async fn delete_log(&self, parts: &[LeadLogPart]) -> Result<(), StoreError>;
     /// The stored states of these leads (absent ones left out).
-    async fn get_leads(&self, lead_ids: &[&str]) -> Result<HashMap<String, LeadRecord>, StoreError>;
+    async fn get_leads(&self, lead_ids: &[&str])
+        -> Result<HashMap<String, LeadRecord>, StoreError>;
     /// Writes `state` as version `expected + 1` if the stored version is still `expected`.
     async fn put_lead(
         &self,
@@ -150,7 +153,10 @@ impl<L: LeadStore, H: LeadHistory, R: RuleStore> Scorer<L, H, R> {
             let mut by_lead: BTreeMap<String, Vec<ScoredEvent>> = BTreeMap::new();
             for entry in parts.iter().flat_map(|p| &p.entries) {
                 let LeadEvent { lead_id, event } = entry;
-                by_lead.entry(lead_id.clone()).or_default().push(event.clone());
+                by_lead
+                    .entry(lead_id.clone())
+                    .or_default()
+                    .push(event.clone());
                 report.events += 1;
             }
             let page = self.update_leads(&rules, by_lead, false, now).await?;
@@ -376,7 +382,10 @@ impl<T: LeadStore + ?Sized> LeadStore for std::sync::Arc<T> {
     async fn delete_log(&self, parts: &[LeadLogPart]) -> Result<(), StoreError> {
         (**self).delete_log(parts).await
     }
-    async fn get_leads(&self, lead_ids: &[&str]) -> Result<HashMap<String, LeadRecord>, StoreError> {
+    async fn get_leads(
+        &self,
+        lead_ids: &[&str],
+    ) -> Result<HashMap<String, LeadRecord>, StoreError> {
         (**self).get_leads(lead_ids).await
     }
     async fn put_lead(

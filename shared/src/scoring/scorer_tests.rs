@@ -25,11 +25,7 @@ impl World {
     fn new() -> Self {
         let (leads, history, rules) = (Arc::default(), Arc::default(), Arc::default());
         World {
-            scorer: Scorer::new(
-                Arc::clone(&leads),
-                Arc::clone(&history),
-                Arc::clone(&rules),
-            ),
+            scorer: Scorer::new(Arc::clone(&leads), Arc::clone(&history), Arc::clone(&rules)),
             leads,
             history,
             rules,
@@ -203,8 +199,11 @@ async fn recompute_all_folds_what_is_pending_then_every_lead() -> TestResult {
     let now = at("2026-11-21T00:00:00Z")?;
     w.scorer.fold_pending(now).await?;
     put_rule(w.rules.as_ref(), Rule::new("FORM_SUBMISSION", 1)).await?;
-    w.window(&[("lead-0", ev("late", "FORM_SUBMISSION", "2026-11-20T11:00:00Z")?)])
-        .await?;
+    w.window(&[(
+        "lead-0",
+        ev("late", "FORM_SUBMISSION", "2026-11-20T11:00:00Z")?,
+    )])
+    .await?;
     let report = w.scorer.recompute_all(now).await?;
     assert_eq!(report.parts, 1);
     for i in 0..10 {
@@ -220,8 +219,11 @@ async fn recompute_all_folds_what_is_pending_then_every_lead() -> TestResult {
 async fn runs_are_bounded_and_the_next_run_continues() -> TestResult {
     let mut w = World::new();
     for i in 0..25 {
-        w.window(&[("a", ev(&format!("e{i:02}"), "PAGE_VIEW", "2026-11-20T10:00:00Z")?)])
-            .await?;
+        w.window(&[(
+            "a",
+            ev(&format!("e{i:02}"), "PAGE_VIEW", "2026-11-20T10:00:00Z")?,
+        )])
+        .await?;
     }
     let scorer = Scorer::new(
         Arc::clone(&w.leads),
@@ -255,7 +257,10 @@ async fn decay_is_materialised_on_the_board() -> TestResult {
     assert_eq!(report.decayed, 1);
     let idle = w.leads.get_board(board_shard("idle")).await?;
     // 20 days idle, 6 past the 14-day grace: 100 × 0.98^6 = 88.58 → 89; the state keeps 100.
-    assert_eq!(idle.entries.get("idle").map(|e| (e.score, e.decayed)), Some((100, 89)));
+    assert_eq!(
+        idle.entries.get("idle").map(|e| (e.score, e.decayed)),
+        Some((100, 89))
+    );
     assert_eq!(idle.decayed_as_of_ms, later.timestamp_millis());
     let busy = w.leads.get_board(board_shard("busy")).await?;
     assert_eq!(busy.entries.get("busy").map(|e| e.decayed), Some(100));
@@ -281,7 +286,8 @@ async fn profile_takes_each_field_from_the_latest_event_giving_it() -> TestResul
         ),
         (
             "a",
-            ev("2", "PAGE_VIEW", "2026-11-20T11:00:00Z")?.with_profile(profile(None, Some("Ann B"))),
+            ev("2", "PAGE_VIEW", "2026-11-20T11:00:00Z")?
+                .with_profile(profile(None, Some("Ann B"))),
         ),
     ])
     .await?;
@@ -298,8 +304,15 @@ async fn recent_points_keep_the_latest_fifty() -> TestResult {
     let start = at("2026-11-20T00:00:00Z")?;
     let events: Vec<(&str, ScoredEvent)> = (0..60)
         .map(|i| {
-            let t = if i % 2 == 0 { "PAGE_VIEW" } else { "EMAIL_OPEN" };
-            ("a", ScoredEvent::new(format!("e{i:02}"), t, start + Duration::minutes(i)))
+            let t = if i % 2 == 0 {
+                "PAGE_VIEW"
+            } else {
+                "EMAIL_OPEN"
+            };
+            (
+                "a",
+                ScoredEvent::new(format!("e{i:02}"), t, start + Duration::minutes(i)),
+            )
         })
         .collect();
     w.window(&events).await?;
