@@ -251,7 +251,7 @@ fn canonical_order(events: impl IntoIterator<Item = ScoredEvent>) -> Vec<ScoredE
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum BatchResult {
     /// The new state and each new event with its points, in fold order.
-    Incremental(LeadScore, Vec<(ScoredEvent, i64)>),
+    Incremental(Box<LeadScore>, Vec<(ScoredEvent, i64)>),
     /// Some new event sorts at or before the last applied one (an older event, or a redelivery
     /// of an applied one): the caller re-folds the lead's full history with [`LeadScore::fold`].
     NeedsRecompute,
@@ -278,7 +278,7 @@ pub fn apply_batch(
     let expected = events.len();
     let applied = state.apply_sorted(rules, events);
     if applied.len() == expected {
-        BatchResult::Incremental(state, applied)
+        BatchResult::Incremental(Box::new(state), applied)
     } else {
         BatchResult::NeedsRecompute
     }

@@ -106,8 +106,9 @@ impl ScoreReport {
     }
 }
 
-/// How many parts one page of a run folds.
-const PARTS_PER_PAGE: usize = 10;
+/// Parts one page of a run folds (fewer when a query page of 1 MB holds fewer). A lead touched
+/// in two pages is written twice, so pages are large: at most 50 × 2,000 events in memory.
+const PARTS_PER_PAGE: usize = 50;
 /// Lead writes in flight at once.
 const CONCURRENCY: usize = 16;
 /// Attempts at a versioned write before giving up (the next run redoes it).
@@ -146,7 +147,8 @@ impl<L: LeadStore, H: LeadHistory, R: RuleStore> Scorer<L, H, R> {
         let rules = load_or_init(&self.rules).await?.rules;
         let mut report = ScoreReport::default();
         while report.parts < self.max_parts_per_run {
-            let parts = self.leads.pending_log(PARTS_PER_PAGE).await?;
+            let page = PARTS_PER_PAGE.min(self.max_parts_per_run - report.parts);
+            let parts = self.leads.pending_log(page).await?;
             if parts.is_empty() {
                 break;
             }
@@ -304,7 +306,7 @@ impl<L: LeadStore, H: LeadHistory, R: RuleStore> Scorer<L, H, R> {
                 (true, _) => None,
                 (false, record) => {
                     match apply_batch(record.map(|r| r.state), rules, new_events.clone()) {
-                        BatchResult::Incremental(state, _) => Some(state),
+                        BatchResult::Incremental(state, _) => Some(*state),
                         BatchResult::NeedsRecompute => None,
                     }
                 }

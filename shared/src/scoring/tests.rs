@@ -271,12 +271,12 @@ fn apply_batch_is_incremental_only_strictly_after_the_last_event() -> TestResult
         vec![ev("a2", "PURCHASE", "2024-03-01T10:00:01Z")?],
     ] {
         assert_eq!(
-            apply_batch(Some(state.clone()), &rules, batch),
+            apply_batch(Some((*state).clone()), &rules, batch),
             BatchResult::NeedsRecompute
         );
     }
 
-    let BatchResult::Incremental(same, none) = apply_batch(Some(state.clone()), &rules, vec![])
+    let BatchResult::Incremental(same, none) = apply_batch(Some((*state).clone()), &rules, vec![])
     else {
         return Err("an empty batch changes nothing".into());
     };
@@ -287,7 +287,7 @@ fn apply_batch_is_incremental_only_strictly_after_the_last_event() -> TestResult
         ev("c", "PURCHASE", "2024-03-01T10:00:01Z")?,
         ev("d", "PURCHASE", "2024-03-01T12:00:00Z")?,
     ];
-    let BatchResult::Incremental(state, applied) = apply_batch(Some(state), &rules, later) else {
+    let BatchResult::Incremental(state, applied) = apply_batch(Some(*state), &rules, later) else {
         return Err("events after the last one apply incrementally".into());
     };
     assert_eq!(ids(&applied), vec!["c", "d"]);
@@ -443,7 +443,7 @@ fn incremental_application_over_any_split_equals_the_fold() -> TestResult {
             rng.shuffle(&mut batch);
             match apply_batch(state.take(), &rules, batch) {
                 BatchResult::Incremental(next, mut new) => {
-                    state = Some(next);
+                    state = Some(*next);
                     applied.append(&mut new);
                 }
                 BatchResult::NeedsRecompute => {
@@ -473,7 +473,7 @@ fn incremental_application_over_any_split_equals_the_fold() -> TestResult {
             }
             history.extend(batch.iter().cloned());
             state = Some(match apply_batch(state.take(), &rules, batch) {
-                BatchResult::Incremental(next, _) => next,
+                BatchResult::Incremental(next, _) => *next,
                 BatchResult::NeedsRecompute => LeadScore::fold(&rules, history.clone()).0,
             });
         }
