@@ -415,3 +415,62 @@ async fn the_samples_in_events_drive_the_rollup_function() -> Result<()> {
     assert_eq!(all["task"], "recompute", "{all}");
     Ok(())
 }
+
+/// A stream window invocation over `events` with sequence numbers from `first_seq`.
+fn window(events: &[Event], first_seq: usize, state: Value, is_final: bool) -> Result<Value> {
+    let records: Vec<Value> = events
+        .iter()
+        .enumerate()
+        .map(|(i, e)| -> Result<Value> {
+            Ok(json!({
+                "eventName": "INSERT",
+                "dynamodb": {"SequenceNumber": format!("{:021}", first_seq + i), "NewImage": {
+                    "status": {"S": "PROCESSED"},
+                    "event": {"S": e.to_canonical_json().map_err(|err| anyhow::anyhow!("{err:?}"))?}
+                }}
+            }))
+        })
+        .collect::<Result<_>>()?;
+    Ok(json!({
+        "Records": records, "shardId": "shardId-big",
+        "window": {"start": "2026-11-24T10:00:00Z", "end": "2026-11-24T10:05:00Z"},
+        "state": state, "isFinalInvokeForWindow": is_final, "isWindowTerminatedEarly": false
+    }))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_window_with_many_lead_events_flushes_segments_idempotently() -> Result<()> {
+    let f = fixture("scores_segments", false).await?;
+    f.poller.stop().await;
+    let start = day_start(1);
+    let events: Vec<Event> = (0..2500)
+        .map(|i| {
+            lead_event(
+                &format!("seg-{i:04}"),
+                &format!("lead-{}", i % 300),
+                "EMAIL_OPEN",
+                start + chrono::Duration::seconds(i),
+            )
+        })
+        .collect::<Result<_>>()?;
+    // One invocation of 2,500 records: a full segment of 2,000 is flushed, 500 stay in the state.
+    let first = window(&events, 1, json!({}), false)?;
+    let answer = invoke_task(&f.handler, first.clone()).await?;
+    let state = answer["state"].clone();
+    let carried = tally::scoring::decode_entries(state["leads"].as_str().context("leads")?)?;
+    assert_eq!(carried.len(), 500);
+    let logged = f.leads.pending_log(10).await?;
+    assert_eq!(logged.len(), 1);
+    assert_eq!(logged[0].entries.len(), 2000);
+    // A retry of the same invocation from the same checkpoint rewrites the same segment.
+    invoke_task(&f.handler, first).await?;
+    assert_eq!(f.leads.pending_log(10).await?, logged);
+    // The final invoke flushes the rest under its own key.
+    invoke_task(&f.handler, window(&[], 2501, state, true)?).await?;
+    let parts = f.leads.pending_log(10).await?;
+    let sizes: Vec<usize> = parts.iter().map(|p| p.entries.len()).collect();
+    assert_eq!(sizes, vec![2000, 500]);
+    let report = f.handler.scorer().fold_pending(Utc::now()).await?;
+    assert_eq!((report.events, report.leads), (2500, 300));
+    Ok(())
+}
