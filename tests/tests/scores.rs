@@ -405,14 +405,31 @@ async fn the_samples_in_events_drive_the_rollup_function() -> Result<()> {
     assert_eq!(state.profile.name.as_deref(), Some("Ada Lovelace"));
 
     let decay = invoke_task(&f.handler, sample("rollup-task-decay.json")?).await?;
-    assert_eq!(decay["task"], "decay", "{decay}");
+    assert_eq!(
+        (
+            decay["task"].clone(),
+            decay["boardShards"].clone(),
+            decay["leads"].clone()
+        ),
+        (json!("decay"), json!(1), json!(1)),
+        "{decay}"
+    );
     let reconcile = invoke_task(&f.handler, sample("rollup-task-reconcile.json")?).await?;
     assert_eq!(reconcile["days"][0]["day"], "2026-11-24", "{reconcile}");
     // The sample's events are not in the events table: a recompute from history finds none.
     let one = invoke_task(&f.handler, sample("rollup-task-recompute-lead.json")?).await?;
     assert_eq!(one["recomputed"], json!(1), "{one}");
+    let emptied = f.leads.get_board(board_shard(lead)).await?;
+    assert!(
+        !emptied.entries.contains_key(lead),
+        "a lead without events leaves the board"
+    );
     let all = invoke_task(&f.handler, sample("rollup-task-recompute-all.json")?).await?;
-    assert_eq!(all["task"], "recompute", "{all}");
+    assert_eq!(
+        (all["task"].clone(), all["leads"].clone()),
+        (json!("recompute"), json!(0)),
+        "{all}"
+    );
     Ok(())
 }
 

@@ -4,33 +4,24 @@
 //! - `P#<window start ms>#<shard>#<first sequence>#<chunk>`: a window's part for the day;
 //! - `C#<upto ms>#<chunk>`: a snapshot chunk; complete when all `chunks` chunks exist.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use aws_sdk_dynamodb::types::{AttributeValue, WriteRequest};
+use aws_sdk_dynamodb::types::WriteRequest;
 
 use super::batch::{delete, put};
+use super::item::{n, number, query_all, s, text, Item};
 
 use crate::aggregation::{AggregatePart, AggregateStore, CompactedDay, StoredDay};
 use crate::store::StoreError;
-
-type Item = HashMap<String, AttributeValue>;
 
 pub struct DynamoAggregates {
     client: aws_sdk_dynamodb::Client,
     table: String,
     /// Write units consumed so far, in thousandths (DynamoDB reports fractions).
     consumed_milli: Arc<AtomicU64>,
-}
-
-fn s(v: impl Into<String>) -> AttributeValue {
-    AttributeValue::S(v.into())
-}
-
-fn n(v: impl ToString) -> AttributeValue {
-    AttributeValue::N(v.to_string())
 }
 
 fn pk(day: &str) -> String {
@@ -66,20 +57,6 @@ fn part_sk(p: &AggregatePart) -> String {
     )
 }
 
-fn text(item: &Item, key: &str) -> Option<String> {
-    match item.get(key) {
-        Some(AttributeValue::S(v)) => Some(v.clone()),
-        _ => None,
-    }
-}
-
-fn number(item: &Item, key: &str) -> Option<i64> {
-    match item.get(key) {
-        Some(AttributeValue::N(v)) => v.parse().ok(),
-        _ => None,
-    }
-}
-
 #[async_trait]
 impl AggregateStore for DynamoAggregates {
     async fn put_parts(&self, parts: &[AggregatePart]) -> Result<(), StoreError> {
@@ -101,40 +78,29 @@ impl AggregateStore for DynamoAggregates {
     }
 
     async fn read_day(&self, day: &str) -> Result<StoredDay, StoreError> {
-        let mut items = Vec::new();
-        let mut start = None;
-        loop {
-            let output = self
-                .client
+        let items = query_all(
+            self.client
                 .query()
                 .table_name(&self.table)
                 .key_condition_expression("pk = :pk")
                 .expression_attribute_values(":pk", s(pk(day)))
-                .consistent_read(true)
-                .set_exclusive_start_key(start)
-                .send()
-                .await
-                .map_err(|e| StoreError::Unavailable(super::describe(&e)))?;
-            items.extend(output.items().iter().cloned());
-            start = output.last_evaluated_key().cloned();
-            if start.is_none() {
-                break;
-            }
-        }
+                .consistent_read(true),
+        )
+        .await?;
         let mut stored = StoredDay::default();
         // upto → (declared chunk count, chunk index → body, sort keys)
         let mut snapshots: BTreeMap<i64, (i64, BTreeMap<i64, String>, Vec<String>)> =
             BTreeMap::new();
         for item in items {
-            let sk = text(&item, "sk").unwrap_or_default();
+            let sk = text(&item, "sk").unwrap_or_default().to_owned();
             if sk.starts_with("P#") {
                 stored.parts.push(AggregatePart {
                     day: day.to_owned(),
                     window_start_ms: number(&item, "ws").unwrap_or_default(),
-                    shard: text(&item, "shard").unwrap_or_default(),
-                    first_sequence: text(&item, "first").unwrap_or_default(),
+                    shard: text(&item, "shard").unwrap_or_default().to_owned(),
+                    first_sequence: text(&item, "first").unwrap_or_default().to_owned(),
                     chunk: number(&item, "chunk").unwrap_or_default() as u32,
-                    body: text(&item, "body").unwrap_or_default(),
+                    body: text(&item, "body").unwrap_or_default().to_owned(),
                 });
             } else if sk.starts_with("C#") {
                 let (Some(upto), Some(chunks), Some(chunk), Some(body)) = (
@@ -148,7 +114,7 @@ impl AggregateStore for DynamoAggregates {
                 let entry = snapshots
                     .entry(upto)
                     .or_insert_with(|| (chunks, BTreeMap::new(), Vec::new()));
-                entry.1.insert(chunk, body);
+                entry.1.insert(chunk, body.to_owned());
                 entry.2.push(sk);
             }
         }

@@ -1,6 +1,5 @@
 //! `BatchWriteItem` with its partial-failure field checked, and write-unit accounting.
 
-use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
@@ -9,9 +8,8 @@ use aws_sdk_dynamodb::types::{
     WriteRequest,
 };
 
+use super::item::Item;
 use crate::store::StoreError;
-
-pub(crate) type Item = HashMap<String, AttributeValue>;
 
 const BATCH: usize = 25;
 const ATTEMPTS: u32 = 8;

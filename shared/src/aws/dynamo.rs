@@ -1,17 +1,14 @@
-use std::collections::HashMap;
-
 use async_trait::async_trait;
 use aws_sdk_dynamodb::operation::put_item::PutItemError;
 use aws_sdk_dynamodb::types::{AttributeValue, ReturnValuesOnConditionCheckFailure};
 
+use super::item::{n, query_all, s, text, Item};
 use crate::counters::{CounterDelta, CounterSink};
 use crate::event::{format_utc, Event};
 use crate::store::{
     EventStatus, EventStore, FailureRecord, ProcessedRecord, Provenance, StoreError, StoreOutcome,
     StoredEvent,
 };
-
-type Item = HashMap<String, AttributeValue>;
 
 /// First write of an `eventId` wins, but a recorded failure may be replaced by a later success.
 const UNLESS_PROCESSED: &str = "attribute_not_exists(eventId) OR #status <> :processed";
@@ -51,14 +48,6 @@ impl DynamoEventStore {
             },
         }
     }
-}
-
-fn s(v: impl Into<String>) -> AttributeValue {
-    AttributeValue::S(v.into())
-}
-
-fn n(v: impl ToString) -> AttributeValue {
-    AttributeValue::N(v.to_string())
 }
 
 fn event_attributes(item: &mut Item, event: &Event, event_json: &str) {
@@ -176,11 +165,8 @@ impl crate::aggregation::HourlyEvents for DynamoEventStore {
         &self,
         hour: &str,
     ) -> Result<Vec<crate::aggregation::ProcessedEvent>, StoreError> {
-        let mut out = Vec::new();
-        let mut start = None;
-        loop {
-            let output = self
-                .client
+        let items = query_all(
+            self.client
                 .query()
                 .table_name(&self.table)
                 .index_name("byHour")
@@ -188,30 +174,20 @@ impl crate::aggregation::HourlyEvents for DynamoEventStore {
                 .expression_attribute_names("#hour", "hour")
                 .expression_attribute_values(":hour", s(hour))
                 .projection_expression("#event, processedAt")
-                .expression_attribute_names("#event", "event")
-                .set_exclusive_start_key(start)
-                .send()
-                .await
-                .map_err(|e| StoreError::Unavailable(super::describe(&e)))?;
-            for item in output.items() {
-                let (Some(AttributeValue::S(json)), Some(AttributeValue::S(at))) =
-                    (item.get("event"), item.get("processedAt"))
-                else {
-                    continue;
-                };
-                let Ok(processed_at) = chrono::DateTime::parse_from_rfc3339(at) else {
-                    continue;
-                };
-                out.push(crate::aggregation::ProcessedEvent {
-                    event_json: json.clone(),
+                .expression_attribute_names("#event", "event"),
+        )
+        .await?;
+        Ok(items
+            .iter()
+            .filter_map(|item| {
+                let processed_at =
+                    chrono::DateTime::parse_from_rfc3339(text(item, "processedAt")?).ok()?;
+                Some(crate::aggregation::ProcessedEvent {
+                    event_json: text(item, "event")?.to_owned(),
                     processed_at: processed_at.with_timezone(&chrono::Utc),
-                });
-            }
-            start = output.last_evaluated_key().cloned();
-            if start.is_none() {
-                return Ok(out);
-            }
-        }
+                })
+            })
+            .collect())
     }
 }
 
@@ -221,36 +197,25 @@ impl crate::scoring::LeadHistory for DynamoEventStore {
         &self,
         lead_id: &str,
     ) -> Result<Vec<crate::scoring::ScoredEvent>, StoreError> {
-        let mut out = Vec::new();
-        let mut start = None;
-        loop {
-            let output = self
-                .client
+        let items = query_all(
+            self.client
                 .query()
                 .table_name(&self.table)
                 .index_name("byLead")
                 .key_condition_expression("leadId = :lead")
                 .expression_attribute_values(":lead", s(lead_id))
                 .projection_expression("#event")
-                .expression_attribute_names("#event", "event")
-                .set_exclusive_start_key(start)
-                .send()
-                .await
-                .map_err(|e| StoreError::Unavailable(super::describe(&e)))?;
-            for item in output.items() {
-                let Some(AttributeValue::S(json)) = item.get("event") else {
-                    continue;
-                };
-                let event = crate::scoring::ScoredEvent::from_stored_json(json).map_err(|e| {
-                    StoreError::Unavailable(format!("stored event unreadable: {e}"))
-                })?;
-                out.push(event);
-            }
-            start = output.last_evaluated_key().cloned();
-            if start.is_none() {
-                return Ok(out);
-            }
-        }
+                .expression_attribute_names("#event", "event"),
+        )
+        .await?;
+        items
+            .iter()
+            .filter_map(|item| text(item, "event"))
+            .map(|json| {
+                crate::scoring::ScoredEvent::from_stored_json(json)
+                    .map_err(|e| StoreError::Unavailable(format!("stored event unreadable: {e}")))
+            })
+            .collect()
     }
 }
 

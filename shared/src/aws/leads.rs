@@ -16,7 +16,8 @@ use aws_sdk_dynamodb::operation::put_item::PutItemError;
 use aws_sdk_dynamodb::primitives::Blob;
 use aws_sdk_dynamodb::types::{AttributeValue, KeysAndAttributes, ReturnConsumedCapacity};
 
-use super::batch::{delete, put, write_all, Item};
+use super::batch::{delete, put, write_all};
+use super::item::{binary, n, number, s, text, Item};
 use crate::scoring::{
     compress_entries, decompress_entries, BoardShard, LeadLogPart, LeadRecord, LeadScore,
     LeadStore, LeadWriteError,
@@ -36,14 +37,6 @@ pub struct DynamoLeads {
     consumed_milli: Arc<AtomicU64>,
 }
 
-fn s(v: impl Into<String>) -> AttributeValue {
-    AttributeValue::S(v.into())
-}
-
-fn n(v: impl ToString) -> AttributeValue {
-    AttributeValue::N(v.to_string())
-}
-
 fn lead_pk(lead_id: &str) -> String {
     format!("LEAD#{lead_id}")
 }
@@ -58,27 +51,6 @@ fn board_sk(shard: u32) -> String {
 
 fn unavailable(e: impl std::fmt::Display) -> StoreError {
     StoreError::Unavailable(e.to_string())
-}
-
-fn text<'a>(item: &'a Item, key: &str) -> Option<&'a str> {
-    match item.get(key) {
-        Some(AttributeValue::S(v)) => Some(v),
-        _ => None,
-    }
-}
-
-fn number(item: &Item, key: &str) -> Option<i64> {
-    match item.get(key) {
-        Some(AttributeValue::N(v)) => v.parse().ok(),
-        _ => None,
-    }
-}
-
-fn binary<'a>(item: &'a Item, key: &str) -> Option<&'a [u8]> {
-    match item.get(key) {
-        Some(AttributeValue::B(v)) => Some(v.as_ref()),
-        _ => None,
-    }
 }
 
 impl DynamoLeads {

@@ -4,6 +4,7 @@
 mod analytics;
 mod batch;
 mod dynamo;
+mod item;
 mod leads;
 mod rules;
 mod sqs;

@@ -96,17 +96,6 @@ pub fn decompress_entries(body: &[u8]) -> Result<Vec<LeadEvent>, LogDecodeError>
     decode_entries(&json)
 }
 
-/// Rough size in the window state, to bound segments without encoding them.
-pub fn approx_len(e: &LeadEvent) -> usize {
-    let profile = e.event.profile.as_ref().map_or(4, |p| {
-        40 + [&p.email, &p.name, &p.company]
-            .iter()
-            .map(|f| f.as_ref().map_or(0, String::len))
-            .sum::<usize>()
-    });
-    e.lead_id.len() + e.event.event_id.len() + e.event.event_type.len() + 30 + profile
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -153,22 +142,5 @@ mod tests {
         assert!(decompress_entries(b"not gzip").is_err());
         assert!(decode_entries("[[1,2]]").is_err());
         assert!(decode_entries(r#"[["l","e","T",9223372036854775807,null]]"#).is_err());
-    }
-
-    #[test]
-    fn approx_len_is_close_to_the_encoding() {
-        let entries: Vec<LeadEvent> = (0..100)
-            .map(|i| {
-                entry(
-                    &format!("lead-{i}"),
-                    &format!("event-{i}"),
-                    i,
-                    Some("x@y.io"),
-                )
-            })
-            .collect();
-        let approx: usize = entries.iter().map(approx_len).sum();
-        let exact = encode_entries(&entries).len();
-        assert!(approx >= exact && approx < exact * 2, "{approx} vs {exact}");
     }
 }

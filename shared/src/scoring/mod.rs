@@ -33,8 +33,8 @@ mod store;
 pub use board::{board_shard, ranked, BoardEntry, BoardShard, BOARD_SHARDS};
 pub use lead::{apply_batch, ApplyOutcome, BatchResult, LeadScore, ScoredEvent, RECENT_EVENTS};
 pub use log::{
-    approx_len, compress_entries, decode_entries, decompress_entries, encode_entries, LeadEvent,
-    LeadLogPart, LogDecodeError, MAX_LOG_ENTRIES,
+    compress_entries, decode_entries, decompress_entries, encode_entries, LeadEvent, LeadLogPart,
+    LogDecodeError, MAX_LOG_ENTRIES,
 };
 #[cfg(any(test, feature = "test-utils"))]
 pub use memory::{MemoryHistory, MemoryLeads, MemoryRules};

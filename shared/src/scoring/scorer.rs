@@ -138,10 +138,6 @@ impl<L: LeadStore, H: LeadHistory, R: RuleStore> Scorer<L, H, R> {
         self
     }
 
-    pub fn leads(&self) -> &L {
-        &self.leads
-    }
-
     /// Folds pending lead-log parts into lead states and the board, oldest first.
     pub async fn fold_pending(&self, now: DateTime<Utc>) -> Result<ScoreReport, StoreError> {
         let rules = load_or_init(&self.rules).await?.rules;

@@ -1,0 +1,59 @@
+//! DynamoDB item plumbing shared by the adapters: attribute builders and readers, and a query
+//! that follows `LastEvaluatedKey` to the end.
+
+use std::collections::HashMap;
+
+use aws_sdk_dynamodb::operation::query::builders::QueryFluentBuilder;
+use aws_sdk_dynamodb::types::AttributeValue;
+
+use crate::store::StoreError;
+
+pub(crate) type Item = HashMap<String, AttributeValue>;
+
+pub(crate) fn s(v: impl Into<String>) -> AttributeValue {
+    AttributeValue::S(v.into())
+}
+
+pub(crate) fn n(v: impl ToString) -> AttributeValue {
+    AttributeValue::N(v.to_string())
+}
+
+pub(crate) fn text<'a>(item: &'a Item, key: &str) -> Option<&'a str> {
+    match item.get(key) {
+        Some(AttributeValue::S(v)) => Some(v),
+        _ => None,
+    }
+}
+
+pub(crate) fn number(item: &Item, key: &str) -> Option<i64> {
+    match item.get(key) {
+        Some(AttributeValue::N(v)) => v.parse().ok(),
+        _ => None,
+    }
+}
+
+pub(crate) fn binary<'a>(item: &'a Item, key: &str) -> Option<&'a [u8]> {
+    match item.get(key) {
+        Some(AttributeValue::B(v)) => Some(v.as_ref()),
+        _ => None,
+    }
+}
+
+/// Every item the query matches, page after page.
+pub(crate) async fn query_all(query: QueryFluentBuilder) -> Result<Vec<Item>, StoreError> {
+    let mut items = Vec::new();
+    let mut start = None;
+    loop {
+        let output = query
+            .clone()
+            .set_exclusive_start_key(start)
+            .send()
+            .await
+            .map_err(|e| StoreError::Unavailable(super::describe(&e)))?;
+        items.extend(output.items().iter().cloned());
+        start = output.last_evaluated_key().cloned();
+        if start.is_none() {
+            return Ok(items);
+        }
+    }
+}
