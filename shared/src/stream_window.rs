@@ -31,8 +31,19 @@ pub struct TimeWindow {
 #[derive(Debug, Clone, Deserialize)]
 pub struct StreamRecord {
     #[serde(rename = "eventName", default)]
-    pub event_name: Option<String>,
+    pub event_name: Option<ChangeKind>,
     pub dynamodb: StreamData,
+}
+
+/// A record's `eventName`. Read as a word rather than a string: a batch has thousands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "UPPERCASE")]
+pub enum ChangeKind {
+    Insert,
+    Modify,
+    Remove,
+    #[serde(other)]
+    Other,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -48,9 +59,25 @@ pub struct StreamData {
 #[derive(Debug, Clone, Default, Deserialize)]
 pub struct NewImage {
     #[serde(default)]
-    pub status: Option<StringAttribute>,
+    pub status: Option<StatusAttribute>,
     #[serde(default)]
     pub event: Option<StringAttribute>,
+}
+
+/// The `status` attribute, read as a word (`{"S": "PROCESSED"}`).
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct StatusAttribute {
+    #[serde(rename = "S", default)]
+    pub s: Option<StoredStatus>,
+}
+
+/// Only `PROCESSED` matters to the stream consumers; every other status reads as `Other`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+pub enum StoredStatus {
+    #[serde(rename = "PROCESSED")]
+    Processed,
+    #[serde(other)]
+    Other,
 }
 
 /// A DynamoDB-JSON attribute; only the string form (`{"S": ...}`) carries a value here.
@@ -66,8 +93,8 @@ impl StreamRecord {
     /// record: its INSERT, or the MODIFY that replaced a recorded failure.
     pub fn processed_event_json(&self) -> Option<&str> {
         let image = self.dynamodb.new_image.as_ref()?;
-        let status = image.status.as_ref()?.s.as_deref()?;
-        if self.event_name.as_deref() == Some("REMOVE") || status != "PROCESSED" {
+        let status = image.status.as_ref()?.s?;
+        if self.event_name == Some(ChangeKind::Remove) || status != StoredStatus::Processed {
             return None;
         }
         image.event.as_ref()?.s.as_deref()

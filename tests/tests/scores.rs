@@ -10,7 +10,9 @@ use serde_json::{json, Value};
 use tally::aggregation::AggregateStore;
 use tally::aws::DynamoLeads;
 use tally::event::{normalize, Event, Limits, NormalizeContext};
-use tally::scoring::{board_shard, put_rule, LeadStore, Rule, RuleStore, ScoreReport, ScoreRules};
+use tally::scoring::{
+    board_shard, put_rule, LeadLogSink, LeadStore, Rule, RuleStore, ScoreReport, ScoreRules,
+};
 use tally_tests::stream::{fixture, store_all, workload, Fixture, Handler};
 
 /// The scoring semantics of API.md, spelled out without the library's fold: events in

@@ -18,6 +18,7 @@
 
 mod handler;
 mod reconcile;
+mod stored;
 mod window;
 
 use async_trait::async_trait;

@@ -7,11 +7,11 @@ use std::collections::BTreeMap;
 use serde_json::{json, Value};
 use tracing::{info, warn};
 
+use super::stored::ParsedEvent;
 use super::{AggregatePart, AggregateStore};
-use crate::event::{Event, LeadProfile};
-use crate::rollup::{Rollup, WindowAggregates};
+use crate::rollup::{Rollup, RollupAccumulator, WindowAggregates};
 use crate::scoring::{
-    decode_entries, encode_entries, LeadEvent, LeadLogPart, LeadStore, ScoredEvent, MAX_LOG_ENTRIES,
+    decode_entries, encode_entries, LeadEvent, LeadLogPart, LeadLogSink, MAX_LOG_ENTRIES,
 };
 use crate::store::StoreError;
 use crate::stream_window::{WindowEvent, WindowResponse};
@@ -128,7 +128,7 @@ pub struct WindowOutcome {
     pub lead_parts_written: usize,
 }
 
-impl<A: AggregateStore, L: LeadStore> WindowProcessor<A, L> {
+impl<A: AggregateStore, L: LeadLogSink> WindowProcessor<A, L> {
     pub fn new(store: A, leads: L) -> Self {
         Self { store, leads }
     }
@@ -156,17 +156,18 @@ impl<A: AggregateStore, L: LeadStore> WindowProcessor<A, L> {
                     WindowError::BadState(format!("window start {window_start:?} is not RFC 3339"))
                 })
         };
+        let mut batch = RollupAccumulator::default();
         for record in &event.records {
             let Some(json) = record.processed_event_json() else {
                 continue;
             };
-            match parse_for_rollup(json) {
-                Ok((e, lead)) => {
+            match ParsedEvent::parse(json) {
+                Ok(parsed) => {
                     let sequence = &record.dynamodb.sequence_number;
                     state.first.get_or_insert_with(|| sequence.clone());
-                    state.rollup.add(&e);
+                    batch.add(&parsed.facts());
                     outcome.events += 1;
-                    if let Some(lead) = lead {
+                    if let Some(lead) = parsed.into_lead_event() {
                         state.leads_first.get_or_insert_with(|| sequence.clone());
                         state.leads.push(lead);
                         outcome.lead_events += 1;
@@ -188,6 +189,7 @@ impl<A: AggregateStore, L: LeadStore> WindowProcessor<A, L> {
                 }
             }
         }
+        state.rollup.absorb(batch);
         let closing = event.is_final_invoke_for_window || event.is_window_terminated_early;
         if !closing {
             return Ok((
@@ -226,61 +228,6 @@ impl<A: AggregateStore, L: LeadStore> WindowProcessor<A, L> {
             outcome,
         ))
     }
-}
-
-/// The stored canonical event, reading only what aggregation and scoring need (payloads and
-/// metadata are skipped unparsed, which halves the parse time of a batch), and the lead's
-/// scored event when the event has a lead.
-fn parse_for_rollup(json: &str) -> Result<(Event, Option<LeadEvent>), serde_json::Error> {
-    #[derive(serde::Deserialize)]
-    #[serde(rename_all = "camelCase")]
-    struct Lean {
-        event_id: String,
-        #[serde(rename = "type")]
-        event_type: String,
-        timestamp: String,
-        source: String,
-        #[serde(default)]
-        campaign_id: Option<String>,
-        #[serde(default)]
-        region_id: Option<String>,
-        #[serde(default)]
-        funnel_stage: Option<crate::event::FunnelStage>,
-        #[serde(default)]
-        revenue: Option<crate::event::Money>,
-        #[serde(default)]
-        user: Option<crate::event::Demographics>,
-        #[serde(default)]
-        lead_id: Option<String>,
-        #[serde(default)]
-        lead: Option<LeadProfile>,
-    }
-    let lean: Lean = serde_json::from_str(json)?;
-    let timestamp = chrono::DateTime::parse_from_rfc3339(&lean.timestamp)
-        .map_err(serde::de::Error::custom)?
-        .with_timezone(&chrono::Utc);
-    let lead = lean.lead_id.map(|lead_id| LeadEvent {
-        lead_id,
-        event: ScoredEvent::new(lean.event_id, lean.event_type.clone(), timestamp)
-            .with_profile(lean.lead),
-    });
-    let event = Event {
-        event_id: String::new(),
-        event_type: lean.event_type,
-        timestamp,
-        source: lean.source,
-        lead_id: None,
-        user_id: None,
-        lead: None,
-        campaign_id: lean.campaign_id,
-        region_id: lean.region_id,
-        funnel_stage: lean.funnel_stage,
-        revenue: lean.revenue,
-        user: lean.user,
-        payload: None,
-        metadata: None,
-    };
-    Ok((event, lead))
 }
 
 /// Splits a window's rollup into per-day parts of at most [`MAX_PART_BYTES`], deterministically.

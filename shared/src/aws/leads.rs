@@ -19,8 +19,8 @@ use aws_sdk_dynamodb::types::{AttributeValue, KeysAndAttributes, ReturnConsumedC
 use super::batch::{delete, put, write_all};
 use super::item::{binary, n, number, s, text, Item};
 use crate::scoring::{
-    compress_entries, decompress_entries, BoardShard, LeadLogPart, LeadRecord, LeadScore,
-    LeadStore, LeadWriteError,
+    compress_entries, decompress_entries, BoardShard, LeadLogPart, LeadLogSink, LeadRecord,
+    LeadScore, LeadStore, LeadWriteError,
 };
 use crate::store::StoreError;
 
@@ -102,7 +102,7 @@ impl DynamoLeads {
 }
 
 #[async_trait]
-impl LeadStore for DynamoLeads {
+impl LeadLogSink for DynamoLeads {
     async fn put_log(&self, parts: &[LeadLogPart]) -> Result<(), StoreError> {
         let requests = parts
             .iter()
@@ -119,7 +119,10 @@ impl LeadStore for DynamoLeads {
             .collect::<Result<Vec<_>, _>>()?;
         write_all(&self.client, &self.table, requests, &self.consumed_milli).await
     }
+}
 
+#[async_trait]
+impl LeadStore for DynamoLeads {
     async fn pending_log(&self, limit: usize) -> Result<Vec<LeadLogPart>, StoreError> {
         let output = self
             .client

@@ -1,7 +1,10 @@
 //! What a counter is keyed by: the dimensions of the per-type totals, the demographic facets, and
 //! the bands events fall into.
 
-use crate::event::{Demographics, FunnelStage};
+use std::borrow::Cow;
+
+use super::facts::UserFacts;
+use crate::event::FunnelStage;
 
 /// A breakdown of the per-type totals.
 ///
@@ -185,11 +188,17 @@ pub fn followers_band(followers: Option<u64>) -> &'static str {
     }
 }
 
-/// Gender lowercased (and trimmed); `unknown` when absent or blank.
-pub fn gender_band(gender: Option<&str>) -> String {
+/// Gender lowercased (and trimmed); `unknown` when absent or blank. Borrowed when already so.
+pub fn gender_band(gender: Option<&str>) -> Cow<'_, str> {
     match gender.map(str::trim) {
-        Some(g) if !g.is_empty() => g.to_lowercase(),
-        _ => UNKNOWN.to_owned(),
+        Some(g) if !g.is_empty() => {
+            if g.chars().any(char::is_uppercase) {
+                Cow::Owned(g.to_lowercase())
+            } else {
+                Cow::Borrowed(g)
+            }
+        }
+        _ => Cow::Borrowed(UNKNOWN),
     }
 }
 
@@ -202,15 +211,14 @@ pub fn country_band(country: Option<&str>) -> &str {
 }
 
 /// The band of each facet for an event's user (every facet `unknown` when there is no user).
-pub(crate) fn demographic_bands(user: Option<&Demographics>) -> [(Facet, String); 4] {
-    let age = user.and_then(|u| u.age);
-    let gender = user.and_then(|u| u.gender.as_deref());
-    let country = user.and_then(|u| u.country.as_deref());
-    let followers = user.and_then(|u| u.followers);
+pub(crate) fn demographic_bands<'a>(user: &UserFacts<'a>) -> [(Facet, Cow<'a, str>); 4] {
     [
-        (Facet::Age, age_band(age).to_owned()),
-        (Facet::Country, country_band(country).to_owned()),
-        (Facet::Followers, followers_band(followers).to_owned()),
-        (Facet::Gender, gender_band(gender)),
+        (Facet::Age, Cow::Borrowed(age_band(user.age))),
+        (Facet::Country, Cow::Borrowed(country_band(user.country))),
+        (
+            Facet::Followers,
+            Cow::Borrowed(followers_band(user.followers)),
+        ),
+        (Facet::Gender, gender_band(user.gender)),
     ]
 }

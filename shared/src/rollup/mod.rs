@@ -18,7 +18,9 @@
 //! The compact JSON encoding (for Lambda tumbling-window state and for packing into DynamoDB
 //! items) is described in [`encoding`]; the query-side reads are in [`query`].
 
+mod accumulator;
 pub mod encoding;
+mod facts;
 mod keys;
 pub mod query;
 mod totals;
@@ -29,8 +31,11 @@ mod tests;
 use std::collections::BTreeMap;
 
 use crate::event::Event;
+use facts::visit_counters;
 
+pub use accumulator::RollupAccumulator;
 pub use encoding::{DecodeError, SplitError};
+pub use facts::{EventFacts, UserFacts};
 pub use keys::{
     age_band, country_band, followers_band, gender_band, source_funnel_value, AggregateKey,
     DemographicKey, Dimension, Facet, AGE_BANDS, FOLLOWER_BANDS, UNKNOWN,
@@ -49,41 +54,25 @@ pub struct WindowAggregates {
 impl WindowAggregates {
     /// Counts one event, whatever its timestamp (the caller picked the window).
     pub fn add(&mut self, event: &Event) {
-        let ty = event.event_type.as_str();
-        let revenue = event.revenue.as_ref();
-        let mut record = |dimension: Dimension, value: &str| {
-            self.totals
-                .entry(AggregateKey::new(dimension, value, ty))
-                .or_default()
-                .record(revenue);
-        };
-        record(Dimension::All, "");
-        if let Some(campaign) = non_empty(event.campaign_id.as_deref()) {
-            record(Dimension::CampaignId, campaign);
-        }
-        if let Some(region) = non_empty(event.region_id.as_deref()) {
-            record(Dimension::RegionId, region);
-        }
-        let source = non_empty(Some(event.source.as_str()));
-        if let Some(source) = source {
-            record(Dimension::Source, source);
-        }
-        if let Some(stage) = event.funnel_stage {
-            record(Dimension::FunnelStage, stage.as_str());
-            if let Some(source) = source {
-                record(
-                    Dimension::SourceFunnelStage,
-                    &source_funnel_value(source, stage),
-                );
-            }
-        }
-        for (facet, band) in keys::demographic_bands(event.user.as_ref()) {
-            let n = self
-                .demographics
-                .entry(DemographicKey::new(event.source.as_str(), facet, band))
-                .or_default();
-            *n = n.saturating_add(1);
-        }
+        let facts = EventFacts::from(event);
+        let revenue = facts.revenue;
+        let totals = &mut self.totals;
+        let demographics = &mut self.demographics;
+        visit_counters(
+            &facts,
+            |dimension, value| {
+                totals
+                    .entry(AggregateKey::new(dimension, value, facts.event_type))
+                    .or_default()
+                    .record(revenue);
+            },
+            |facet, band| {
+                let n = demographics
+                    .entry(DemographicKey::new(facts.source, facet, band))
+                    .or_default();
+                *n = n.saturating_add(1);
+            },
+        );
     }
 
     pub fn merge(&mut self, other: &WindowAggregates) {
@@ -162,8 +151,4 @@ impl Rollup {
     pub fn len(&self) -> usize {
         self.hours.values().map(WindowAggregates::len).sum()
     }
-}
-
-fn non_empty(value: Option<&str>) -> Option<&str> {
-    value.filter(|v| !v.is_empty())
 }

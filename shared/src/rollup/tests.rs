@@ -504,6 +504,41 @@ fn merge_is_independent_of_order_and_partition() {
 }
 
 #[test]
+fn a_batch_accumulator_counts_like_adding_events_one_by_one() {
+    let mut events = random_events(11, 800);
+    // Hostile values, a pair of source and stage too long for the stack buffer, and times on
+    // both sides of the epoch (hours index by floor division).
+    let long_source = "s".repeat(70);
+    for (i, e) in events.iter_mut().enumerate().take(40) {
+        e.campaign_id = Some(HOSTILE[i % HOSTILE.len()].to_owned());
+        e.funnel_stage = Some(FunnelStage::Middle);
+        if i % 3 == 0 {
+            e.source = long_source.clone();
+        }
+        if i % 4 == 0 {
+            e.timestamp = at("1969-12-31T23:59:59.999Z") - TimeDelta::hours(i as i64);
+        }
+    }
+    let reference = rollup_of(&events);
+
+    let mut batch = RollupAccumulator::default();
+    assert!(batch.is_empty());
+    events.iter().for_each(|e| batch.add(&EventFacts::from(e)));
+    let mut absorbed = Rollup::default();
+    absorbed.absorb(batch);
+    assert_eq!(absorbed, reference);
+    assert_eq!(absorbed.encode(), reference.encode());
+
+    // Absorbing into a rollup that already holds counters adds to them, as merge does.
+    let (head, tail) = events.split_at(300);
+    let mut state = rollup_of(head);
+    let mut batch = RollupAccumulator::default();
+    tail.iter().for_each(|e| batch.add(&EventFacts::from(e)));
+    state.absorb(batch);
+    assert_eq!(state.encode(), reference.encode());
+}
+
+#[test]
 fn days_are_the_sum_of_their_hours() {
     let events = random_events(11, 500);
     let rollup = rollup_of(&events);

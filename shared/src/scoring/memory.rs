@@ -7,7 +7,7 @@ use std::sync::Mutex;
 use async_trait::async_trait;
 
 use super::{
-    BoardShard, LeadEvent, LeadHistory, LeadLogPart, LeadRecord, LeadScore, LeadStore,
+    BoardShard, LeadEvent, LeadHistory, LeadLogPart, LeadLogSink, LeadRecord, LeadScore, LeadStore,
     LeadWriteError, ScoredEvent,
 };
 use crate::store::StoreError;
@@ -46,7 +46,7 @@ impl MemoryLeads {
 }
 
 #[async_trait]
-impl LeadStore for MemoryLeads {
+impl LeadLogSink for MemoryLeads {
     async fn put_log(&self, parts: &[LeadLogPart]) -> Result<(), StoreError> {
         let mut inner = self.lock();
         for p in parts {
@@ -57,7 +57,10 @@ impl LeadStore for MemoryLeads {
         }
         Ok(())
     }
+}
 
+#[async_trait]
+impl LeadStore for MemoryLeads {
     async fn pending_log(&self, limit: usize) -> Result<Vec<LeadLogPart>, StoreError> {
         Ok(self
             .lock()

@@ -39,7 +39,9 @@ pub use log::{
 #[cfg(any(test, feature = "test-utils"))]
 pub use memory::{MemoryHistory, MemoryLeads, MemoryRules};
 pub use rules::{Decay, Rule, ScoreRules, MAX_ABS_POINTS};
-pub use scorer::{LeadHistory, LeadRecord, LeadStore, LeadWriteError, ScoreReport, Scorer};
+pub use scorer::{
+    LeadHistory, LeadLogSink, LeadRecord, LeadStore, LeadWriteError, ScoreReport, Scorer,
+};
 pub use store::{load_or_init, put_rule, RuleStore, RuleStoreError, VersionedRules};
 
 #[cfg(test)]

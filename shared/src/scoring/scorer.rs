@@ -39,11 +39,16 @@ pub enum LeadWriteError {
     Store(#[from] StoreError),
 }
 
-/// Where lead states, the lead log and the leaderboard live (the analytics table in AWS).
+/// Where the stream side writes lead-log parts: all the rollup's window path needs.
 #[async_trait]
-pub trait LeadStore: Send + Sync {
+pub trait LeadLogSink: Send + Sync {
     /// Idempotent: the same part twice leaves one item with the same content.
     async fn put_log(&self, parts: &[LeadLogPart]) -> Result<(), StoreError>;
+}
+
+/// Where lead states, the lead log and the leaderboard live (the analytics table in AWS).
+#[async_trait]
+pub trait LeadStore: LeadLogSink {
     /// Up to `limit` pending parts, oldest window first.
     async fn pending_log(&self, limit: usize) -> Result<Vec<LeadLogPart>, StoreError>;
     async fn delete_log(&self, parts: &[LeadLogPart]) -> Result<(), StoreError>;
@@ -370,10 +375,14 @@ fn gave_up(what: &str) -> StoreError {
 }
 
 #[async_trait]
-impl<T: LeadStore + ?Sized> LeadStore for std::sync::Arc<T> {
+impl<T: LeadLogSink + ?Sized> LeadLogSink for std::sync::Arc<T> {
     async fn put_log(&self, parts: &[LeadLogPart]) -> Result<(), StoreError> {
         (**self).put_log(parts).await
     }
+}
+
+#[async_trait]
+impl<T: LeadStore + ?Sized> LeadStore for std::sync::Arc<T> {
     async fn pending_log(&self, limit: usize) -> Result<Vec<LeadLogPart>, StoreError> {
         (**self).pending_log(limit).await
     }
