@@ -18,7 +18,7 @@ use serde_yaml::Value as Yaml;
 use tally::aws::DynamoEventStore;
 use tally::store::{EventStatus, EventStore, StoredEvent};
 use tally_local::runtime::{InvocationOutcome, InvocationReport};
-use tally_local::up::{LocalStack, UpOptions, LOCAL_INGEST_KEY};
+use tally_local::up::{LocalStack, UpOptions, LOCAL_INGEST_KEY, LOCAL_READ_KEY};
 use tokio::io::{AsyncBufReadExt, BufReader};
 
 const FEATURES: &str = "process/faults";
@@ -434,8 +434,7 @@ async fn state_dir_keeps_tables_and_queued_messages_between_runs() -> Result<()>
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stored_events_are_rolled_up_through_the_stream_mapping() -> Result<()> {
-    use tally::aggregation::AggregateStore;
-    use tally::rollup::{AggregateKey, Dimension};
+    use chrono::DurationRound;
     let stack = LocalStack::start(UpOptions {
         api_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
         state_dir: None,
@@ -453,32 +452,41 @@ async fn stored_events_are_rolled_up_through_the_stream_mapping() -> Result<()> 
     ]);
     let (status, _) = post(&stack, "/v1/events/batch", batch).await?;
     assert_eq!(status, 202);
-    let config = tally_local::sdk_config(&stack.stack.dynamodb_endpoint);
-    let aggregates =
-        tally::aws::DynamoAggregates::new(&config, stack.stack.table("AnalyticsTable")?.to_owned());
-    let hour = now.format("%Y-%m-%dT%H").to_string();
+    // Read back through the gateway and the real `query` binary.
+    let client = reqwest::Client::new();
+    let health = client
+        .get(format!("http://{}/health", stack.api_addr))
+        .send()
+        .await?;
+    assert_eq!(health.status().as_u16(), 200);
+    let hour_start = now.duration_trunc(chrono::Duration::hours(1))?;
+    let url = format!(
+        "http://{}/v1/aggregations?window=hour&start={}&end={}&campaignId=c1&type=PURCHASE",
+        stack.api_addr,
+        hour_start.timestamp_millis(),
+        (hour_start + chrono::Duration::hours(1)).timestamp_millis()
+    );
     let day = now.format("%Y-%m-%d").to_string();
     let deadline = Instant::now() + Duration::from_secs(120);
-    let purchases = AggregateKey::new(Dimension::CampaignId, "c1", "PURCHASE");
     loop {
-        let rollup = aggregates.read_day(&day).await?.merged()?;
-        if let Some(totals) = rollup
-            .hours
-            .get(&hour)
-            .and_then(|w| w.totals.get(&purchases))
-        {
-            assert_eq!(totals.count, 2);
-            assert_eq!(totals.revenue_in("USD").to_string(), "12.75");
+        let found: Value = client
+            .get(&url)
+            .bearer_auth(LOCAL_READ_KEY)
+            .send()
+            .await?
+            .json()
+            .await?;
+        if let Some(bucket) = found["buckets"].get(0) {
+            assert_eq!(bucket["count"], 2, "{found}");
+            assert_eq!(bucket["revenue"], json!({"USD": "12.75"}), "{found}");
             break;
         }
         if Instant::now() > deadline {
-            bail!(
-                "no aggregates after 120 s: {:?}",
-                rollup.hours.keys().collect::<Vec<_>>()
-            );
+            bail!("no aggregates after 120 s: {found}");
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
+    let config = tally_local::sdk_config(&stack.stack.dynamodb_endpoint);
     // The hourly reconciliation schedule, fired now: today's events are too fresh to be settled.
     let fired: Value = reqwest::Client::new()
         .post(format!(

@@ -157,6 +157,25 @@ impl RollupConfig {
     }
 }
 
+#[derive(Debug, Clone)]
+pub struct QueryConfig {
+    pub analytics_table: String,
+    pub api_keys: ApiKeys,
+}
+
+impl QueryConfig {
+    pub fn load<F: Fn(&str) -> Option<String>>(env: &Env<F>) -> Result<Self, ConfigError> {
+        Ok(Self {
+            analytics_table: env.required("ANALYTICS_TABLE")?,
+            api_keys: ApiKeys::parse(&env.optional("API_KEY_DIGESTS").unwrap_or_default())
+                .map_err(|reason| ConfigError::Invalid {
+                    name: "API_KEY_DIGESTS",
+                    reason,
+                })?,
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::collections::HashMap;

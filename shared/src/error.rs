@@ -13,6 +13,9 @@ pub enum ApiError {
         message: String,
         details: Vec<FieldError>,
     },
+    /// A query combines filters the aggregates cannot answer together.
+    #[error("{0}")]
+    UnsupportedFilter(String),
     #[error("missing or unknown API key")]
     Unauthorized,
     #[error("{0}")]
@@ -50,7 +53,7 @@ impl ApiError {
 
     pub fn status(&self) -> u16 {
         match self {
-            Self::InvalidJson(_) | Self::Validation { .. } => 400,
+            Self::InvalidJson(_) | Self::Validation { .. } | Self::UnsupportedFilter(_) => 400,
             Self::Unauthorized | Self::MissingSignature(_) => 401,
             Self::Forbidden(_) | Self::InvalidSignature(_) => 403,
             Self::NotFound => 404,
@@ -66,6 +69,7 @@ impl ApiError {
         match self {
             Self::InvalidJson(_) => "INVALID_JSON",
             Self::Validation { .. } => "VALIDATION_FAILED",
+            Self::UnsupportedFilter(_) => "UNSUPPORTED_FILTER",
             Self::Unauthorized => "UNAUTHORIZED",
             Self::MissingSignature(_) => "MISSING_SIGNATURE",
             Self::Forbidden(_) => "FORBIDDEN",

@@ -4,8 +4,11 @@
 use std::collections::HashMap;
 
 use serde_json::Value;
+use tracing::{info, warn};
+use uuid::Uuid;
 
 use crate::error::ApiError;
+use crate::observability::Metrics;
 
 #[derive(Debug, Clone, Default)]
 pub struct HttpRequest {
@@ -76,6 +79,54 @@ impl HttpResponse {
             .find(|(n, _)| n.eq_ignore_ascii_case(name))
             .map(|(_, v)| v.as_str())
     }
+}
+
+/// The request's `X-Correlation-Id` when it is well-formed, else a new UUIDv7.
+pub fn correlation_id(request: &HttpRequest) -> String {
+    request
+        .header("x-correlation-id")
+        .map(str::trim)
+        .filter(|id| {
+            !id.is_empty()
+                && id.len() <= 128
+                && id
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"._:@/+=-".contains(&b))
+        })
+        .map_or_else(|| Uuid::now_v7().to_string(), str::to_owned)
+}
+
+/// The response to a route's outcome, the same for every function: an error is logged (a
+/// warning when it is the server's fault), counted, and answered in its one shape; the
+/// correlation id is echoed either way.
+pub fn respond(
+    outcome: Result<HttpResponse, ApiError>,
+    request_id: &str,
+    correlation_id: &str,
+    metrics: &mut Metrics,
+) -> HttpResponse {
+    let response = match outcome {
+        Ok(response) => response,
+        Err(error) => {
+            if error.status() >= 500 {
+                warn!(
+                    status = error.status(),
+                    code = error.code(),
+                    "request failed"
+                );
+                metrics.count("ServerErrors", 1);
+            } else {
+                info!(
+                    status = error.status(),
+                    code = error.code(),
+                    "request refused"
+                );
+                metrics.count("ClientErrors", 1);
+            }
+            HttpResponse::error(&error, request_id)
+        }
+    };
+    response.with_header("x-correlation-id", correlation_id.to_owned())
 }
 
 /// Conversion to and from `lambda_http` (API Gateway HTTP API, payload 2.0).

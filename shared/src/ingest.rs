@@ -13,7 +13,7 @@ use crate::counters::{CounterDelta, CounterSink};
 use crate::csv_rows;
 use crate::error::ApiError;
 use crate::event::{normalize, Event, FieldError, NormalizeContext};
-use crate::http::{HttpRequest, HttpResponse};
+use crate::http::{correlation_id, respond, HttpRequest, HttpResponse};
 use crate::observability::Metrics;
 use crate::queue::{Envelope, EventQueue, OutboundMessage};
 use crate::signature::{verify_facebook, verify_timestamped};
@@ -159,38 +159,12 @@ impl<Q: EventQueue, C: CounterSink> Ingest<Q, C> {
         async {
             let mut metrics = Metrics::new("ingest");
             metrics.property("correlationId", correlation_id.as_str());
-            let response = match self
+            let outcome = self
                 .route(&request, &correlation_id, now, &mut metrics)
-                .await
-            {
-                Ok(response) => response,
-                Err(error) => {
-                    if error.status() >= 500 {
-                        warn!(
-                            status = error.status(),
-                            code = error.code(),
-                            "request failed"
-                        );
-                    } else {
-                        info!(
-                            status = error.status(),
-                            code = error.code(),
-                            "request refused"
-                        );
-                    }
-                    metrics.count(
-                        if error.status() >= 500 {
-                            "ServerErrors"
-                        } else {
-                            "ClientErrors"
-                        },
-                        1,
-                    );
-                    HttpResponse::error(&error, &request.request_id)
-                }
-            };
+                .await;
+            let response = respond(outcome, &request.request_id, &correlation_id, &mut metrics);
             metrics.flush();
-            response.with_header("x-correlation-id", correlation_id.clone())
+            response
         }
         .instrument(span)
         .await
@@ -516,20 +490,6 @@ fn message(
 }
 
 /// The caller's `X-Correlation-Id` when it is a plain token, else a fresh one.
-fn correlation_id(request: &HttpRequest) -> String {
-    request
-        .header("x-correlation-id")
-        .map(str::trim)
-        .filter(|id| {
-            !id.is_empty()
-                && id.len() <= 128
-                && id
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b"._:@/+=-".contains(&b))
-        })
-        .map_or_else(|| Uuid::now_v7().to_string(), str::to_owned)
-}
-
 fn decode(request: &HttpRequest, limit: usize) -> Result<Vec<u8>, ApiError> {
     body::decode(&request.body, request.header("content-encoding"), limit)
 }

@@ -16,6 +16,7 @@ pub mod http;
 pub mod ingest;
 pub mod observability;
 pub mod process;
+pub mod query;
 pub mod queue;
 pub mod rollup;
 pub mod scoring;

@@ -84,10 +84,34 @@ pub struct Fixture {
     pub poller: StreamPoller,
 }
 
+/// The rollup consuming a stack's events stream.
+pub struct Consumer {
+    pub events: DynamoEventStore,
+    pub aggregates: Arc<FlakyAggregates>,
+    pub leads: Arc<DynamoLeads>,
+    pub rules: DynamoRules,
+    pub handler: Arc<Handler>,
+    pub poller: StreamPoller,
+}
+
 /// A fresh stack with the rollup consuming its events stream (2 s windows, batches of 50);
 /// `fail_first_flush` arms one flush that dies after its first part.
 pub async fn fixture(name: &str, fail_first_flush: bool) -> Result<Fixture> {
     let stack = Stack::provision(name).await?;
+    let c = consume(&stack, fail_first_flush).await?;
+    Ok(Fixture {
+        events: c.events,
+        aggregates: c.aggregates,
+        leads: c.leads,
+        rules: c.rules,
+        handler: c.handler,
+        poller: c.poller,
+        stack,
+    })
+}
+
+/// Starts the rollup on `stack`'s events stream, from its start (2 s windows, batches of 50).
+pub async fn consume(stack: &Stack, fail_first_flush: bool) -> Result<Consumer> {
     let ddb = sdk_config(&stack.dynamodb_endpoint);
     let events_table = stack.table("EventsTable")?.to_owned();
     let analytics = stack.table("AnalyticsTable")?.to_owned();
@@ -129,14 +153,13 @@ pub async fn fixture(name: &str, fail_first_flush: bool) -> Result<Fixture> {
             handler: handler.clone(),
         }),
     );
-    Ok(Fixture {
+    Ok(Consumer {
         events: DynamoEventStore::new(&ddb, events_table),
         aggregates,
         leads,
         rules: DynamoRules::new(&ddb, analytics),
         handler,
         poller,
-        stack,
     })
 }
 

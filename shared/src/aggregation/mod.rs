@@ -105,3 +105,20 @@ pub trait HourlyEvents: Send + Sync {
     /// Every `PROCESSED` event whose timestamp falls in `hour` (`YYYY-MM-DDTHH`).
     async fn processed_in_hour(&self, hour: &str) -> Result<Vec<ProcessedEvent>, StoreError>;
 }
+
+/// What the query side reads: one UTC day's aggregates by hour.
+#[async_trait]
+pub trait AggregateReader: Send + Sync {
+    /// `day` is `YYYY-MM-DD`; a day with nothing stored is empty.
+    async fn day(&self, day: &str) -> Result<Rollup, StoreError>;
+}
+
+#[async_trait]
+impl<T: AggregateStore + ?Sized> AggregateReader for T {
+    async fn day(&self, day: &str) -> Result<Rollup, StoreError> {
+        self.read_day(day)
+            .await?
+            .merged()
+            .map_err(|e| StoreError::Unavailable(format!("aggregates of {day} unreadable: {e}")))
+    }
+}

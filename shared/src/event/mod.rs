@@ -12,6 +12,7 @@ use chrono::{DateTime, SecondsFormat, TimeZone, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
+pub(crate) use money::check_currency;
 pub use money::Money;
 pub use normalize::{normalize, NormalizeContext};
 pub use rules::Limits;
