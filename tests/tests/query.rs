@@ -11,7 +11,7 @@ use chrono::{DateTime, DurationRound, Utc};
 use rust_decimal::Decimal;
 use serde_json::{json, Value};
 use tally::auth::ApiKeys;
-use tally::aws::DynamoAggregates;
+use tally::aws::{DynamoAggregates, DynamoRules};
 use tally::http::{HttpRequest, HttpResponse};
 use tally::query::QueryApi;
 use tally_tests::pipeline::{Pipeline, SAMPLE_INGEST_KEY};
@@ -223,6 +223,7 @@ async fn every_aggregation_route_answers_what_was_posted() -> Result<()> {
         ))
         .map_err(anyhow::Error::msg)?,
         DynamoAggregates::new(&ddb, pipeline.stack.table("AnalyticsTable")?.to_owned()),
+        DynamoRules::new(&ddb, pipeline.stack.table("AnalyticsTable")?.to_owned()),
     );
     let start = now.duration_trunc(chrono::Duration::days(1))? - chrono::Duration::days(3);
     let end = now.duration_trunc(chrono::Duration::days(1))? + chrono::Duration::days(1);
@@ -428,5 +429,30 @@ async fn every_aggregation_route_answers_what_was_posted() -> Result<()> {
             }
         );
     }
+
+    // Rules: the defaults on first read, then an admin's change, as DynamoDB Local stores them.
+    let rules = body(&api.handle(get("/v1/rules", &[], Some(READ_KEY))).await)?;
+    let points_of = |rules: &Value, ty: &str| {
+        rules["rules"]
+            .as_array()
+            .and_then(|r| r.iter().find(|r| r["eventType"] == ty))
+            .map(|r| r["points"].clone())
+    };
+    assert_eq!(points_of(&rules, "PURCHASE"), Some(json!(100)), "{rules}");
+    let mut change = get("/v1/rules/PURCHASE", &[], Some(ADMIN_KEY));
+    change.method = "PUT".into();
+    change
+        .headers
+        .insert("content-type".into(), "application/json".into());
+    change.body = br#"{"points": 120, "maxPerDay": 2}"#.to_vec();
+    let refused = HttpRequest {
+        headers: HashMap::from([("authorization".to_owned(), format!("Bearer {READ_KEY}"))]),
+        ..change.clone()
+    };
+    assert_eq!(api.handle(refused).await.status, 403);
+    let response = api.handle(change).await;
+    assert_eq!(response.status, 200, "{}", response.body);
+    let rules = body(&api.handle(get("/v1/rules", &[], Some(READ_KEY))).await)?;
+    assert_eq!(points_of(&rules, "PURCHASE"), Some(json!(120)), "{rules}");
     Ok(())
 }

@@ -1,7 +1,7 @@
 //! `query`: the read routes of the HTTP API (API Gateway HTTP API, payload 2.0).
 
 use lambda_http::{run, service_fn, Error, Request};
-use tally::aws::{sdk_config, DynamoAggregates};
+use tally::aws::{sdk_config, DynamoAggregates, DynamoRules};
 use tally::config::{process_env, QueryConfig};
 use tally::http::lambda::{from_lambda, to_lambda};
 use tally::observability::init_logging;
@@ -13,7 +13,8 @@ async fn main() -> Result<(), Error> {
     let config = QueryConfig::load(&process_env())?;
     let aws = sdk_config().await;
     let aggregates = DynamoAggregates::new(&aws, config.analytics_table.clone());
-    let api = &QueryApi::new(config.api_keys, aggregates);
+    let rules = DynamoRules::new(&aws, config.analytics_table.clone());
+    let api = &QueryApi::new(config.api_keys, aggregates, rules);
     run(service_fn(move |request: Request| async move {
         to_lambda(api.handle(from_lambda(request)).await)
     }))

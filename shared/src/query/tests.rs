@@ -12,6 +12,7 @@ use crate::aggregation::AggregateReader;
 use crate::auth::ApiKeys;
 use crate::http::HttpRequest;
 use crate::rollup::Rollup;
+use crate::scoring::MemoryRules;
 use crate::store::StoreError;
 
 #[derive(Default)]
@@ -31,14 +32,16 @@ impl AggregateReader for CountingReader {
     }
 }
 
-fn api(reader: CountingReader) -> Result<QueryApi<CountingReader>, String> {
+type Api = QueryApi<CountingReader, MemoryRules>;
+
+fn api(reader: CountingReader) -> Result<Api, String> {
     let keys = ApiKeys::parse(&format!(
         "{}:read,{}:admin,{}:ingest",
         ApiKeys::digest("r"),
         ApiKeys::digest("a"),
         ApiKeys::digest("i")
     ))?;
-    Ok(QueryApi::new(keys, reader))
+    Ok(QueryApi::new(keys, reader, MemoryRules::default()))
 }
 
 fn get(path: &str, query: &[(&str, &str)], key: Option<&str>) -> HttpRequest {
@@ -79,7 +82,7 @@ fn with<'a>(base: &[(&'a str, &'a str)], extra: &[(&'a str, &'a str)]) -> Vec<(&
     query
 }
 
-async fn status_and_body(api: &QueryApi<CountingReader>, request: HttpRequest) -> (u16, Value) {
+async fn status_and_body(api: &Api, request: HttpRequest) -> (u16, Value) {
     let response = api.handle(request).await;
     let body = serde_json::from_str(&response.body).unwrap_or(Value::Null);
     (response.status, body)
@@ -324,5 +327,129 @@ async fn a_store_that_does_not_answer_is_a_503_without_its_error() -> Result<(),
     assert_eq!(status, 503, "{body}");
     assert_eq!(body["error"]["code"], "SERVICE_UNAVAILABLE");
     assert!(!body.to_string().contains("secret internals"), "{body}");
+    Ok(())
+}
+
+fn put(event_type: &str, body: &str, key: &str) -> HttpRequest {
+    let mut request = get(&format!("/v1/rules/{event_type}"), &[], Some(key));
+    request.method = "PUT".into();
+    request
+        .headers
+        .insert("content-type".into(), "application/json".into());
+    request.body = body.as_bytes().to_vec();
+    request
+}
+
+#[tokio::test]
+async fn rules_read_with_defaults_and_change_with_admin_scope_only() -> Result<(), String> {
+    let api = api(CountingReader::default())?;
+    let (status, body) = status_and_body(&api, get("/v1/rules", &[], Some("r"))).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["score"], serde_json::json!({"min": 0, "max": 1000}));
+    assert_eq!(
+        body["decay"],
+        serde_json::json!({"afterDays": 14, "percentPerDay": 2})
+    );
+    let demo = body["rules"]
+        .as_array()
+        .and_then(|r| r.iter().find(|r| r["eventType"] == "DEMO_REQUEST"))
+        .cloned();
+    assert_eq!(
+        demo,
+        Some(
+            serde_json::json!({"eventType": "DEMO_REQUEST", "points": 50, "active": true, "maxPerDay": null})
+        )
+    );
+
+    let change = r#"{"points": 7, "maxPerDay": 3}"#;
+    for (key, status) in [("r", 403), ("i", 403), ("a", 200)] {
+        let (got, body) = status_and_body(&api, put("PAGE_VIEW", change, key)).await;
+        assert_eq!(got, status, "{key}: {body}");
+    }
+    let (_, body) = status_and_body(
+        &api,
+        put(
+            "ad.click",
+            r#"{"points": -3, "active": false, "eventType": "ad.click"}"#,
+            "a",
+        ),
+    )
+    .await;
+    assert_eq!(
+        body,
+        serde_json::json!({"eventType": "ad.click", "points": -3, "active": false, "maxPerDay": null})
+    );
+    let (_, body) = status_and_body(&api, get("/v1/rules", &[], Some("a"))).await;
+    let rules = body["rules"].as_array().cloned().unwrap_or_default();
+    let find = |ty: &str| rules.iter().find(|r| r["eventType"] == ty).cloned();
+    assert_eq!(
+        find("PAGE_VIEW"),
+        Some(
+            serde_json::json!({"eventType": "PAGE_VIEW", "points": 7, "active": true, "maxPerDay": 3})
+        )
+    );
+    assert_eq!(
+        find("ad.click").map(|r| r["active"].clone()),
+        Some(Value::Bool(false))
+    );
+
+    // Bad bodies: each names its field; nothing is stored.
+    for (ty, body_text, field) in [
+        ("PAGE_VIEW", r#"{"active": true}"#, "/points"),
+        ("PAGE_VIEW", r#"{"points": "5"}"#, "/points"),
+        ("PAGE_VIEW", r#"{"points": 2000000}"#, "/points"),
+        (
+            "PAGE_VIEW",
+            r#"{"points": 5, "maxPerDay": 0}"#,
+            "/maxPerDay",
+        ),
+        (
+            "PAGE_VIEW",
+            r#"{"points": 5, "maxPerDay": -1}"#,
+            "/maxPerDay",
+        ),
+        ("PAGE_VIEW", r#"{"points": 5, "active": "yes"}"#, "/active"),
+        (
+            "PAGE_VIEW",
+            r#"{"points": 5, "eventType": "EMAIL_OPEN"}"#,
+            "/eventType",
+        ),
+        ("PAGE_VIEW", r#"{"points": 5, "bonus": 1}"#, "/bonus"),
+        ("9lives", r#"{"points": 5}"#, "/eventType"),
+        ("PAGE_VIEW", "[5]", ""),
+    ] {
+        let (status, body) = status_and_body(&api, put(ty, body_text, "a")).await;
+        assert_eq!(
+            (status, body["error"]["code"].as_str()),
+            (400, Some("VALIDATION_FAILED")),
+            "{body_text}: {body}"
+        );
+        let named = body["error"]["details"]
+            .as_array()
+            .is_some_and(|d| d.iter().any(|e| e["path"] == field));
+        assert!(named, "{body_text} should name {field:?}: {body}");
+    }
+    let (status, body) = status_and_body(&api, put("PAGE_VIEW", "{", "a")).await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (400, Some("INVALID_JSON"))
+    );
+    let mut text = put("PAGE_VIEW", r#"{"points": 1}"#, "a");
+    text.headers
+        .insert("content-type".into(), "text/plain".into());
+    assert_eq!(api.handle(text).await.status, 415);
+    let (_, body) = status_and_body(&api, get("/v1/rules", &[], Some("r"))).await;
+    let page_view = body["rules"]
+        .as_array()
+        .and_then(|r| r.iter().find(|r| r["eventType"] == "PAGE_VIEW").cloned());
+    assert_eq!(page_view.map(|r| r["points"].clone()), Some(Value::from(7)));
+    // The routes' methods.
+    let mut delete = get("/v1/rules/PAGE_VIEW", &[], Some("a"));
+    delete.method = "DELETE".into();
+    let response = api.handle(delete).await;
+    assert_eq!(
+        (response.status, response.header("allow")),
+        (405, Some("PUT"))
+    );
     Ok(())
 }
