@@ -14,9 +14,9 @@ use tally::auth::ApiKeys;
 use tally::aws::{DynamoAggregates, DynamoRules};
 use tally::http::{HttpRequest, HttpResponse};
 use tally::query::QueryApi;
-use tally_tests::pipeline::{Pipeline, SAMPLE_INGEST_KEY};
-use tally_tests::sdk_config;
+use tally_tests::pipeline::{sample_request, Pipeline, SAMPLE_INGEST_KEY};
 use tally_tests::stream::consume;
+use tally_tests::{sdk_config, Stack};
 
 const READ_KEY: &str = "query-read-key";
 const ADMIN_KEY: &str = "query-admin-key";
@@ -454,5 +454,44 @@ async fn every_aggregation_route_answers_what_was_posted() -> Result<()> {
     assert_eq!(response.status, 200, "{}", response.body);
     let rules = body(&api.handle(get("/v1/rules", &[], Some(READ_KEY))).await)?;
     assert_eq!(points_of(&rules, "PURCHASE"), Some(json!(120)), "{rules}");
+    Ok(())
+}
+
+/// The samples in `events/` drive the handler as `sam local invoke -e` would.
+#[tokio::test]
+async fn the_samples_drive_the_query_handler() -> Result<()> {
+    let stack = Stack::provision("query_samples").await?;
+    let ddb = sdk_config(&stack.dynamodb_endpoint);
+    let table = stack.table("AnalyticsTable")?.to_owned();
+    let api = QueryApi::new(
+        ApiKeys::parse(&format!(
+            "{}:read,{}:admin",
+            ApiKeys::digest("sample-read-key"),
+            ApiKeys::digest("sample-admin-key")
+        ))
+        .map_err(anyhow::Error::msg)?,
+        DynamoAggregates::new(&ddb, table.clone()),
+        DynamoRules::new(&ddb, table),
+    );
+    let response = api
+        .handle(sample_request("api-get-aggregations.json", |_| {})?)
+        .await;
+    assert_eq!(response.status, 200, "{}", response.body);
+    let found = body(&response)?;
+    assert_eq!(found["filters"], json!({"campaignId": "c1"}));
+    assert_eq!(found["buckets"], json!([]));
+    let response = api
+        .handle(sample_request("api-get-top.json", |_| {})?)
+        .await;
+    assert_eq!(response.status, 200, "{}", response.body);
+    assert_eq!(body(&response)?["currency"], "USD");
+    let response = api
+        .handle(sample_request("api-put-rule.json", |_| {})?)
+        .await;
+    assert_eq!(response.status, 200, "{}", response.body);
+    assert_eq!(
+        body(&response)?,
+        json!({"eventType": "PAGE_VIEW", "points": 5, "active": true, "maxPerDay": 10})
+    );
     Ok(())
 }
