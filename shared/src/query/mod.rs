@@ -5,7 +5,6 @@ mod aggregations;
 mod params;
 mod rules;
 
-use chrono::{DateTime, Utc};
 use serde_json::json;
 use tracing::{info, Instrument};
 
@@ -88,11 +87,6 @@ impl<A: AggregateReader, R: RuleStore> QueryApi<A, R> {
     }
 
     pub async fn handle(&self, request: HttpRequest) -> HttpResponse {
-        self.handle_at(request, Utc::now()).await
-    }
-
-    /// Handles a request as of `now`.
-    pub async fn handle_at(&self, request: HttpRequest, _now: DateTime<Utc>) -> HttpResponse {
         let correlation_id = correlation_id(&request);
         let span = tracing::info_span!(
             "request",

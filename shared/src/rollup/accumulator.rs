@@ -96,16 +96,13 @@ impl RollupAccumulator {
             },
         );
     }
-
-    pub fn is_empty(&self) -> bool {
-        self.hours.is_empty()
-    }
 }
 
 impl Rollup {
     /// Adds a batch's counters, as if each of its events had been added here.
     pub fn absorb(&mut self, batch: RollupAccumulator) {
         for (hour, counters) in batch.hours {
+            // The floor of a valid instant to its hour is valid; nothing is ever skipped here.
             let Some(start) = DateTime::from_timestamp(hour * SECONDS_PER_HOUR, 0) else {
                 continue;
             };

@@ -522,7 +522,6 @@ fn a_batch_accumulator_counts_like_adding_events_one_by_one() {
     let reference = rollup_of(&events);
 
     let mut batch = RollupAccumulator::default();
-    assert!(batch.is_empty());
     events.iter().for_each(|e| batch.add(&EventFacts::from(e)));
     let mut absorbed = Rollup::default();
     absorbed.absorb(batch);
