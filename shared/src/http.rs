@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 
 use serde_json::Value;
-use tracing::{info, warn};
+use tracing::{info, warn, Instrument};
 use uuid::Uuid;
 
 use crate::error::ApiError;
@@ -22,6 +22,40 @@ pub struct HttpRequest {
 }
 
 impl HttpRequest {
+    /// A request with no headers, parameters or body; the `with_*` methods add them.
+    pub fn new(method: &str, path: &str) -> Self {
+        Self {
+            method: method.to_owned(),
+            path: path.to_owned(),
+            ..Self::default()
+        }
+    }
+
+    pub fn with_query(mut self, params: &[(&str, &str)]) -> Self {
+        self.query.extend(
+            params
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned())),
+        );
+        self
+    }
+
+    /// Sets a header, replacing one of the same name.
+    pub fn with_header(mut self, name: &str, value: impl Into<String>) -> Self {
+        self.headers.insert(name.to_ascii_lowercase(), value.into());
+        self
+    }
+
+    pub fn with_bearer(self, key: &str) -> Self {
+        self.with_header("authorization", format!("Bearer {key}"))
+    }
+
+    /// A JSON body, labelled as such.
+    pub fn with_json(mut self, body: impl Into<Vec<u8>>) -> Self {
+        self.body = body.into();
+        self.with_header("content-type", "application/json")
+    }
+
     pub fn header(&self, name: &str) -> Option<&str> {
         self.headers
             .get(&name.to_ascii_lowercase())
@@ -96,10 +130,35 @@ pub fn correlation_id(request: &HttpRequest) -> String {
         .map_or_else(|| Uuid::now_v7().to_string(), str::to_owned)
 }
 
-/// The response to a route's outcome, the same for every function: an error is logged (a
-/// warning when it is the server's fault), counted, and answered in its one shape; the
-/// correlation id is echoed either way.
-pub fn respond(
+/// Serves one request the same way in every HTTP function: a span carrying the correlation id,
+/// EMF metrics for `function` (flushed once answered), and `route`'s outcome turned into the
+/// response by [`respond`].
+pub async fn serve(
+    function: &'static str,
+    request: &HttpRequest,
+    route: impl AsyncFnOnce(&str, &mut Metrics) -> Result<HttpResponse, ApiError>,
+) -> HttpResponse {
+    let correlation_id = correlation_id(request);
+    let span = tracing::info_span!(
+        "request",
+        correlation_id = %correlation_id,
+        request_id = %request.request_id,
+    );
+    async {
+        let mut metrics = Metrics::new(function);
+        metrics.property("correlationId", correlation_id.as_str());
+        let outcome = route(&correlation_id, &mut metrics).await;
+        let response = respond(outcome, &request.request_id, &correlation_id, &mut metrics);
+        metrics.flush();
+        response
+    }
+    .instrument(span)
+    .await
+}
+
+/// The response to a route's outcome: an error is logged (a warning when it is the server's
+/// fault), counted, and answered in its one shape; the correlation id is echoed either way.
+fn respond(
     outcome: Result<HttpResponse, ApiError>,
     request_id: &str,
     correlation_id: &str,

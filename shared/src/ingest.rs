@@ -3,7 +3,7 @@
 use chrono::{DateTime, Utc};
 use serde_json::{json, Map, Value};
 use subtle::ConstantTimeEq;
-use tracing::{info, warn, Instrument};
+use tracing::{info, warn};
 use uuid::Uuid;
 
 use crate::auth::Scope;
@@ -13,7 +13,7 @@ use crate::counters::{CounterDelta, CounterSink};
 use crate::csv_rows;
 use crate::error::ApiError;
 use crate::event::{normalize, Event, FieldError, NormalizeContext};
-use crate::http::{correlation_id, respond, HttpRequest, HttpResponse};
+use crate::http::{serve, HttpRequest, HttpResponse};
 use crate::observability::Metrics;
 use crate::queue::{Envelope, EventQueue, OutboundMessage};
 use crate::signature::{verify_facebook, verify_timestamped};
@@ -150,23 +150,9 @@ impl<Q: EventQueue, C: CounterSink> Ingest<Q, C> {
 
     /// Handles a request as of `now` (the receive time stamped on its events).
     pub async fn handle_at(&self, request: HttpRequest, now: DateTime<Utc>) -> HttpResponse {
-        let correlation_id = correlation_id(&request);
-        let span = tracing::info_span!(
-            "request",
-            correlation_id = %correlation_id,
-            request_id = %request.request_id,
-        );
-        async {
-            let mut metrics = Metrics::new("ingest");
-            metrics.property("correlationId", correlation_id.as_str());
-            let outcome = self
-                .route(&request, &correlation_id, now, &mut metrics)
-                .await;
-            let response = respond(outcome, &request.request_id, &correlation_id, &mut metrics);
-            metrics.flush();
-            response
-        }
-        .instrument(span)
+        serve("ingest", &request, async |correlation_id, metrics| {
+            self.route(&request, correlation_id, now, metrics).await
+        })
         .await
     }
 

@@ -2,7 +2,7 @@
 //! `ingest`, queued on moto's SQS, stored by `process` in DynamoDB Local, rolled up from its
 //! stream. Every answer is checked against expectations the test computes from what it posted.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::str::FromStr;
 use std::time::{Duration, Instant};
 
@@ -122,22 +122,10 @@ impl Sum {
     }
 }
 
-fn get(path: &str, query: &[(&str, &str)], key: Option<&str>) -> HttpRequest {
-    let mut headers = HashMap::new();
-    if let Some(key) = key {
-        headers.insert("authorization".to_owned(), format!("Bearer {key}"));
-    }
-    HttpRequest {
-        method: "GET".into(),
-        path: path.into(),
-        headers,
-        query: query
-            .iter()
-            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-            .collect(),
-        body: Vec::new(),
-        request_id: "query-test".into(),
-    }
+fn get(path: &str, query: &[(&str, &str)], key: &str) -> HttpRequest {
+    HttpRequest::new("GET", path)
+        .with_query(query)
+        .with_bearer(key)
 }
 
 fn body(response: &HttpResponse) -> Result<Value> {
@@ -197,12 +185,9 @@ async fn every_aggregation_route_answers_what_was_posted() -> Result<()> {
     let mut posted: Vec<Value> = events.iter().map(|e| e.json.clone()).collect();
     posted.extend(events[..20].iter().map(|e| e.json.clone()));
     for chunk in posted.chunks(50) {
-        let mut request = get("/v1/events/batch", &[], Some(SAMPLE_INGEST_KEY));
-        request.method = "POST".into();
-        request
-            .headers
-            .insert("content-type".into(), "application/json".into());
-        request.body = serde_json::to_vec(chunk)?;
+        let request = HttpRequest::new("POST", "/v1/events/batch")
+            .with_bearer(SAMPLE_INGEST_KEY)
+            .with_json(serde_json::to_vec(chunk)?);
         let response = pipeline.post(request).await;
         ensure!(
             response.status == 202,
@@ -241,7 +226,7 @@ async fn every_aggregation_route_answers_what_was_posted() -> Result<()> {
                     ("start", &start_text),
                     ("end", &end_text),
                 ],
-                Some(READ_KEY),
+                READ_KEY,
             ))
             .await;
         ensure!(response.status == 200, "{}", response.body);
@@ -273,7 +258,7 @@ async fn every_aggregation_route_answers_what_was_posted() -> Result<()> {
                 ("startTime", &start_ms),
                 ("endTime", &end_ms),
             ],
-            Some(ADMIN_KEY),
+            ADMIN_KEY,
         ))
         .await;
     assert_eq!(response.status, 200, "{}", response.body);
@@ -293,7 +278,7 @@ async fn every_aggregation_route_answers_what_was_posted() -> Result<()> {
                 ("start", &inside),
                 ("end", &stamp(some_hour + chrono::Duration::minutes(20))),
             ],
-            Some(READ_KEY),
+            READ_KEY,
         ))
         .await;
     let found = body(&response)?;
@@ -346,9 +331,7 @@ async fn every_aggregation_route_answers_what_was_posted() -> Result<()> {
             ("end", end_text.as_str()),
         ];
         query.extend(filter.iter().copied());
-        let response = api
-            .handle(get("/v1/aggregations", &query, Some(READ_KEY)))
-            .await;
+        let response = api.handle(get("/v1/aggregations", &query, READ_KEY)).await;
         assert_eq!(response.status, 200, "{filter:?}: {}", response.body);
         let found = body(&response)?;
         let expected = expected_buckets(
@@ -389,7 +372,7 @@ async fn every_aggregation_route_answers_what_was_posted() -> Result<()> {
         if let Some(c) = currency {
             query.push(("currency", c));
         }
-        let response = api.handle(get(path, &query, Some(READ_KEY))).await;
+        let response = api.handle(get(path, &query, READ_KEY)).await;
         assert_eq!(response.status, 200, "{path} {metric}: {}", response.body);
         let found = body(&response)?;
 
@@ -431,7 +414,7 @@ async fn every_aggregation_route_answers_what_was_posted() -> Result<()> {
     }
 
     // Rules: the defaults on first read, then an admin's change, as DynamoDB Local stores them.
-    let rules = body(&api.handle(get("/v1/rules", &[], Some(READ_KEY))).await)?;
+    let rules = body(&api.handle(get("/v1/rules", &[], READ_KEY)).await)?;
     let points_of = |rules: &Value, ty: &str| {
         rules["rules"]
             .as_array()
@@ -439,20 +422,14 @@ async fn every_aggregation_route_answers_what_was_posted() -> Result<()> {
             .map(|r| r["points"].clone())
     };
     assert_eq!(points_of(&rules, "PURCHASE"), Some(json!(100)), "{rules}");
-    let mut change = get("/v1/rules/PURCHASE", &[], Some(ADMIN_KEY));
-    change.method = "PUT".into();
-    change
-        .headers
-        .insert("content-type".into(), "application/json".into());
-    change.body = br#"{"points": 120, "maxPerDay": 2}"#.to_vec();
-    let refused = HttpRequest {
-        headers: HashMap::from([("authorization".to_owned(), format!("Bearer {READ_KEY}"))]),
-        ..change.clone()
-    };
+    let change = HttpRequest::new("PUT", "/v1/rules/PURCHASE")
+        .with_json(r#"{"points": 120, "maxPerDay": 2}"#)
+        .with_bearer(ADMIN_KEY);
+    let refused = change.clone().with_bearer(READ_KEY);
     assert_eq!(api.handle(refused).await.status, 403);
     let response = api.handle(change).await;
     assert_eq!(response.status, 200, "{}", response.body);
-    let rules = body(&api.handle(get("/v1/rules", &[], Some(READ_KEY))).await)?;
+    let rules = body(&api.handle(get("/v1/rules", &[], READ_KEY)).await)?;
     assert_eq!(points_of(&rules, "PURCHASE"), Some(json!(120)), "{rules}");
     Ok(())
 }

@@ -6,12 +6,12 @@ mod params;
 mod rules;
 
 use serde_json::json;
-use tracing::{info, Instrument};
+use tracing::info;
 
 use crate::aggregation::AggregateReader;
 use crate::auth::{ApiKeys, Scope};
 use crate::error::ApiError;
-use crate::http::{correlation_id, respond, HttpRequest, HttpResponse};
+use crate::http::{serve, HttpRequest, HttpResponse};
 use crate::observability::Metrics;
 use crate::scoring::RuleStore;
 
@@ -87,21 +87,9 @@ impl<A: AggregateReader, R: RuleStore> QueryApi<A, R> {
     }
 
     pub async fn handle(&self, request: HttpRequest) -> HttpResponse {
-        let correlation_id = correlation_id(&request);
-        let span = tracing::info_span!(
-            "request",
-            correlation_id = %correlation_id,
-            request_id = %request.request_id,
-        );
-        async {
-            let mut metrics = Metrics::new("query");
-            metrics.property("correlationId", correlation_id.as_str());
-            let outcome = self.route(&request, &mut metrics).await;
-            let response = respond(outcome, &request.request_id, &correlation_id, &mut metrics);
-            metrics.flush();
-            response
-        }
-        .instrument(span)
+        serve("query", &request, async |_, metrics| {
+            self.route(&request, metrics).await
+        })
         .await
     }
 

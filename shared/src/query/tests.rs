@@ -1,7 +1,6 @@
 //! The query routes' contract without storage: auth, routing and every 400, with a reader that
 //! counts its calls (a refused request must not read anything).
 
-use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use async_trait::async_trait;
@@ -45,21 +44,12 @@ fn api(reader: CountingReader) -> Result<Api, String> {
 }
 
 fn get(path: &str, query: &[(&str, &str)], key: Option<&str>) -> HttpRequest {
-    let mut headers = HashMap::new();
+    let mut request = HttpRequest::new("GET", path).with_query(query);
     if let Some(key) = key {
-        headers.insert("authorization".to_owned(), format!("Bearer {key}"));
+        request = request.with_bearer(key);
     }
-    HttpRequest {
-        method: "GET".into(),
-        path: path.into(),
-        headers,
-        query: query
-            .iter()
-            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-            .collect(),
-        body: Vec::new(),
-        request_id: "req-1".into(),
-    }
+    request.request_id = "req-1".into();
+    request
 }
 
 const DAY: [(&str, &str); 3] = [
@@ -331,13 +321,9 @@ async fn a_store_that_does_not_answer_is_a_503_without_its_error() -> Result<(),
 }
 
 fn put(event_type: &str, body: &str, key: &str) -> HttpRequest {
-    let mut request = get(&format!("/v1/rules/{event_type}"), &[], Some(key));
-    request.method = "PUT".into();
-    request
-        .headers
-        .insert("content-type".into(), "application/json".into());
-    request.body = body.as_bytes().to_vec();
-    request
+    HttpRequest::new("PUT", &format!("/v1/rules/{event_type}"))
+        .with_bearer(key)
+        .with_json(body)
 }
 
 #[tokio::test]
