@@ -35,6 +35,15 @@ struct Posted {
     region: Option<String>,
     stage: Option<&'static str>,
     revenue: Option<(String, Decimal)>,
+    user: Option<User>,
+}
+
+/// The acting user's demographics as posted.
+struct User {
+    age: Option<u64>,
+    gender: Option<&'static str>,
+    country: Option<&'static str>,
+    followers: Option<u64>,
 }
 
 /// `count` events over the 60 hours before `now`, from a fixed seed.
@@ -62,6 +71,13 @@ fn workload(now: DateTime<Utc>, count: usize) -> Result<Vec<Posted>> {
                 "REFUND" => Some(("USD".to_owned(), -Decimal::new(100 + next(5_000) as i64, 2))),
                 _ => None,
             };
+            let user = (next(4) > 0).then(|| User {
+                age: (next(5) > 0).then(|| next(80)),
+                gender: (next(3) > 0).then(|| ["female", "Male", "nonbinary"][next(3) as usize]),
+                country: (next(3) > 0).then(|| ["US", "DE", "BR"][next(3) as usize]),
+                followers: (next(3) > 0)
+                    .then(|| [0, 999, 1_000, 50_000, 2_000_000][next(5) as usize]),
+            });
             let mut json = json!({
                 "eventId": format!("q-{i}"),
                 "type": event_type,
@@ -80,6 +96,22 @@ fn workload(now: DateTime<Utc>, count: usize) -> Result<Vec<Posted>> {
             if let Some((currency, amount)) = &revenue {
                 json["revenue"] = json!({"amount": amount.to_string(), "currency": currency});
             }
+            if let Some(u) = &user {
+                let mut fields = serde_json::Map::new();
+                if let Some(age) = u.age {
+                    fields.insert("age".into(), json!(age));
+                }
+                if let Some(gender) = u.gender {
+                    fields.insert("gender".into(), json!(gender));
+                }
+                if let Some(country) = u.country {
+                    fields.insert("country".into(), json!(country));
+                }
+                if let Some(followers) = u.followers {
+                    fields.insert("followers".into(), json!(followers));
+                }
+                json["user"] = Value::Object(fields);
+            }
             Ok(Posted {
                 json,
                 hour: at.duration_trunc(chrono::Duration::hours(1))?,
@@ -89,6 +121,7 @@ fn workload(now: DateTime<Utc>, count: usize) -> Result<Vec<Posted>> {
                 region,
                 stage,
                 revenue,
+                user,
             })
         })
         .collect()
@@ -413,6 +446,8 @@ async fn every_aggregation_route_answers_what_was_posted() -> Result<()> {
         );
     }
 
+    check_reports(&api, &events, start, end).await?;
+
     // Rules: the defaults on first read, then an admin's change, as DynamoDB Local stores them.
     let rules = body(&api.handle(get("/v1/rules", &[], READ_KEY)).await)?;
     let points_of = |rules: &Value, ty: &str| {
@@ -431,6 +466,238 @@ async fn every_aggregation_route_answers_what_was_posted() -> Result<()> {
     assert_eq!(response.status, 200, "{}", response.body);
     let rules = body(&api.handle(get("/v1/rules", &[], READ_KEY)).await)?;
     assert_eq!(points_of(&rules, "PURCHASE"), Some(json!(120)), "{rules}");
+    Ok(())
+}
+
+fn age_band(age: Option<u64>) -> &'static str {
+    match age {
+        None => "unknown",
+        Some(a) if a < 18 => "<18",
+        Some(a) if a < 25 => "18-24",
+        Some(a) if a < 35 => "25-34",
+        Some(a) if a < 45 => "35-44",
+        Some(a) if a < 55 => "45-54",
+        Some(a) if a < 65 => "55-64",
+        Some(_) => "65+",
+    }
+}
+
+fn followers_band(followers: Option<u64>) -> &'static str {
+    match followers {
+        None => "unknown",
+        Some(f) if f < 1_000 => "<1k",
+        Some(f) if f < 10_000 => "1k-10k",
+        Some(f) if f < 100_000 => "10k-100k",
+        Some(_) => "100k+",
+    }
+}
+
+fn decimals(value: &Value) -> Result<BTreeMap<String, Decimal>> {
+    value
+        .as_object()
+        .context("a revenue object")?
+        .iter()
+        .map(|(currency, amount)| {
+            let text = amount.as_str().context("amount is a decimal string")?;
+            Ok((currency.clone(), Decimal::from_str(text)?))
+        })
+        .collect()
+}
+
+/// The three reports over the whole workload, with dates (`to` inclusive) and with filters,
+/// each against the same breakdown computed here from what was posted.
+async fn check_reports<A, R>(
+    api: &QueryApi<A, R>,
+    events: &[Posted],
+    start: DateTime<Utc>,
+    end: DateTime<Utc>,
+) -> Result<()>
+where
+    A: tally::aggregation::AggregateReader,
+    R: tally::scoring::RuleStore,
+{
+    let from = start.format("%Y-%m-%d").to_string();
+    let to = (end - chrono::Duration::days(1))
+        .format("%Y-%m-%d")
+        .to_string();
+    let range = [("from", from.as_str()), ("to", to.as_str())];
+    let with = |extra: &[(&'static str, &'static str)]| -> Vec<(&str, &str)> {
+        range.iter().copied().chain(extra.iter().copied()).collect()
+    };
+
+    // Events, by every filter the route takes.
+    type Select = fn(&Posted) -> bool;
+    let cases: [(&[(&str, &str)], Select); 5] = [
+        (&[], |_| true),
+        (&[("source", "web")], |e| e.source == "web"),
+        (&[("funnelStage", "top")], |e| e.stage == Some("top")),
+        (&[("source", "tiktok"), ("funnelStage", "bottom")], |e| {
+            e.source == "tiktok" && e.stage == Some("bottom")
+        }),
+        (&[("type", "PURCHASE"), ("source", "api")], |e| {
+            e.event_type == "PURCHASE" && e.source == "api"
+        }),
+    ];
+    for (filter, select) in cases {
+        let response = api
+            .handle(get("/v1/reports/events", &with(filter), READ_KEY))
+            .await;
+        assert_eq!(response.status, 200, "{filter:?}: {}", response.body);
+        let found = body(&response)?;
+        let selected: Vec<&Posted> = events.iter().filter(|e| select(e)).collect();
+        ensure!(!selected.is_empty(), "{filter:?} selects nothing");
+        let mut by_source: BTreeMap<&str, u64> = BTreeMap::new();
+        let mut by_stage: BTreeMap<&str, u64> = BTreeMap::new();
+        let mut by_type: BTreeMap<&str, u64> = BTreeMap::new();
+        for e in &selected {
+            *by_source.entry(e.source).or_default() += 1;
+            *by_stage.entry(e.stage.unwrap_or("unknown")).or_default() += 1;
+            *by_type.entry(e.event_type).or_default() += 1;
+        }
+        assert_eq!(found["from"], stamp(start), "{filter:?}");
+        assert_eq!(found["to"], stamp(end), "{filter:?}");
+        assert_eq!(found["total"], selected.len(), "{filter:?}");
+        assert_eq!(found["bySource"], json!(by_source), "{filter:?}");
+        assert_eq!(found["byFunnelStage"], json!(by_stage), "{filter:?}");
+        assert_eq!(found["byType"], json!(by_type), "{filter:?}");
+    }
+
+    // Revenue, by source and campaign, revenue-bearing events only.
+    type Filter = (Option<&'static str>, Option<&'static str>);
+    let cases: [Filter; 4] = [
+        (None, None),
+        (Some("web"), None),
+        (None, Some("c1")),
+        (Some("tiktok"), Some("c2")),
+    ];
+    for (source, campaign) in cases {
+        let mut filter: Vec<(&str, &str)> = Vec::new();
+        if let Some(s) = source {
+            filter.push(("source", s));
+        }
+        if let Some(c) = campaign {
+            filter.push(("campaignId", c));
+        }
+        let mut query: Vec<(&str, &str)> = range.to_vec();
+        query.extend(filter.iter().copied());
+        let response = api
+            .handle(get("/v1/reports/revenue", &query, READ_KEY))
+            .await;
+        assert_eq!(response.status, 200, "{filter:?}: {}", response.body);
+        let found = body(&response)?;
+        let selected: Vec<&Posted> = events
+            .iter()
+            .filter(|e| e.revenue.is_some())
+            .filter(|e| source.is_none_or(|s| e.source == s))
+            .filter(|e| campaign.is_none_or(|c| e.campaign.as_deref() == Some(c)))
+            .collect();
+        ensure!(!selected.is_empty(), "{filter:?} selects nothing");
+        let mut total = Sum::default();
+        let mut by_source: BTreeMap<&str, Sum> = BTreeMap::new();
+        let mut by_campaign: BTreeMap<&str, Sum> = BTreeMap::new();
+        for e in &selected {
+            total.add(e);
+            by_source.entry(e.source).or_default().add(e);
+            if let Some(c) = &e.campaign {
+                by_campaign.entry(c).or_default().add(e);
+            }
+        }
+        assert_eq!(decimals(&found["total"])?, total.revenue, "{filter:?}");
+        assert_eq!(found["purchases"], total.count, "{filter:?}");
+        let found_sources: BTreeMap<String, BTreeMap<String, Decimal>> = found["bySource"]
+            .as_object()
+            .context("bySource")?
+            .iter()
+            .map(|(s, v)| Ok((s.clone(), decimals(v)?)))
+            .collect::<Result<_>>()?;
+        let expected_sources: BTreeMap<String, BTreeMap<String, Decimal>> = by_source
+            .iter()
+            .map(|(s, sum)| ((*s).to_owned(), sum.revenue.clone()))
+            .collect();
+        assert_eq!(found_sources, expected_sources, "{filter:?}");
+        let mut ranked: Vec<(&str, Sum)> = by_campaign.into_iter().collect();
+        let usd = |s: &Sum| s.revenue.get("USD").copied().unwrap_or_default();
+        ranked.sort_by(|(a, sa), (b, sb)| {
+            usd(sb)
+                .cmp(&usd(sa))
+                .then(sb.count.cmp(&sa.count))
+                .then(a.cmp(b))
+        });
+        let campaigns = found["byCampaign"].as_array().context("byCampaign")?;
+        assert_eq!(campaigns.len(), ranked.len(), "{filter:?}: {found}");
+        for (row, (id, sum)) in campaigns.iter().zip(&ranked) {
+            assert_eq!(row["campaignId"], *id, "{filter:?}: {found}");
+            assert_eq!(row["purchases"], sum.count, "{filter:?}");
+            assert_eq!(decimals(&row["revenue"])?, sum.revenue, "{filter:?}");
+        }
+    }
+
+    // Demographics, over every source and over one.
+    for source in [None, Some("tiktok")] {
+        let mut query: Vec<(&str, &str)> = range.to_vec();
+        if let Some(s) = source {
+            query.push(("source", s));
+        }
+        let response = api
+            .handle(get("/v1/reports/demographics", &query, READ_KEY))
+            .await;
+        assert_eq!(response.status, 200, "{source:?}: {}", response.body);
+        let found = body(&response)?;
+        let selected: Vec<&Posted> = events
+            .iter()
+            .filter(|e| source.is_none_or(|s| e.source == s))
+            .collect();
+        let mut age: BTreeMap<&str, u64> = [
+            "<18", "18-24", "25-34", "35-44", "45-54", "55-64", "65+", "unknown",
+        ]
+        .into_iter()
+        .map(|b| (b, 0))
+        .collect();
+        let mut followers: BTreeMap<&str, u64> = ["<1k", "1k-10k", "10k-100k", "100k+", "unknown"]
+            .into_iter()
+            .map(|b| (b, 0))
+            .collect();
+        let mut gender: BTreeMap<String, u64> = BTreeMap::new();
+        let mut countries: BTreeMap<&str, u64> = BTreeMap::new();
+        for e in &selected {
+            let u = e.user.as_ref();
+            *age.entry(age_band(u.and_then(|u| u.age))).or_default() += 1;
+            *followers
+                .entry(followers_band(u.and_then(|u| u.followers)))
+                .or_default() += 1;
+            let g = u
+                .and_then(|u| u.gender)
+                .map_or("unknown".to_owned(), str::to_lowercase);
+            *gender.entry(g).or_default() += 1;
+            *countries
+                .entry(u.and_then(|u| u.country).unwrap_or("unknown"))
+                .or_default() += 1;
+        }
+        let mut countries: Vec<(&str, u64)> = countries.into_iter().collect();
+        countries.sort_by(|(a, an), (b, bn)| bn.cmp(an).then(a.cmp(b)));
+        let countries: Vec<Value> = countries
+            .into_iter()
+            .map(|(country, count)| json!({"country": country, "count": count}))
+            .collect();
+        assert_eq!(found["events"], selected.len(), "{source:?}");
+        assert_eq!(found["age"], json!(age), "{source:?}");
+        assert_eq!(found["followers"], json!(followers), "{source:?}");
+        assert_eq!(found["gender"], json!(gender), "{source:?}");
+        assert_eq!(found["countries"], json!(countries), "{source:?}");
+    }
+
+    // `to` as an instant is exclusive: the last day's events drop out.
+    let last_day = end - chrono::Duration::days(1);
+    let response = api
+        .handle(get(
+            "/v1/reports/events",
+            &[("from", &from), ("to", &stamp(last_day))],
+            READ_KEY,
+        ))
+        .await;
+    assert_eq!(response.status, 200, "{}", response.body);
+    let expected = events.iter().filter(|e| e.hour < last_day).count();
+    assert_eq!(body(&response)?["total"], expected);
     Ok(())
 }
 
@@ -462,6 +729,18 @@ async fn the_samples_drive_the_query_handler() -> Result<()> {
         .await;
     assert_eq!(response.status, 200, "{}", response.body);
     assert_eq!(body(&response)?["currency"], "USD");
+    for (sample, field) in [
+        ("api-get-report-events.json", "bySource"),
+        ("api-get-report-revenue.json", "byCampaign"),
+        ("api-get-report-demographics.json", "age"),
+    ] {
+        let response = api.handle(sample_request(sample, |_| {})?).await;
+        assert_eq!(response.status, 200, "{sample}: {}", response.body);
+        let found = body(&response)?;
+        assert_eq!(found["from"], "2026-11-01T00:00:00.000Z", "{sample}");
+        assert_eq!(found["to"], "2026-11-25T00:00:00.000Z", "{sample}");
+        assert!(!found[field].is_null(), "{sample}: {found}");
+    }
     let response = api
         .handle(sample_request("api-put-rule.json", |_| {})?)
         .await;

@@ -52,9 +52,9 @@ impl Window {
 
 /// `[start, end)` widened to whole windows (aggregates exist per hour and per day, nothing finer).
 #[derive(Debug, Clone, Copy)]
-struct Range {
-    start: DateTime<Utc>,
-    end: DateTime<Utc>,
+pub(super) struct Range {
+    pub(super) start: DateTime<Utc>,
+    pub(super) end: DateTime<Utc>,
 }
 
 impl Range {
@@ -68,9 +68,43 @@ impl Range {
     ) -> Option<Self> {
         let start = params.instant("start", Some("startTime"));
         let end = params.instant("end", Some("endTime"));
-        let (start, end) = (start?, end?);
+        Self::checked(
+            params,
+            (start?, end?),
+            ("end", "start"),
+            unit,
+            max_days,
+            context,
+        )
+    }
+
+    /// A report's `from`/`to` (dates allowed), aligned outward to hours, at most 400 days.
+    pub(super) fn read_report(params: &mut QueryParams<'_>) -> Option<Self> {
+        let from = params.report_bound("from", false);
+        let to = params.report_bound("to", true);
+        Self::checked(
+            params,
+            (from?, to?),
+            ("to", "from"),
+            Window::Hour,
+            MAX_DAY_RANGE_DAYS,
+            "",
+        )
+    }
+
+    /// `[start, end)` aligned outward to `unit` if it is not empty and at most `max_days` long;
+    /// problems are reported on `names.0`, the end's parameter.
+    fn checked(
+        params: &mut QueryParams<'_>,
+        (start, end): (DateTime<Utc>, DateTime<Utc>),
+        names: (&str, &str),
+        unit: Window,
+        max_days: i64,
+        context: &str,
+    ) -> Option<Self> {
+        let (end_name, start_name) = names;
         if end <= start {
-            params.error("end", "must be after start");
+            params.error(end_name, format!("must be after {start_name}"));
             return None;
         }
         let range = Self {
@@ -79,8 +113,8 @@ impl Range {
         };
         if range.end - range.start > Duration::days(max_days) {
             params.error(
-                "end",
-                format!("must be at most {max_days} days after start{context}"),
+                end_name,
+                format!("must be at most {max_days} days after {start_name}{context}"),
             );
             return None;
         }
@@ -118,7 +152,7 @@ fn ceil(t: DateTime<Utc>, unit: Window) -> DateTime<Utc> {
 }
 
 /// The aggregates of every day of `range`, by day, read concurrently.
-async fn read_days<R: AggregateReader + ?Sized>(
+pub(super) async fn read_days<R: AggregateReader + ?Sized>(
     reader: &R,
     range: &Range,
 ) -> Result<Vec<Rollup>, ApiError> {
@@ -134,7 +168,7 @@ async fn read_days<R: AggregateReader + ?Sized>(
 }
 
 /// The hours of `rollups` that fall in `range`, with their start.
-fn hours_in<'a>(
+pub(super) fn hours_in<'a>(
     rollups: &'a [Rollup],
     range: &'a Range,
 ) -> impl Iterator<Item = (DateTime<Utc>, &'a WindowAggregates)> + 'a {
@@ -152,7 +186,7 @@ fn hour_start(key: &str) -> Option<DateTime<Utc>> {
     Some(day.and_hms_opt(hour, 0, 0)?.and_utc())
 }
 
-fn revenue_json(revenue: &BTreeMap<String, Decimal>) -> Value {
+pub(super) fn revenue_json(revenue: &BTreeMap<String, Decimal>) -> Value {
     Value::Object(
         revenue
             .iter()
@@ -162,7 +196,10 @@ fn revenue_json(revenue: &BTreeMap<String, Decimal>) -> Value {
 }
 
 /// A dimension filter's value: 1–128 characters.
-fn dimension_value<'a>(params: &mut QueryParams<'a>, name: &'static str) -> Option<&'a str> {
+pub(super) fn dimension_value<'a>(
+    params: &mut QueryParams<'a>,
+    name: &'static str,
+) -> Option<&'a str> {
     let value = params.text(name, None)?;
     if value.is_empty() || value.chars().count() > MAX_VALUE_LEN {
         params.error(name, format!("must be 1 to {MAX_VALUE_LEN} characters"));
@@ -171,8 +208,23 @@ fn dimension_value<'a>(params: &mut QueryParams<'a>, name: &'static str) -> Opti
     Some(value)
 }
 
-fn event_type<'a>(params: &mut QueryParams<'a>) -> Option<&'a str> {
+pub(super) fn event_type<'a>(params: &mut QueryParams<'a>) -> Option<&'a str> {
     dimension_value(params, "type")
+}
+
+/// The ISO 4217 currency revenue is ranked in, `USD` when absent.
+pub(super) fn currency(params: &mut QueryParams<'_>) -> Option<String> {
+    let Some(code) = params.text("currency", None) else {
+        return Some("USD".to_owned());
+    };
+    let upper = code.to_ascii_uppercase();
+    match check_currency(&upper) {
+        Ok(()) => Some(upper),
+        Err(message) => {
+            params.error("currency", message);
+            None
+        }
+    }
 }
 
 const WINDOWS: [(&str, Window); 2] = [("hour", Window::Hour), ("day", Window::Day)];
@@ -328,19 +380,7 @@ pub(crate) async fn top<R: AggregateReader + ?Sized>(
     let event_type = event_type(&mut params);
     let range = Range::read(&mut params, Window::Hour, MAX_DAY_RANGE_DAYS, "");
     let limit = params.integer("limit", 1, 100, 10);
-    let currency = match params.text("currency", None) {
-        None => Some("USD".to_owned()),
-        Some(code) => {
-            let upper = code.to_ascii_uppercase();
-            match check_currency(&upper) {
-                Ok(()) => Some(upper),
-                Err(message) => {
-                    params.error("currency", message);
-                    None
-                }
-            }
-        }
-    };
+    let currency = currency(&mut params);
     let (((by_revenue, dimension), range), (limit, currency)) = params.finish(
         by_revenue
             .zip(dimension)

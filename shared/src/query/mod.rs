@@ -3,6 +3,7 @@
 
 mod aggregations;
 mod params;
+mod reports;
 mod rules;
 
 use serde_json::json;
@@ -20,6 +21,9 @@ enum Route {
     Health,
     Aggregations,
     Top,
+    EventsReport,
+    RevenueReport,
+    DemographicsReport,
     Rules,
     /// The event type, as the path gives it.
     PutRule(String),
@@ -31,6 +35,9 @@ impl Route {
             Self::Health => "GET /health",
             Self::Aggregations => "GET /v1/aggregations",
             Self::Top => "GET /v1/aggregations/top",
+            Self::EventsReport => "GET /v1/reports/events",
+            Self::RevenueReport => "GET /v1/reports/revenue",
+            Self::DemographicsReport => "GET /v1/reports/demographics",
             Self::Rules => "GET /v1/rules",
             Self::PutRule(_) => "PUT /v1/rules/{eventType}",
         }
@@ -40,7 +47,12 @@ impl Route {
     fn scope(&self) -> Option<Scope> {
         match self {
             Self::Health => None,
-            Self::Aggregations | Self::Top | Self::Rules => Some(Scope::Read),
+            Self::Aggregations
+            | Self::Top
+            | Self::EventsReport
+            | Self::RevenueReport
+            | Self::DemographicsReport
+            | Self::Rules => Some(Scope::Read),
             Self::PutRule(_) => Some(Scope::Admin),
         }
     }
@@ -54,6 +66,9 @@ impl Route {
             "/health" | "/health/live" => (Self::Health, "GET"),
             "/v1/aggregations" => (Self::Aggregations, "GET"),
             "/v1/aggregations/top" | "/v1/aggregations/top-performing" => (Self::Top, "GET"),
+            "/v1/reports/events" => (Self::EventsReport, "GET"),
+            "/v1/reports/revenue" => (Self::RevenueReport, "GET"),
+            "/v1/reports/demographics" => (Self::DemographicsReport, "GET"),
             "/v1/rules" => (Self::Rules, "GET"),
             _ => match path.strip_prefix("/v1/rules/") {
                 Some(ty) if !ty.is_empty() && !ty.contains('/') => {
@@ -109,6 +124,9 @@ impl<A: AggregateReader, R: RuleStore> QueryApi<A, R> {
             Route::Health => HttpResponse::json(200, &json!({"status": "ok"})),
             Route::Aggregations => aggregations::aggregations(&self.aggregates, request).await?,
             Route::Top => aggregations::top(&self.aggregates, request).await?,
+            Route::EventsReport => reports::events(&self.aggregates, request).await?,
+            Route::RevenueReport => reports::revenue(&self.aggregates, request).await?,
+            Route::DemographicsReport => reports::demographics(&self.aggregates, request).await?,
             Route::Rules => rules::get_rules(&self.rules).await?,
             Route::PutRule(event_type) => rules::put(&self.rules, event_type, request).await?,
         };

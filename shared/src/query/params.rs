@@ -1,7 +1,7 @@
 //! Query-string parameters: each read once, every problem collected, and all of them answered in
 //! one 400 that names the fields.
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, NaiveDate, Utc};
 
 use crate::error::ApiError;
 use crate::event::FieldError;
@@ -75,6 +75,36 @@ impl<'a> QueryParams<'a> {
             Ok(t) => Some(t),
             Err(message) => {
                 self.error(name, message);
+                None
+            }
+        }
+    }
+
+    /// A report bound: an instant, or a UTC date `YYYY-MM-DD` meaning the start of that day —
+    /// or, when `end_of_day`, its end (so `to=2026-11-25` includes the whole 25th).
+    pub(crate) fn report_bound(
+        &mut self,
+        name: &'static str,
+        end_of_day: bool,
+    ) -> Option<DateTime<Utc>> {
+        let value = self.required(name, None)?;
+        if let Ok(day) = NaiveDate::parse_from_str(value.trim(), "%Y-%m-%d") {
+            let day = if end_of_day {
+                day.succ_opt()
+            } else {
+                Some(day)
+            };
+            if let Some(start) = day.and_then(|d| d.and_hms_opt(0, 0, 0)) {
+                return Some(start.and_utc());
+            }
+        }
+        match parse_instant(value) {
+            Ok(t) => Some(t),
+            Err(_) => {
+                self.error(
+                    name,
+                    "must be a date YYYY-MM-DD, an RFC 3339 time or epoch milliseconds",
+                );
                 None
             }
         }

@@ -58,6 +58,8 @@ const DAY: [(&str, &str); 3] = [
     ("end", "2026-11-03T00:00:00Z"),
 ];
 
+const REPORT: [(&str, &str); 2] = [("from", "2026-11-01"), ("to", "2026-11-02")];
+
 /// In [`with`]'s extras, removes the parameter.
 const ABSENT: &str = "<absent>";
 
@@ -242,6 +244,61 @@ async fn every_bad_parameter_is_a_400_naming_it_and_reads_nothing() -> Result<()
             with(&top, &[("window", "day")]),
             &["window"],
         ),
+        (
+            "/v1/reports/events",
+            with(&REPORT, &[("from", ABSENT)]),
+            &["from"],
+        ),
+        (
+            "/v1/reports/events",
+            with(&REPORT, &[("to", "2026-13-01")]),
+            &["to"],
+        ),
+        (
+            "/v1/reports/events",
+            with(&REPORT, &[("to", "2026-10-31")]),
+            &["to"],
+        ),
+        (
+            "/v1/reports/events",
+            with(&REPORT, &[("to", "2027-12-06")]),
+            &["to"],
+        ),
+        (
+            "/v1/reports/events",
+            with(&REPORT, &[("funnelStage", "low")]),
+            &["funnelStage"],
+        ),
+        (
+            "/v1/reports/events",
+            with(&REPORT, &[("campaignId", "c1")]),
+            &["campaignId"],
+        ),
+        (
+            "/v1/reports/revenue",
+            with(&REPORT, &[("currency", "usd1")]),
+            &["currency"],
+        ),
+        (
+            "/v1/reports/revenue",
+            with(&REPORT, &[("source", "")]),
+            &["source"],
+        ),
+        (
+            "/v1/reports/revenue",
+            with(&REPORT, &[("type", "PURCHASE")]),
+            &["type"],
+        ),
+        (
+            "/v1/reports/demographics",
+            with(&REPORT, &[("from", "yesterday"), ("to", ABSENT)]),
+            &["from", "to"],
+        ),
+        (
+            "/v1/reports/demographics",
+            with(&REPORT, &[("funnelStage", "top")]),
+            &["funnelStage"],
+        ),
     ];
     for (path, query, fields) in &cases {
         let (status, body) = status_and_body(&api, get(path, query, Some("r"))).await;
@@ -304,6 +361,74 @@ async fn every_bad_parameter_is_a_400_naming_it_and_reads_nothing() -> Result<()
         assert_eq!(status, 200, "{query:?}: {body}");
     }
     assert_eq!(api.aggregates.reads.load(Ordering::SeqCst), 31 + 400);
+    Ok(())
+}
+
+#[tokio::test]
+async fn report_ranges_take_dates_with_an_inclusive_to_and_read_each_day_once() -> Result<(), String>
+{
+    let api = api(CountingReader::default())?;
+    for (from, to, echoed, days) in [
+        // A date `to` includes that day.
+        (
+            "2026-11-01",
+            "2026-11-02",
+            ("2026-11-01T00:00:00.000Z", "2026-11-03T00:00:00.000Z"),
+            2,
+        ),
+        (
+            "2026-11-01",
+            "2026-11-01",
+            ("2026-11-01T00:00:00.000Z", "2026-11-02T00:00:00.000Z"),
+            1,
+        ),
+        // Instants (any offset, or epoch milliseconds) widen to whole hours; `to` is exclusive.
+        (
+            "2026-11-01T10:30:00+02:00",
+            "1793565000000",
+            ("2026-11-01T08:00:00.000Z", "2026-11-01T21:00:00.000Z"),
+            1,
+        ),
+        // 400 days is the most a report spans.
+        (
+            "2026-11-01",
+            "2027-12-05",
+            ("2026-11-01T00:00:00.000Z", "2027-12-06T00:00:00.000Z"),
+            400,
+        ),
+    ] {
+        for path in [
+            "/v1/reports/events",
+            "/v1/reports/revenue",
+            "/v1/reports/demographics",
+        ] {
+            let before = api.aggregates.reads.load(Ordering::SeqCst);
+            let (status, body) =
+                status_and_body(&api, get(path, &[("from", from), ("to", to)], Some("r"))).await;
+            assert_eq!(status, 200, "{path} {from} {to}: {body}");
+            assert_eq!(
+                (body["from"].as_str(), body["to"].as_str()),
+                (Some(echoed.0), Some(echoed.1))
+            );
+            let reads = api.aggregates.reads.load(Ordering::SeqCst) - before;
+            assert_eq!(reads, days, "{path} {from} {to}");
+        }
+    }
+    // Nothing stored: zero everywhere, every band listed.
+    let (_, body) =
+        status_and_body(&api, get("/v1/reports/demographics", &REPORT, Some("r"))).await;
+    assert_eq!(body["events"], 0);
+    assert_eq!(body["age"].as_object().map(|a| a.len()), Some(8), "{body}");
+    assert_eq!(
+        body["followers"].as_object().map(|a| a.len()),
+        Some(5),
+        "{body}"
+    );
+    let (_, body) = status_and_body(&api, get("/v1/reports/revenue", &REPORT, Some("r"))).await;
+    assert_eq!(body["total"], serde_json::json!({}));
+    assert_eq!(body["byCampaign"], serde_json::json!([]));
+    let (status, _) = status_and_body(&api, get("/v1/reports/events", &REPORT, Some("i"))).await;
+    assert_eq!(status, 403, "an ingest key cannot read reports");
     Ok(())
 }
 

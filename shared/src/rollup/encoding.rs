@@ -13,7 +13,8 @@
 //! ```
 //!
 //! - Dimension codes: `a` all (value `""`), `c` campaignId, `f` funnelStage, `r` regionId,
-//!   `s` source, `sf` source+funnelStage (value `"web|top"`). Facet codes: `a` age, `c` country,
+//!   `s` source, `sc` source+campaignId (revenue-bearing events only, value `"web|c1"`), `sf`
+//!   source+funnelStage (value `"web|top"`). Facet codes: `a` age, `c` country,
 //!   `f` followers, `g` gender.
 //! - Nothing is joined with a separator: each free-form value (campaign, region, country, gender,
 //!   the pair) is a JSON object key of its own, so `|`, `%`, quotes or any unicode need no escaping

@@ -5,7 +5,9 @@
 
 use chrono::{DateTime, Utc};
 
-use super::keys::{demographic_bands, source_funnel_value, Dimension, Facet};
+use super::keys::{
+    demographic_bands, source_campaign_value, source_funnel_value, Dimension, Facet,
+};
 use crate::event::{Event, FunnelStage, Money};
 
 /// The fields of an event that aggregation reads.
@@ -60,7 +62,8 @@ pub(crate) fn visit_counters(
     mut demographic: impl FnMut(Facet, &str),
 ) {
     total(Dimension::All, "");
-    if let Some(campaign) = non_empty(facts.campaign_id) {
+    let campaign = non_empty(facts.campaign_id);
+    if let Some(campaign) = campaign {
         total(Dimension::CampaignId, campaign);
     }
     if let Some(region) = non_empty(facts.region_id) {
@@ -69,6 +72,13 @@ pub(crate) fn visit_counters(
     let source = non_empty(Some(facts.source));
     if let Some(source) = source {
         total(Dimension::Source, source);
+        // Only revenue-bearing events: few, so the pair costs little to count and store.
+        if let (Some(campaign), Some(_)) = (campaign, facts.revenue) {
+            total(
+                Dimension::SourceCampaign,
+                &source_campaign_value(source, campaign),
+            );
+        }
     }
     if let Some(stage) = facts.funnel_stage {
         total(Dimension::FunnelStage, stage.as_str());

@@ -18,17 +18,21 @@ pub enum Dimension {
     FunnelStage,
     RegionId,
     Source,
+    /// `source` and `campaignId` together, counting **revenue-bearing events only** (what the
+    /// revenue report filters and breaks down by); the value is [`source_campaign_value`].
+    SourceCampaign,
     /// `source` and `funnelStage` together; the value is [`source_funnel_value`].
     SourceFunnelStage,
 }
 
 impl Dimension {
-    pub const EVERY: [Dimension; 6] = [
+    pub const EVERY: [Dimension; 7] = [
         Self::All,
         Self::CampaignId,
         Self::FunnelStage,
         Self::RegionId,
         Self::Source,
+        Self::SourceCampaign,
         Self::SourceFunnelStage,
     ];
 
@@ -40,6 +44,7 @@ impl Dimension {
             Self::FunnelStage => "funnelStage",
             Self::RegionId => "regionId",
             Self::Source => "source",
+            Self::SourceCampaign => "sourceCampaign",
             Self::SourceFunnelStage => "sourceFunnelStage",
         }
     }
@@ -56,6 +61,7 @@ impl Dimension {
             Self::FunnelStage => "f",
             Self::RegionId => "r",
             Self::Source => "s",
+            Self::SourceCampaign => "sc",
             Self::SourceFunnelStage => "sf",
         }
     }
@@ -70,6 +76,17 @@ impl Dimension {
 /// on it (values are JSON object keys, never joined with other parts).
 pub fn source_funnel_value(source: &str, stage: FunnelStage) -> String {
     format!("{source}|{}", stage.as_str())
+}
+
+/// The value of [`Dimension::SourceCampaign`]: `"<source>|<campaignId>"`. A source has no `|`,
+/// so the first `|` splits the pair ([`split_source_pair`]) whatever the campaign id holds.
+pub fn source_campaign_value(source: &str, campaign: &str) -> String {
+    format!("{source}|{campaign}")
+}
+
+/// `(source, rest)` of a [`Dimension::SourceCampaign`] or [`Dimension::SourceFunnelStage`] value.
+pub fn split_source_pair(value: &str) -> Option<(&str, &str)> {
+    value.split_once('|')
 }
 
 /// One counter of the per-type totals. Sorted by dimension, then value, then type, so all types of

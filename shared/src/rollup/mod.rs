@@ -5,8 +5,8 @@
 //! holds
 //! - per event type, the count and exact revenue per currency ([`Totals`]) overall
 //!   ([`Dimension::All`]) and by `campaignId`, `regionId`, `source`, `funnelStage` and the pair
-//!   `source`+`funnelStage`. An event without a value for a dimension is not counted under it
-//!   (it still is under `all`);
+//!   `source`+`funnelStage`, and — for revenue-bearing events only — `source`+`campaignId`. An
+//!   event without a value for a dimension is not counted under it (it still is under `all`);
 //! - per source, counts of events (of every type) by the acting user's age band, gender, country
 //!   and follower band, `unknown` where the event says nothing.
 //!
@@ -37,8 +37,9 @@ pub use accumulator::RollupAccumulator;
 pub use encoding::{DecodeError, SplitError};
 pub use facts::{EventFacts, UserFacts};
 pub use keys::{
-    age_band, country_band, followers_band, gender_band, source_funnel_value, AggregateKey,
-    DemographicKey, Dimension, Facet, AGE_BANDS, FOLLOWER_BANDS, UNKNOWN,
+    age_band, country_band, followers_band, gender_band, source_campaign_value,
+    source_funnel_value, split_source_pair, AggregateKey, DemographicKey, Dimension, Facet,
+    AGE_BANDS, FOLLOWER_BANDS, UNKNOWN,
 };
 pub use query::{Filter, Metric};
 pub use totals::Totals;

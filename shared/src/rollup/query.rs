@@ -62,19 +62,8 @@ impl WindowAggregates {
         event_type: Option<&str>,
         metric: &Metric,
     ) -> Vec<(String, Totals)> {
-        let mut by_value: BTreeMap<&str, Totals> = BTreeMap::new();
-        let counters = self
-            .totals
-            .range(AggregateKey::new(dimension, "", "")..)
-            .take_while(|(key, _)| key.dimension == dimension)
-            .filter(|(key, _)| event_type.is_none_or(|ty| key.event_type == ty));
-        for (key, totals) in counters {
-            by_value
-                .entry(key.value.as_str())
-                .or_default()
-                .merge(totals);
-        }
-        let mut ranked: Vec<(String, Totals)> = by_value
+        let mut ranked: Vec<(String, Totals)> = self
+            .by_value(dimension, event_type)
             .into_iter()
             .filter(|(_, totals)| match metric {
                 Metric::Count => true,
@@ -90,6 +79,27 @@ impl WindowAggregates {
             by_metric.then_with(|| a_value.cmp(b_value))
         });
         ranked
+    }
+
+    /// Each value of `dimension` with its totals over `event_type` (or every type).
+    pub fn by_value(
+        &self,
+        dimension: Dimension,
+        event_type: Option<&str>,
+    ) -> BTreeMap<&str, Totals> {
+        let mut by_value: BTreeMap<&str, Totals> = BTreeMap::new();
+        let counters = self
+            .totals
+            .range(AggregateKey::new(dimension, "", "")..)
+            .take_while(|(key, _)| key.dimension == dimension)
+            .filter(|(key, _)| event_type.is_none_or(|ty| key.event_type == ty));
+        for (key, totals) in counters {
+            by_value
+                .entry(key.value.as_str())
+                .or_default()
+                .merge(totals);
+        }
+        by_value
     }
 
     /// Event counts per band of one facet, for one source or summed over all sources.

@@ -173,8 +173,14 @@ fn hand_computed_counters() {
         ),
         (key(RegionId, "eu", "REFUND"), refund.clone()),
         (key(Source, "web", "PURCHASE"), purchases_all),
-        (key(Source, "web", "REFUND"), refund),
+        (key(Source, "web", "REFUND"), refund.clone()),
         (key(Source, "facebook", "PAGE_VIEW"), view.clone()),
+        // Revenue-bearing events only: e4 (a campaign, no revenue) is not counted here.
+        (
+            key(SourceCampaign, "web|c1", "PURCHASE"),
+            totals(2, 2, &[("USD", "12.50"), ("EUR", "7.25")]),
+        ),
+        (key(SourceCampaign, "web|c1", "REFUND"), refund),
         (
             key(FunnelStage, "bottom", "PURCHASE"),
             purchases_bottom.clone(),
@@ -205,7 +211,7 @@ fn hand_computed_counters() {
     let window = single_window(&rollup);
     assert_eq!(window.totals, expected_totals);
     assert_eq!(window.demographics, expected_demographics);
-    assert_eq!(window.len(), 15 + 14);
+    assert_eq!(window.len(), 17 + 14);
 
     // Scales are kept exactly, not just numerically equal.
     let usd = window
@@ -236,6 +242,9 @@ fn hand_computed_counters() {
                 "s": {
                     "facebook": {"PAGE_VIEW": 1},
                     "web": {"PURCHASE": [4, {"EUR": "7.25", "USD": "12.5001"}, 3], "REFUND": [1, {"USD": "-12.50"}]}
+                },
+                "sc": {
+                    "web|c1": {"PURCHASE": [2, {"EUR": "7.25", "USD": "12.50"}], "REFUND": [1, {"USD": "-12.50"}]}
                 },
                 "sf": {
                     "facebook|top": {"PAGE_VIEW": 1},
