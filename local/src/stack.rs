@@ -9,7 +9,7 @@ use anyhow::{anyhow, bail, Context, Result};
 use aws_sdk_dynamodb::types::{
     AttributeDefinition, BillingMode, GlobalSecondaryIndex, KeySchemaElement, KeyType,
     LocalSecondaryIndex, Projection, ProjectionType, ScalarAttributeType, StreamSpecification,
-    StreamViewType, TableStatus, TimeToLiveSpecification,
+    StreamViewType, TableStatus, TimeToLiveSpecification, TimeToLiveStatus,
 };
 use aws_sdk_sqs::types::QueueAttributeName;
 
@@ -414,7 +414,21 @@ async fn create_table(
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 
-    if let Some(attribute) = &spec.ttl_attribute {
+    let ttl_enabled = match &spec.ttl_attribute {
+        Some(_) => client
+            .describe_time_to_live()
+            .table_name(name)
+            .send()
+            .await
+            .map_err(aws_error)
+            .context("DescribeTimeToLive")?
+            .time_to_live_description()
+            .and_then(|d| d.time_to_live_status())
+            .is_some_and(|s| matches!(s, TimeToLiveStatus::Enabled | TimeToLiveStatus::Enabling)),
+        None => false,
+    };
+    // A kept state directory (or a rerun) finds the table with TTL already on.
+    if let Some(attribute) = spec.ttl_attribute.as_ref().filter(|_| !ttl_enabled) {
         client
             .update_time_to_live()
             .table_name(name)

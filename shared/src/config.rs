@@ -160,6 +160,8 @@ impl RollupConfig {
 #[derive(Debug, Clone)]
 pub struct QueryConfig {
     pub analytics_table: String,
+    /// For a lead's events (its `byLead` index).
+    pub events_table: String,
     pub api_keys: ApiKeys,
 }
 
@@ -167,6 +169,7 @@ impl QueryConfig {
     pub fn load<F: Fn(&str) -> Option<String>>(env: &Env<F>) -> Result<Self, ConfigError> {
         Ok(Self {
             analytics_table: env.required("ANALYTICS_TABLE")?,
+            events_table: env.required("EVENTS_TABLE")?,
             api_keys: ApiKeys::parse(&env.optional("API_KEY_DIGESTS").unwrap_or_default())
                 .map_err(|reason| ConfigError::Invalid {
                     name: "API_KEY_DIGESTS",

@@ -133,3 +133,18 @@ pub fn sample_request(name: &str, edit: impl FnOnce(&mut Value)) -> Result<HttpR
         lambda_http::request::from_str(&value.to_string()).context("not an API Gateway request")?;
     Ok(tally::http::lambda::from_lambda(request))
 }
+
+/// The query routes' ports on `stack`'s tables.
+pub fn query_ports(stack: &Stack) -> Result<tally::query::QueryPorts> {
+    let ddb = crate::sdk_config(&stack.dynamodb_endpoint);
+    let analytics = stack.table("AnalyticsTable")?.to_owned();
+    Ok(tally::query::QueryPorts {
+        aggregates: std::sync::Arc::new(tally::aws::DynamoAggregates::new(&ddb, analytics.clone())),
+        rules: std::sync::Arc::new(tally::aws::DynamoRules::new(&ddb, analytics.clone())),
+        leads: std::sync::Arc::new(tally::aws::DynamoLeads::new(&ddb, analytics)),
+        history: std::sync::Arc::new(tally::aws::DynamoEventStore::new(
+            &ddb,
+            stack.table("EventsTable")?.to_owned(),
+        )),
+    })
+}

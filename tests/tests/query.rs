@@ -11,12 +11,11 @@ use chrono::{DateTime, DurationRound, Utc};
 use rust_decimal::Decimal;
 use serde_json::{json, Value};
 use tally::auth::ApiKeys;
-use tally::aws::{DynamoAggregates, DynamoRules};
 use tally::http::{HttpRequest, HttpResponse};
 use tally::query::QueryApi;
-use tally_tests::pipeline::{sample_request, Pipeline, SAMPLE_INGEST_KEY};
+use tally_tests::pipeline::{query_ports, sample_request, Pipeline, SAMPLE_INGEST_KEY};
 use tally_tests::stream::consume;
-use tally_tests::{sdk_config, Stack};
+use tally_tests::Stack;
 
 const READ_KEY: &str = "query-read-key";
 const ADMIN_KEY: &str = "query-admin-key";
@@ -231,7 +230,6 @@ async fn every_aggregation_route_answers_what_was_posted() -> Result<()> {
     }
     pipeline.drain().await?;
 
-    let ddb = sdk_config(&pipeline.stack.dynamodb_endpoint);
     let api = QueryApi::new(
         ApiKeys::parse(&format!(
             "{}:read,{}:admin,{}:ingest",
@@ -240,8 +238,7 @@ async fn every_aggregation_route_answers_what_was_posted() -> Result<()> {
             ApiKeys::digest(SAMPLE_INGEST_KEY)
         ))
         .map_err(anyhow::Error::msg)?,
-        DynamoAggregates::new(&ddb, pipeline.stack.table("AnalyticsTable")?.to_owned()),
-        DynamoRules::new(&ddb, pipeline.stack.table("AnalyticsTable")?.to_owned()),
+        query_ports(&pipeline.stack)?,
     );
     let start = now.duration_trunc(chrono::Duration::days(1))? - chrono::Duration::days(3);
     let end = now.duration_trunc(chrono::Duration::days(1))? + chrono::Duration::days(1);
@@ -506,16 +503,12 @@ fn decimals(value: &Value) -> Result<BTreeMap<String, Decimal>> {
 
 /// The three reports over the whole workload, with dates (`to` inclusive) and with filters,
 /// each against the same breakdown computed here from what was posted.
-async fn check_reports<A, R>(
-    api: &QueryApi<A, R>,
+async fn check_reports(
+    api: &QueryApi,
     events: &[Posted],
     start: DateTime<Utc>,
     end: DateTime<Utc>,
-) -> Result<()>
-where
-    A: tally::aggregation::AggregateReader,
-    R: tally::scoring::RuleStore,
-{
+) -> Result<()> {
     let from = start.format("%Y-%m-%d").to_string();
     let to = (end - chrono::Duration::days(1))
         .format("%Y-%m-%d")
@@ -705,8 +698,6 @@ where
 #[tokio::test]
 async fn the_samples_drive_the_query_handler() -> Result<()> {
     let stack = Stack::provision("query_samples").await?;
-    let ddb = sdk_config(&stack.dynamodb_endpoint);
-    let table = stack.table("AnalyticsTable")?.to_owned();
     let api = QueryApi::new(
         ApiKeys::parse(&format!(
             "{}:read,{}:admin",
@@ -714,8 +705,7 @@ async fn the_samples_drive_the_query_handler() -> Result<()> {
             ApiKeys::digest("sample-admin-key")
         ))
         .map_err(anyhow::Error::msg)?,
-        DynamoAggregates::new(&ddb, table.clone()),
-        DynamoRules::new(&ddb, table),
+        query_ports(&stack)?,
     );
     let response = api
         .handle(sample_request("api-get-aggregations.json", |_| {})?)
@@ -749,5 +739,277 @@ async fn the_samples_drive_the_query_handler() -> Result<()> {
         body(&response)?,
         json!({"eventType": "PAGE_VIEW", "points": 5, "active": true, "maxPerDay": 10})
     );
+    Ok(())
+}
+
+/// A lead event as posted, and the fold the test computes itself (default rules: no caps, no
+/// decay within days, scores clamped to 0..=1000).
+#[derive(Clone)]
+struct LeadPost {
+    id: String,
+    lead: String,
+    event_type: &'static str,
+    at: DateTime<Utc>,
+}
+
+fn default_points(event_type: &str) -> i64 {
+    match event_type {
+        "PAGE_VIEW" => 5,
+        "EMAIL_OPEN" => 10,
+        "DEMO_REQUEST" => 50,
+        "PURCHASE" => 100,
+        "REFUND" => -100,
+        _ => 0,
+    }
+}
+
+/// Per lead: score, event count, and `(eventId, points)` newest first.
+type Expected = BTreeMap<String, (i64, u64, Vec<(String, i64)>)>;
+
+fn expected_leads(posts: &[LeadPost]) -> Expected {
+    let mut by_lead: BTreeMap<&str, Vec<&LeadPost>> = BTreeMap::new();
+    for p in posts {
+        by_lead.entry(&p.lead).or_default().push(p);
+    }
+    by_lead
+        .into_iter()
+        .map(|(lead, mut events)| {
+            events.sort_by(|a, b| (a.at, &a.id).cmp(&(b.at, &b.id)));
+            let mut score = 0;
+            let mut recent = Vec::new();
+            for e in &events {
+                let points = default_points(e.event_type);
+                score = (score + points).clamp(0, 1000);
+                recent.push((e.id.clone(), points));
+            }
+            recent.reverse();
+            (lead.to_owned(), (score, events.len() as u64, recent))
+        })
+        .collect()
+}
+
+/// `(leadId, score)` in leaderboard order: score descending, then id.
+fn board_order(expected: &Expected) -> Vec<(String, i64)> {
+    let mut order: Vec<(String, i64)> = expected
+        .iter()
+        .map(|(id, (score, _, _))| (id.clone(), *score))
+        .collect();
+    order.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+    order
+}
+
+fn lead_rows(page: &Value) -> Result<Vec<(u64, String, i64, u64)>> {
+    page["leads"]
+        .as_array()
+        .context("leads")?
+        .iter()
+        .map(|r| {
+            Ok((
+                r["rank"].as_u64().context("rank")?,
+                r["leadId"].as_str().context("leadId")?.to_owned(),
+                r["score"].as_i64().context("score")?,
+                r["eventCount"].as_u64().context("eventCount")?,
+            ))
+        })
+        .collect()
+}
+
+async fn post_leads(pipeline: &Pipeline, posts: &[LeadPost]) -> Result<()> {
+    let events: Vec<Value> = posts
+        .iter()
+        .map(|p| {
+            json!({
+                "eventId": p.id,
+                "type": p.event_type,
+                "timestamp": stamp(p.at),
+                "leadId": p.lead,
+                "lead": {"email": format!("{}@example.com", p.lead)},
+            })
+        })
+        .collect();
+    for chunk in events.chunks(100) {
+        let request = HttpRequest::new("POST", "/v1/events/batch")
+            .with_bearer(SAMPLE_INGEST_KEY)
+            .with_json(serde_json::to_vec(chunk)?);
+        let response = pipeline.post(request).await;
+        ensure!(response.status == 202, "ingest: {}", response.body);
+    }
+    pipeline.drain().await?;
+    Ok(())
+}
+
+/// Runs the scorer until the whole leaderboard reads `order`.
+async fn score_until(
+    api: &QueryApi,
+    scorer: &tally_tests::stream::Consumer,
+    order: &[(String, i64)],
+) -> Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        scorer.handler.scorer().fold_pending(Utc::now()).await?;
+        let page = body(
+            &api.handle(get("/v1/leads", &[("limit", "100")], READ_KEY))
+                .await,
+        )?;
+        let found: Vec<(String, i64)> = lead_rows(&page)?
+            .into_iter()
+            .map(|(_, id, score, _)| (id, score))
+            .collect();
+        if found == order {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            bail!("the leaderboard never read {order:?}: {page}");
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn leaderboard_pages_and_single_leads_over_the_real_pipeline() -> Result<()> {
+    let pipeline = Pipeline::start("query_leads", &[]).await?;
+    let consumer = consume(&pipeline.stack, false).await?;
+    let api = QueryApi::new(
+        ApiKeys::parse(&format!("{}:read", ApiKeys::digest(READ_KEY)))
+            .map_err(anyhow::Error::msg)?,
+        query_ports(&pipeline.stack)?,
+    );
+    let t0 = Utc::now() - chrono::Duration::hours(30);
+    let types = [
+        "PAGE_VIEW",
+        "EMAIL_OPEN",
+        "PURCHASE",
+        "REFUND",
+        "DEMO_REQUEST",
+        "ad.click",
+    ];
+    let mut posts: Vec<LeadPost> = (0..150)
+        .map(|i| LeadPost {
+            id: format!("lv-{i:03}"),
+            lead: format!("lead-{:02}", (i * 7) % 15),
+            event_type: types[(i * 5 + i / 4) % types.len()],
+            at: t0 + chrono::Duration::minutes((i as i64 * 37) % 1500),
+        })
+        .collect();
+    post_leads(&pipeline, &posts).await?;
+    // Posted again: duplicates change nothing.
+    post_leads(&pipeline, &posts[..30]).await?;
+    let expected = expected_leads(&posts);
+    let snapshot = board_order(&expected);
+    score_until(&api, &consumer, &snapshot).await?;
+
+    // Page 1 of 4 leads; then scores change: the last lead jumps to the top and the first falls
+    // to the bottom. The pagination under way still lists the snapshot, each lead once.
+    let (first_lead, last_lead) = (
+        snapshot[0].0.clone(),
+        snapshot[snapshot.len() - 1].0.clone(),
+    );
+    let first = body(
+        &api.handle(get("/v1/leads", &[("limit", "4")], READ_KEY))
+            .await,
+    )?;
+    let mut seen = lead_rows(&first)?;
+    let later = Utc::now() - chrono::Duration::minutes(5);
+    let changes: Vec<LeadPost> = (0..12)
+        .map(|i| LeadPost {
+            id: format!("lw-{i:02}"),
+            lead: if i < 10 {
+                first_lead.clone()
+            } else {
+                last_lead.clone()
+            },
+            event_type: if i < 10 { "REFUND" } else { "PURCHASE" },
+            at: later + chrono::Duration::seconds(i),
+        })
+        .collect();
+    // Enough purchases to top the board.
+    let top_score = snapshot[0].1;
+    let mut changes = changes;
+    for i in 0..(top_score / 100 + 1) {
+        changes.push(LeadPost {
+            id: format!("lx-{i:02}"),
+            lead: last_lead.clone(),
+            event_type: "PURCHASE",
+            at: later + chrono::Duration::seconds(30 + i),
+        });
+    }
+    post_leads(&pipeline, &changes).await?;
+    posts.extend(changes);
+    let changed = board_order(&expected_leads(&posts));
+    ensure!(
+        changed[0].0 == last_lead,
+        "the change must reorder the board"
+    );
+    score_until(&api, &consumer, &changed).await?;
+
+    let mut cursor = first["nextCursor"].as_str().map(str::to_owned);
+    while let Some(c) = cursor {
+        let page = body(
+            &api.handle(get(
+                "/v1/leads",
+                &[("limit", "4"), ("cursor", &c)],
+                READ_KEY,
+            ))
+            .await,
+        )?;
+        seen.extend(lead_rows(&page)?);
+        cursor = page["nextCursor"].as_str().map(str::to_owned);
+    }
+    let want: Vec<(u64, String, i64)> = snapshot
+        .iter()
+        .enumerate()
+        .map(|(i, (id, score))| (i as u64 + 1, id.clone(), *score))
+        .collect();
+    let got: Vec<(u64, String, i64)> = seen
+        .iter()
+        .map(|(r, id, s, _)| (*r, id.clone(), *s))
+        .collect();
+    assert_eq!(got, want);
+    assert_eq!(
+        first["leads"][0]["email"],
+        format!("{first_lead}@example.com")
+    );
+
+    // One lead: an event processed but not yet scored already counts, with its points.
+    let lead = snapshot[3].0.clone();
+    let fresh = LeadPost {
+        id: "ly-0".into(),
+        lead: lead.clone(),
+        event_type: "DEMO_REQUEST",
+        at: Utc::now() - chrono::Duration::minutes(1),
+    };
+    post_leads(&pipeline, std::slice::from_ref(&fresh)).await?;
+    posts.push(fresh);
+    let expected = expected_leads(&posts);
+    let (score, count, recent) = &expected[&lead];
+    let found = body(
+        &api.handle(get(&format!("/v1/leads/{lead}"), &[], READ_KEY))
+            .await,
+    )?;
+    assert_eq!(found["score"], *score, "{found}");
+    assert_eq!(found["eventCount"], *count, "{found}");
+    assert_eq!(found["profile"]["email"], format!("{lead}@example.com"));
+    let shown: Vec<(String, i64)> = found["recentEvents"]
+        .as_array()
+        .context("recentEvents")?
+        .iter()
+        .map(|e| {
+            Ok((
+                e["eventId"].as_str().context("eventId")?.to_owned(),
+                e["points"].as_i64().context("points")?,
+            ))
+        })
+        .collect::<Result<_>>()?;
+    assert_eq!(shown, recent.iter().take(50).cloned().collect::<Vec<_>>());
+    let counts: u64 = found["eventCounts"]
+        .as_object()
+        .context("eventCounts")?
+        .values()
+        .filter_map(Value::as_u64)
+        .sum();
+    assert_eq!(counts, *count);
+    let missing = api.handle(get("/v1/leads/nobody", &[], READ_KEY)).await;
+    assert_eq!(missing.status, 404);
+    consumer.poller.stop().await;
     Ok(())
 }

@@ -208,15 +208,57 @@ impl crate::scoring::LeadHistory for DynamoEventStore {
                 .expression_attribute_names("#event", "event"),
         )
         .await?;
-        items
-            .iter()
-            .filter_map(|item| text(item, "event"))
-            .map(|json| {
-                crate::scoring::ScoredEvent::from_stored_json(json)
-                    .map_err(|e| StoreError::Unavailable(format!("stored event unreadable: {e}")))
-            })
-            .collect()
+        scored_events(&items)
     }
+
+    async fn latest_events(
+        &self,
+        lead_id: &str,
+        after: Option<(chrono::DateTime<chrono::Utc>, &str)>,
+        older: usize,
+    ) -> Result<Vec<crate::scoring::ScoredEvent>, StoreError> {
+        let newest_first = |condition: &str| {
+            self.client
+                .query()
+                .table_name(&self.table)
+                .index_name("byLead")
+                .key_condition_expression(format!("leadId = :lead{condition}"))
+                .expression_attribute_values(":lead", s(lead_id))
+                .scan_index_forward(false)
+                .projection_expression("#event")
+                .expression_attribute_names("#event", "event")
+        };
+        let Some((ts, id)) = after else {
+            return scored_events(&query_all(newest_first("")).await?);
+        };
+        let after = s(crate::event::sort_key(ts, id));
+        let mut items = query_all(
+            newest_first(" AND leadSort > :after")
+                .expression_attribute_values(":after", after.clone()),
+        )
+        .await?;
+        if older > 0 {
+            let output = newest_first(" AND leadSort <= :after")
+                .expression_attribute_values(":after", after)
+                .limit(i32::try_from(older).unwrap_or(i32::MAX))
+                .send()
+                .await
+                .map_err(|e| StoreError::Unavailable(super::describe(&e)))?;
+            items.extend(output.items().iter().cloned());
+        }
+        scored_events(&items)
+    }
+}
+
+fn scored_events(items: &[Item]) -> Result<Vec<crate::scoring::ScoredEvent>, StoreError> {
+    items
+        .iter()
+        .filter_map(|item| text(item, "event"))
+        .map(|json| {
+            crate::scoring::ScoredEvent::from_stored_json(json)
+                .map_err(|e| StoreError::Unavailable(format!("stored event unreadable: {e}")))
+        })
+        .collect()
 }
 
 /// Counters live in the analytics table, spread over shards so no single item is hot.

@@ -4,7 +4,10 @@
 //! - pk `LEADLOG`, sk `<window start ms>#<shard>#<first sequence>`: a window's lead-log part,
 //!   `body` the gzipped entries (binary);
 //! - pk `LEAD#<leadId>`, sk `STATE`: the lead's fold state as JSON (`state`) and `version`;
-//! - pk `BOARD`, sk `<shard>`: a leaderboard shard, `body` gzipped, `version`, `decayedAsOf`.
+//! - pk `BOARD#<shard>`, sk `v#<version>`: one version of a leaderboard shard, `body` gzipped,
+//!   `version`, `decayedAsOf`. Every write adds a version (conditional on it not existing, which is
+//!   the optimistic lock) and gives the one it supersedes an `expiresAt` (TTL) an hour and more
+//!   away, so a leaderboard cursor can page through the versions it started on.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -18,14 +21,15 @@ use aws_sdk_dynamodb::types::{AttributeValue, KeysAndAttributes, ReturnConsumedC
 
 use super::batch::{delete, put, write_all};
 use super::item::{binary, n, number, s, text, Item};
+use futures::{StreamExt, TryStreamExt};
+
 use crate::scoring::{
-    compress_entries, decompress_entries, BoardShard, LeadLogPart, LeadLogSink, LeadRecord,
-    LeadScore, LeadStore, LeadWriteError,
+    compress_entries, decompress_entries, BoardShard, LeadLogPart, LeadLogSink, LeadReader,
+    LeadRecord, LeadScore, LeadStore, LeadWriteError, BOARD_SHARDS,
 };
 use crate::store::StoreError;
 
 const LOG_PK: &str = "LEADLOG";
-const BOARD_PK: &str = "BOARD";
 const STATE_SK: &str = "STATE";
 /// `BatchGetItem` takes at most 100 keys.
 const GET_BATCH: usize = 100;
@@ -45,8 +49,24 @@ fn log_sk(p: &LeadLogPart) -> String {
     format!("{:013}#{}#{}", p.window_start_ms, p.shard, p.first_sequence)
 }
 
-fn board_sk(shard: u32) -> String {
-    format!("{shard:03}")
+fn board_pk(shard: u32) -> String {
+    format!("BOARD#{shard:03}")
+}
+
+fn board_sk(version: u64) -> String {
+    format!("v#{version:012}")
+}
+
+/// How long a superseded leaderboard version outlives its successor: longer than a cursor lives.
+const BOARD_VERSION_RETENTION_SECS: i64 = 2 * 3600;
+
+fn board_from_item(item: &Item) -> Result<BoardShard, StoreError> {
+    Ok(BoardShard {
+        entries: BoardShard::decompress(binary(item, "body").unwrap_or_default())
+            .map_err(unavailable)?,
+        decayed_as_of_ms: number(item, "decayedAsOf").unwrap_or_default(),
+        version: number(item, "version").unwrap_or_default().max(0) as u64,
+    })
 }
 
 fn unavailable(e: impl std::fmt::Display) -> StoreError {
@@ -171,61 +191,18 @@ impl LeadStore for DynamoLeads {
         &self,
         lead_ids: &[&str],
     ) -> Result<HashMap<String, LeadRecord>, StoreError> {
+        let keys = lead_ids
+            .iter()
+            .map(|id| key(lead_pk(id), STATE_SK.to_owned()));
         let mut found = HashMap::new();
-        for group in lead_ids.chunks(GET_BATCH) {
-            let keys: Vec<Item> = group
-                .iter()
-                .map(|id| {
-                    Item::from([
-                        ("pk".to_owned(), s(lead_pk(id))),
-                        ("sk".to_owned(), s(STATE_SK)),
-                    ])
-                })
-                .collect();
-            let mut pending = Some(
-                KeysAndAttributes::builder()
-                    .set_keys(Some(keys))
-                    .consistent_read(true)
-                    .build()
-                    .map_err(unavailable)?,
-            );
-            let mut attempt = 0;
-            while let Some(request) = pending.take() {
-                if attempt >= ATTEMPTS {
-                    return Err(unavailable("lead reads left unprocessed after retries"));
-                }
-                if attempt > 0 {
-                    tokio::time::sleep(Duration::from_millis(20 << attempt.min(6))).await;
-                }
-                attempt += 1;
-                let output = self
-                    .client
-                    .batch_get_item()
-                    .request_items(&self.table, request)
-                    .send()
-                    .await
-                    .map_err(|e| StoreError::Unavailable(super::describe(&e)))?;
-                for item in output
-                    .responses()
-                    .and_then(|r| r.get(&self.table))
-                    .into_iter()
-                    .flatten()
-                {
-                    let Some(lead_id) = text(item, "pk").and_then(|pk| pk.strip_prefix("LEAD#"))
-                    else {
-                        continue;
-                    };
-                    let state: LeadScore = serde_json::from_str(text(item, "state").unwrap_or(""))
-                        .map_err(|e| unavailable(format!("lead state unreadable: {e}")))?;
-                    let version = number(item, "version").unwrap_or_default().max(0) as u64;
-                    found.insert(lead_id.to_owned(), LeadRecord { state, version });
-                }
-                pending = output
-                    .unprocessed_keys()
-                    .and_then(|u| u.get(&self.table))
-                    .filter(|k| !k.keys().is_empty())
-                    .cloned();
-            }
+        for item in self.batch_get(keys.collect()).await? {
+            let Some(lead_id) = text(&item, "pk").and_then(|pk| pk.strip_prefix("LEAD#")) else {
+                continue;
+            };
+            let state: LeadScore = serde_json::from_str(text(&item, "state").unwrap_or(""))
+                .map_err(|e| unavailable(format!("lead state unreadable: {e}")))?;
+            let version = number(&item, "version").unwrap_or_default().max(0) as u64;
+            found.insert(lead_id.to_owned(), LeadRecord { state, version });
         }
         Ok(found)
     }
@@ -248,36 +225,160 @@ impl LeadStore for DynamoLeads {
     async fn get_board(&self, shard: u32) -> Result<BoardShard, StoreError> {
         let output = self
             .client
-            .get_item()
+            .query()
             .table_name(&self.table)
-            .key("pk", s(BOARD_PK))
-            .key("sk", s(board_sk(shard)))
+            .key_condition_expression("pk = :pk")
+            .expression_attribute_values(":pk", s(board_pk(shard)))
+            .scan_index_forward(false)
+            .limit(1)
             .consistent_read(true)
             .send()
             .await
             .map_err(|e| StoreError::Unavailable(super::describe(&e)))?;
-        let Some(item) = output.item() else {
-            return Ok(BoardShard::default());
-        };
-        Ok(BoardShard {
-            entries: BoardShard::decompress(binary(item, "body").unwrap_or_default())
-                .map_err(unavailable)?,
-            decayed_as_of_ms: number(item, "decayedAsOf").unwrap_or_default(),
-            version: number(item, "version").unwrap_or_default().max(0) as u64,
-        })
+        output
+            .items()
+            .first()
+            .map_or(Ok(BoardShard::default()), board_from_item)
     }
 
     async fn put_board(&self, shard: u32, board: &BoardShard) -> Result<(), LeadWriteError> {
+        let next = board.version + 1;
         let item = Item::from([
-            ("pk".to_owned(), s(BOARD_PK)),
-            ("sk".to_owned(), s(board_sk(shard))),
+            ("pk".to_owned(), s(board_pk(shard))),
+            ("sk".to_owned(), s(board_sk(next))),
             (
                 "body".to_owned(),
                 AttributeValue::B(Blob::new(board.compress())),
             ),
             ("decayedAsOf".to_owned(), n(board.decayed_as_of_ms)),
             ("leads".to_owned(), n(board.entries.len())),
+            ("version".to_owned(), n(next)),
         ]);
-        self.put_versioned(item, board.version).await
+        let output = self
+            .client
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(item))
+            .condition_expression("attribute_not_exists(pk)")
+            .return_consumed_capacity(ReturnConsumedCapacity::Total)
+            .send()
+            .await
+            .map_err(|e| match e.as_service_error() {
+                Some(PutItemError::ConditionalCheckFailedException(_)) => LeadWriteError::Conflict,
+                _ => LeadWriteError::Store(StoreError::Unavailable(super::describe(&e))),
+            })?;
+        super::batch::meter(&self.consumed_milli, output.consumed_capacity());
+        if board.version > 0 {
+            self.expire_board_version(shard, board.version).await;
+        }
+        Ok(())
     }
+}
+
+impl DynamoLeads {
+    /// Gives a superseded board version its expiry. Best effort: a version left without one
+    /// only costs storage.
+    async fn expire_board_version(&self, shard: u32, version: u64) {
+        let expires = chrono::Utc::now().timestamp() + BOARD_VERSION_RETENTION_SECS;
+        let result = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .key("pk", s(board_pk(shard)))
+            .key("sk", s(board_sk(version)))
+            .update_expression("SET expiresAt = :t")
+            .condition_expression("attribute_exists(pk)")
+            .expression_attribute_values(":t", n(expires))
+            .return_consumed_capacity(ReturnConsumedCapacity::Total)
+            .send()
+            .await;
+        match result {
+            Ok(output) => super::batch::meter(&self.consumed_milli, output.consumed_capacity()),
+            Err(e) => {
+                tracing::warn!(shard, version, error = %super::describe(&e), "superseded leaderboard version left without expiry")
+            }
+        }
+    }
+
+    /// `BatchGetItem` of any number of keys, 100 at a time, retrying unprocessed keys.
+    async fn batch_get(&self, keys: Vec<Item>) -> Result<Vec<Item>, StoreError> {
+        let mut found = Vec::with_capacity(keys.len());
+        for group in keys.chunks(GET_BATCH) {
+            let mut pending = Some(
+                KeysAndAttributes::builder()
+                    .set_keys(Some(group.to_vec()))
+                    .consistent_read(true)
+                    .build()
+                    .map_err(unavailable)?,
+            );
+            let mut attempt = 0;
+            while let Some(request) = pending.take() {
+                if attempt >= ATTEMPTS {
+                    return Err(unavailable("reads left unprocessed after retries"));
+                }
+                if attempt > 0 {
+                    tokio::time::sleep(Duration::from_millis(20 << attempt.min(6))).await;
+                }
+                attempt += 1;
+                let output = self
+                    .client
+                    .batch_get_item()
+                    .request_items(&self.table, request)
+                    .send()
+                    .await
+                    .map_err(|e| StoreError::Unavailable(super::describe(&e)))?;
+                if let Some(items) = output.responses().and_then(|r| r.get(&self.table)) {
+                    found.extend(items.iter().cloned());
+                }
+                pending = output
+                    .unprocessed_keys()
+                    .and_then(|u| u.get(&self.table))
+                    .filter(|k| !k.keys().is_empty())
+                    .cloned();
+            }
+        }
+        Ok(found)
+    }
+}
+
+#[async_trait]
+impl LeadReader for DynamoLeads {
+    async fn leads(&self, lead_ids: &[&str]) -> Result<HashMap<String, LeadRecord>, StoreError> {
+        self.get_leads(lead_ids).await
+    }
+
+    async fn latest_boards(&self) -> Result<Vec<BoardShard>, StoreError> {
+        futures::stream::iter(0..BOARD_SHARDS)
+            .map(|shard| self.get_board(shard))
+            .buffered(16)
+            .try_collect()
+            .await
+    }
+
+    async fn boards_at(&self, versions: &[u64]) -> Result<Option<Vec<BoardShard>>, StoreError> {
+        let keys: Vec<Item> = (0u32..)
+            .zip(versions)
+            .filter(|(_, v)| **v > 0)
+            .map(|(shard, v)| key(board_pk(shard), board_sk(*v)))
+            .collect();
+        let wanted = keys.len();
+        let mut by_shard: HashMap<String, BoardShard> = HashMap::new();
+        for item in self.batch_get(keys).await? {
+            let pk = text(&item, "pk").unwrap_or_default().to_owned();
+            by_shard.insert(pk, board_from_item(&item)?);
+        }
+        if by_shard.len() < wanted {
+            return Ok(None);
+        }
+        Ok(Some(
+            (0u32..)
+                .zip(versions)
+                .map(|(shard, _)| by_shard.remove(&board_pk(shard)).unwrap_or_default())
+                .collect(),
+        ))
+    }
+}
+
+fn key(pk: String, sk: String) -> Item {
+    Item::from([("pk".to_owned(), s(pk)), ("sk".to_owned(), s(sk))])
 }

@@ -152,11 +152,7 @@ impl Event {
 
     /// `(timestamp, eventId)` is the scoring order; this string sorts the same way.
     pub fn sort_key(&self) -> String {
-        format!(
-            "{:013}#{}",
-            self.timestamp.timestamp_millis().max(0),
-            self.event_id
-        )
+        sort_key(self.timestamp, &self.event_id)
     }
 
     /// UTC hour bucket `YYYY-MM-DDTHH`, the partition of the hourly index.
@@ -209,4 +205,11 @@ mod utc_millis {
             .map(|t| t.with_timezone(&Utc))
             .map_err(serde::de::Error::custom)
     }
+}
+
+/// The stored sort key of `(timestamp, eventId)` (the `byLead` and `byHour` index order):
+/// `<epoch ms, 13 digits>#<eventId>`. `#` sorts below every character an id may hold, so the
+/// strings order as the pairs do (for times from 1970 on).
+pub fn sort_key(timestamp: DateTime<Utc>, event_id: &str) -> String {
+    format!("{:013}#{event_id}", timestamp.timestamp_millis().max(0))
 }

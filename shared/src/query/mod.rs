@@ -1,11 +1,15 @@
-//! The `query` function: the read routes of the HTTP API (aggregations, rules and health) and
-//! the rule changes admins make.
+//! The `query` function: the read routes of the HTTP API (aggregations, reports, leads, rules
+//! and health) and the rule changes admins make.
 
 mod aggregations;
+mod leads;
 mod params;
 mod reports;
 mod rules;
 
+use std::sync::Arc;
+
+use chrono::Utc;
 use serde_json::json;
 use tracing::info;
 
@@ -14,7 +18,7 @@ use crate::auth::{ApiKeys, Scope};
 use crate::error::ApiError;
 use crate::http::{serve, HttpRequest, HttpResponse};
 use crate::observability::Metrics;
-use crate::scoring::RuleStore;
+use crate::scoring::{LeadHistory, LeadReader, RuleStore};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Route {
@@ -24,6 +28,9 @@ enum Route {
     EventsReport,
     RevenueReport,
     DemographicsReport,
+    Leaderboard,
+    /// The lead id, percent-decoded.
+    Lead(String),
     Rules,
     /// The event type, as the path gives it.
     PutRule(String),
@@ -38,6 +45,8 @@ impl Route {
             Self::EventsReport => "GET /v1/reports/events",
             Self::RevenueReport => "GET /v1/reports/revenue",
             Self::DemographicsReport => "GET /v1/reports/demographics",
+            Self::Leaderboard => "GET /v1/leads",
+            Self::Lead(_) => "GET /v1/leads/{leadId}",
             Self::Rules => "GET /v1/rules",
             Self::PutRule(_) => "PUT /v1/rules/{eventType}",
         }
@@ -52,6 +61,8 @@ impl Route {
             | Self::EventsReport
             | Self::RevenueReport
             | Self::DemographicsReport
+            | Self::Leaderboard
+            | Self::Lead(_)
             | Self::Rules => Some(Scope::Read),
             Self::PutRule(_) => Some(Scope::Admin),
         }
@@ -70,12 +81,16 @@ impl Route {
             "/v1/reports/revenue" => (Self::RevenueReport, "GET"),
             "/v1/reports/demographics" => (Self::DemographicsReport, "GET"),
             "/v1/rules" => (Self::Rules, "GET"),
-            _ => match path.strip_prefix("/v1/rules/") {
-                Some(ty) if !ty.is_empty() && !ty.contains('/') => {
-                    (Self::PutRule(ty.to_owned()), "PUT")
+            "/v1/leads" => (Self::Leaderboard, "GET"),
+            _ => {
+                if let Some(ty) = segment(path, "/v1/rules/") {
+                    (Self::PutRule(ty), "PUT")
+                } else if let Some(id) = segment(path, "/v1/leads/") {
+                    (Self::Lead(id), "GET")
+                } else {
+                    return Err(ApiError::NotFound);
                 }
-                _ => return Err(ApiError::NotFound),
-            },
+            }
         };
         if method == allow {
             Ok(route)
@@ -85,20 +100,36 @@ impl Route {
     }
 }
 
-/// The query function's logic, generic over the aggregate reader and the rule store.
-pub struct QueryApi<A, R> {
-    keys: ApiKeys,
-    aggregates: A,
-    rules: R,
+/// The one path segment after `prefix`, percent-decoded; `None` when empty, nested or not UTF-8.
+fn segment(path: &str, prefix: &str) -> Option<String> {
+    let raw = path.strip_prefix(prefix)?;
+    if raw.is_empty() || raw.contains('/') {
+        return None;
+    }
+    percent_encoding::percent_decode_str(raw)
+        .decode_utf8()
+        .ok()
+        .map(|s| s.into_owned())
 }
 
-impl<A: AggregateReader, R: RuleStore> QueryApi<A, R> {
-    pub fn new(keys: ApiKeys, aggregates: A, rules: R) -> Self {
-        Self {
-            keys,
-            aggregates,
-            rules,
-        }
+/// What the query routes read and write, each behind its port.
+#[derive(Clone)]
+pub struct QueryPorts {
+    pub aggregates: Arc<dyn AggregateReader>,
+    pub rules: Arc<dyn RuleStore>,
+    pub leads: Arc<dyn LeadReader>,
+    pub history: Arc<dyn LeadHistory>,
+}
+
+/// The query function's logic.
+pub struct QueryApi {
+    keys: ApiKeys,
+    ports: QueryPorts,
+}
+
+impl QueryApi {
+    pub fn new(keys: ApiKeys, ports: QueryPorts) -> Self {
+        Self { keys, ports }
     }
 
     pub async fn handle(&self, request: HttpRequest) -> HttpResponse {
@@ -120,15 +151,23 @@ impl<A: AggregateReader, R: RuleStore> QueryApi<A, R> {
             self.keys
                 .authorize(request.header("authorization"), scope)?;
         }
+        let p = &self.ports;
+        let aggregates = &*p.aggregates;
         let response = match &route {
             Route::Health => HttpResponse::json(200, &json!({"status": "ok"})),
-            Route::Aggregations => aggregations::aggregations(&self.aggregates, request).await?,
-            Route::Top => aggregations::top(&self.aggregates, request).await?,
-            Route::EventsReport => reports::events(&self.aggregates, request).await?,
-            Route::RevenueReport => reports::revenue(&self.aggregates, request).await?,
-            Route::DemographicsReport => reports::demographics(&self.aggregates, request).await?,
-            Route::Rules => rules::get_rules(&self.rules).await?,
-            Route::PutRule(event_type) => rules::put(&self.rules, event_type, request).await?,
+            Route::Aggregations => aggregations::aggregations(aggregates, request).await?,
+            Route::Top => aggregations::top(aggregates, request).await?,
+            Route::EventsReport => reports::events(aggregates, request).await?,
+            Route::RevenueReport => reports::revenue(aggregates, request).await?,
+            Route::DemographicsReport => reports::demographics(aggregates, request).await?,
+            Route::Leaderboard => {
+                leads::leaderboard(&*p.leads, &*p.rules, request, Utc::now()).await?
+            }
+            Route::Lead(id) => {
+                leads::lead(&*p.leads, &*p.history, &*p.rules, id, request, Utc::now()).await?
+            }
+            Route::Rules => rules::get_rules(&*p.rules).await?,
+            Route::PutRule(event_type) => rules::put(&*p.rules, event_type, request).await?,
         };
         metrics.count("Queries", 1);
         Ok(response)

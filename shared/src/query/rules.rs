@@ -18,14 +18,14 @@ fn unavailable(_: StoreError) -> ApiError {
 }
 
 /// `GET /v1/rules`.
-pub(crate) async fn get_rules<R: RuleStore>(rules: &R) -> Result<HttpResponse, ApiError> {
+pub(crate) async fn get_rules(rules: &dyn RuleStore) -> Result<HttpResponse, ApiError> {
     let current = load_or_init(rules).await.map_err(unavailable)?;
     Ok(HttpResponse::json(200, &current.rules.to_api_json()))
 }
 
 /// `PUT /v1/rules/{eventType}` with `{"points", "active"?, "maxPerDay"?}`.
-pub(crate) async fn put<R: RuleStore>(
-    rules: &R,
+pub(crate) async fn put(
+    rules: &dyn RuleStore,
     event_type: &str,
     request: &HttpRequest,
 ) -> Result<HttpResponse, ApiError> {

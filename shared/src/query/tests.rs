@@ -2,16 +2,17 @@
 //! counts its calls (a refused request must not read anything).
 
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 
 use async_trait::async_trait;
 use serde_json::Value;
 
-use super::QueryApi;
+use super::{QueryApi, QueryPorts};
 use crate::aggregation::AggregateReader;
 use crate::auth::ApiKeys;
 use crate::http::HttpRequest;
 use crate::rollup::Rollup;
-use crate::scoring::MemoryRules;
+use crate::scoring::{MemoryHistory, MemoryLeads, MemoryRules};
 use crate::store::StoreError;
 
 #[derive(Default)]
@@ -31,16 +32,49 @@ impl AggregateReader for CountingReader {
     }
 }
 
-type Api = QueryApi<CountingReader, MemoryRules>;
+type Api = QueryApi;
 
-fn api(reader: CountingReader) -> Result<Api, String> {
+/// The API over in-memory ports, with handles on them.
+struct Fixture {
+    api: QueryApi,
+    aggregates: Arc<CountingReader>,
+    leads: Arc<MemoryLeads>,
+    history: Arc<MemoryHistory>,
+    rules: Arc<MemoryRules>,
+}
+
+impl std::ops::Deref for Fixture {
+    type Target = QueryApi;
+
+    fn deref(&self) -> &QueryApi {
+        &self.api
+    }
+}
+
+fn api(reader: CountingReader) -> Result<Fixture, String> {
     let keys = ApiKeys::parse(&format!(
         "{}:read,{}:admin,{}:ingest",
         ApiKeys::digest("r"),
         ApiKeys::digest("a"),
         ApiKeys::digest("i")
     ))?;
-    Ok(QueryApi::new(keys, reader, MemoryRules::default()))
+    let aggregates = Arc::new(reader);
+    let leads = Arc::new(MemoryLeads::default());
+    let history = Arc::new(MemoryHistory::default());
+    let rules = Arc::new(MemoryRules::default());
+    let ports = QueryPorts {
+        aggregates: aggregates.clone(),
+        rules: rules.clone(),
+        leads: leads.clone(),
+        history: history.clone(),
+    };
+    Ok(Fixture {
+        api: QueryApi::new(keys, ports),
+        aggregates,
+        leads,
+        history,
+        rules,
+    })
 }
 
 fn get(path: &str, query: &[(&str, &str)], key: Option<&str>) -> HttpRequest {
@@ -563,4 +597,225 @@ async fn rules_read_with_defaults_and_change_with_admin_scope_only() -> Result<(
         (405, Some("PUT"))
     );
     Ok(())
+}
+
+mod leads {
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    use base64::Engine;
+    use chrono::{DateTime, Utc};
+    use serde_json::json;
+
+    use super::*;
+    use crate::event::LeadProfile;
+    use crate::scoring::{
+        board_shard, BoardEntry, LeadScore, LeadStore, RuleStore, ScoreRules, ScoredEvent,
+        BOARD_SHARDS,
+    };
+
+    /// Sets each lead's board entry (a new version of its shard) and its stored state.
+    async fn set_scores(f: &Fixture, scores: &[(&str, i64)]) -> Result<(), String> {
+        let now = Utc::now().timestamp_millis();
+        for (id, score) in scores {
+            let shard = board_shard(id);
+            let mut board = f.leads.get_board(shard).await.map_err(|e| e.to_string())?;
+            board.entries.insert(
+                (*id).to_owned(),
+                BoardEntry {
+                    score: *score,
+                    last_activity_ms: now,
+                    decayed: *score,
+                },
+            );
+            f.leads
+                .put_board(shard, &board)
+                .await
+                .map_err(|e| e.to_string())?;
+            let state = LeadScore {
+                score: *score,
+                events: 1,
+                profile: LeadProfile {
+                    email: Some(format!("{id}@example.com")),
+                    ..LeadProfile::default()
+                },
+                ..LeadScore::default()
+            };
+            let version = f.leads.lead(id).map_or(0, |r| r.version);
+            f.leads
+                .put_lead(id, &state, version)
+                .await
+                .map_err(|e| e.to_string())?;
+        }
+        Ok(())
+    }
+
+    async fn page(f: &Fixture, query: &[(&str, &str)]) -> (u16, Value) {
+        status_and_body(f, get("/v1/leads", query, Some("r"))).await
+    }
+
+    fn rows(body: &Value) -> Vec<(u64, String, i64)> {
+        body["leads"]
+            .as_array()
+            .map(|rows| {
+                rows.iter()
+                    .map(|r| {
+                        (
+                            r["rank"].as_u64().unwrap_or(0),
+                            r["leadId"].as_str().unwrap_or("").to_owned(),
+                            r["score"].as_i64().unwrap_or(-1),
+                        )
+                    })
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    #[tokio::test]
+    async fn pages_neither_skip_nor_repeat_a_lead_while_scores_change() -> Result<(), String> {
+        let f = api(CountingReader::default())?;
+        // Twenty leads, scores tied in pairs.
+        let ids: Vec<String> = (0..20).map(|i| format!("l{i:02}")).collect();
+        let scores: Vec<(&str, i64)> = ids
+            .iter()
+            .enumerate()
+            .map(|(i, id)| (id.as_str(), (i as i64 / 2) * 10))
+            .collect();
+        set_scores(&f, &scores).await?;
+        let mut snapshot: Vec<(&str, i64)> = scores.clone();
+        snapshot.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(b.0)));
+
+        let (status, first) = page(&f, &[("limit", "6")]).await;
+        assert_eq!(status, 200, "{first}");
+        assert_eq!(first["leads"][0]["email"], "l18@example.com");
+        assert_eq!(first["leads"][0]["eventCount"], 1);
+        let mut seen = rows(&first);
+        let mut cursor = first["nextCursor"].as_str().map(str::to_owned);
+
+        // Meanwhile: the last lead jumps to the top, a lead already shown drops to the bottom,
+        // and a new lead appears. A live keyset would skip the first and repeat the second.
+        set_scores(&f, &[("l00", 1000), ("l19", 0), ("new", 500)]).await?;
+        while let Some(c) = cursor {
+            let (status, body) = page(&f, &[("limit", "6"), ("cursor", &c)]).await;
+            assert_eq!(status, 200, "{body}");
+            seen.extend(rows(&body));
+            cursor = body["nextCursor"].as_str().map(str::to_owned);
+            assert_eq!(body["asOf"], first["asOf"]);
+        }
+        let expected: Vec<(u64, String, i64)> = snapshot
+            .iter()
+            .enumerate()
+            .map(|(i, (id, score))| (i as u64 + 1, (*id).to_owned(), *score))
+            .collect();
+        assert_eq!(seen, expected);
+
+        // A new pagination sees the changes.
+        let (_, fresh) = page(&f, &[("limit", "2")]).await;
+        assert_eq!(
+            rows(&fresh),
+            [(1, "l00".to_owned(), 1000), (2, "new".to_owned(), 500)]
+        );
+        // The end has no cursor.
+        let (_, all) = page(&f, &[("limit", "100")]).await;
+        assert_eq!(rows(&all).len(), 21);
+        assert!(all.get("nextCursor").is_none(), "{all}");
+        Ok(())
+    }
+
+    fn cursor(as_of: DateTime<Utc>, versions: Vec<u64>) -> String {
+        URL_SAFE_NO_PAD.encode(
+            json!({"t": as_of.timestamp_millis(), "v": versions, "s": 10, "l": "x"}).to_string(),
+        )
+    }
+
+    #[tokio::test]
+    async fn bad_expired_and_forgotten_cursors_are_a_400_naming_cursor() -> Result<(), String> {
+        let f = api(CountingReader::default())?;
+        set_scores(&f, &[("a", 10)]).await?;
+        let now = Utc::now();
+        let shards = BOARD_SHARDS as usize;
+        let gone = {
+            let mut v = vec![0; shards];
+            v[board_shard("a") as usize] = 99;
+            v
+        };
+        for bad in [
+            "not a cursor".to_owned(),
+            URL_SAFE_NO_PAD.encode("{}"),
+            cursor(now, vec![0; 3]),
+            cursor(now - chrono::Duration::hours(2), vec![0; shards]),
+            cursor(now, gone),
+        ] {
+            let (status, body) = page(&f, &[("cursor", &bad)]).await;
+            assert_eq!(status, 400, "{bad}: {body}");
+            assert_eq!(body["error"]["details"][0]["path"], "cursor", "{body}");
+        }
+        for limit in ["0", "101", "x"] {
+            let (status, body) = page(&f, &[("limit", limit)]).await;
+            assert_eq!(status, 400, "{limit}: {body}");
+            assert_eq!(body["error"]["details"][0]["path"], "limit");
+        }
+        let (status, _) = status_and_body(&f, get("/v1/leads", &[], Some("i"))).await;
+        assert_eq!(status, 403);
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn one_lead_is_shown_with_the_events_not_yet_scored() -> Result<(), String> {
+        let f = api(CountingReader::default())?;
+        let rules = ScoreRules::defaults();
+        let t0 = Utc::now() - chrono::Duration::hours(1);
+        let id = "email:a@x.io";
+        let scored = [
+            ScoredEvent::new("e1", "PAGE_VIEW", t0),
+            ScoredEvent::new("e2", "PURCHASE", t0 + chrono::Duration::minutes(1)),
+        ];
+        let (state, _) = LeadScore::fold(&rules, scored.to_vec());
+        f.leads
+            .put_lead(id, &state, 0)
+            .await
+            .map_err(|e| e.to_string())?;
+        for e in scored {
+            f.history.store(id, e);
+        }
+        // Processed, not yet folded by the scorer.
+        f.history.store(
+            id,
+            ScoredEvent::new("e3", "DEMO_REQUEST", t0 + chrono::Duration::minutes(2)),
+        );
+        // The id as a client sends it in a path.
+        let (status, body) =
+            status_and_body(&f, get("/v1/leads/email%3Aa%40x.io", &[], Some("r"))).await;
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(body["leadId"], id);
+        assert_eq!(body["score"], 155);
+        assert_eq!(body["eventCount"], 3);
+        assert_eq!(
+            body["eventCounts"],
+            json!({"DEMO_REQUEST": 1, "PAGE_VIEW": 1, "PURCHASE": 1})
+        );
+        let recent: Vec<(&str, i64)> = body["recentEvents"]
+            .as_array()
+            .map(|r| {
+                r.iter()
+                    .map(|e| {
+                        (
+                            e["eventId"].as_str().unwrap_or(""),
+                            e["points"].as_i64().unwrap_or(0),
+                        )
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        assert_eq!(recent, [("e3", 50), ("e2", 100), ("e1", 5)]);
+
+        for unknown in ["/v1/leads/nobody", "/v1/leads/%FF"] {
+            let (status, body) = status_and_body(&f, get(unknown, &[], Some("r"))).await;
+            assert_eq!(status, 404, "{unknown}: {body}");
+        }
+        let rules_read = f.rules.load().await.map_err(|e| e.to_string())?;
+        assert!(
+            rules_read.is_some(),
+            "the rules were read (and stored) for the fold"
+        );
+        Ok(())
+    }
 }

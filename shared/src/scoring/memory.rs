@@ -6,9 +6,11 @@ use std::sync::Mutex;
 
 use async_trait::async_trait;
 
+use chrono::{DateTime, Utc};
+
 use super::{
-    BoardShard, LeadEvent, LeadHistory, LeadLogPart, LeadLogSink, LeadRecord, LeadScore, LeadStore,
-    LeadWriteError, ScoredEvent,
+    BoardShard, LeadEvent, LeadHistory, LeadLogPart, LeadLogSink, LeadReader, LeadRecord,
+    LeadScore, LeadStore, LeadWriteError, ScoredEvent, BOARD_SHARDS,
 };
 use crate::store::StoreError;
 
@@ -21,7 +23,8 @@ pub struct MemoryLeads {
 struct Inner {
     log: BTreeMap<(i64, String, String), Vec<LeadEvent>>,
     leads: HashMap<String, LeadRecord>,
-    boards: HashMap<u32, BoardShard>,
+    /// Every version of every shard, as the analytics table keeps them.
+    boards: HashMap<u32, BTreeMap<u64, BoardShard>>,
     /// Versioned writes to fail with a conflict before succeeding.
     conflicts_to_inject: usize,
 }
@@ -127,19 +130,57 @@ impl LeadStore for MemoryLeads {
     }
 
     async fn get_board(&self, shard: u32) -> Result<BoardShard, StoreError> {
-        Ok(self.lock().boards.get(&shard).cloned().unwrap_or_default())
+        Ok(self
+            .lock()
+            .boards
+            .get(&shard)
+            .and_then(|versions| versions.values().next_back())
+            .cloned()
+            .unwrap_or_default())
     }
 
     async fn put_board(&self, shard: u32, board: &BoardShard) -> Result<(), LeadWriteError> {
         let mut inner = self.lock();
-        let stored = inner.boards.get(&shard).map_or(0, |b| b.version);
-        if stored != board.version {
+        let versions = inner.boards.entry(shard).or_default();
+        let next = board.version + 1;
+        if versions.contains_key(&next) {
             return Err(LeadWriteError::Conflict);
         }
-        let mut next = board.clone();
-        next.version += 1;
-        inner.boards.insert(shard, next);
+        let mut stored = board.clone();
+        stored.version = next;
+        versions.insert(next, stored);
         Ok(())
+    }
+}
+
+#[async_trait]
+impl LeadReader for MemoryLeads {
+    async fn leads(&self, lead_ids: &[&str]) -> Result<HashMap<String, LeadRecord>, StoreError> {
+        self.get_leads(lead_ids).await
+    }
+
+    async fn latest_boards(&self) -> Result<Vec<BoardShard>, StoreError> {
+        let mut boards = Vec::with_capacity(BOARD_SHARDS as usize);
+        for shard in 0..BOARD_SHARDS {
+            boards.push(self.get_board(shard).await?);
+        }
+        Ok(boards)
+    }
+
+    async fn boards_at(&self, versions: &[u64]) -> Result<Option<Vec<BoardShard>>, StoreError> {
+        let inner = self.lock();
+        let mut boards = Vec::with_capacity(versions.len());
+        for (shard, version) in (0u32..).zip(versions) {
+            if *version == 0 {
+                boards.push(BoardShard::default());
+                continue;
+            }
+            match inner.boards.get(&shard).and_then(|v| v.get(version)) {
+                Some(board) => boards.push(board.clone()),
+                None => return Ok(None),
+            }
+        }
+        Ok(Some(boards))
     }
 }
 
@@ -170,6 +211,22 @@ impl LeadHistory for MemoryHistory {
             .get(lead_id)
             .cloned()
             .unwrap_or_default())
+    }
+
+    async fn latest_events(
+        &self,
+        lead_id: &str,
+        after: Option<(DateTime<Utc>, &str)>,
+        older: usize,
+    ) -> Result<Vec<ScoredEvent>, StoreError> {
+        let mut events = self.lead_events(lead_id).await?;
+        events.sort_by(|a, b| b.sort_key().cmp(&a.sort_key()));
+        let newer = events
+            .iter()
+            .take_while(|e| after.is_none_or(|a| e.sort_key() > a))
+            .count();
+        events.truncate(newer + older);
+        Ok(events)
     }
 }
 

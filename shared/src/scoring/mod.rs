@@ -25,6 +25,7 @@ mod lead;
 mod log;
 #[cfg(any(test, feature = "test-utils"))]
 mod memory;
+mod reader;
 mod rules;
 mod scorer;
 mod serde_util;
@@ -38,6 +39,7 @@ pub use log::{
 };
 #[cfg(any(test, feature = "test-utils"))]
 pub use memory::{MemoryHistory, MemoryLeads, MemoryRules};
+pub use reader::{lead_view, LeadReader, LeadView, RecentEvent};
 pub use rules::{Decay, Rule, ScoreRules, MAX_ABS_POINTS};
 pub use scorer::{
     LeadHistory, LeadLogSink, LeadRecord, LeadStore, LeadWriteError, ScoreReport, Scorer,

@@ -73,6 +73,14 @@ pub trait LeadStore: LeadLogSink {
 pub trait LeadHistory: Send + Sync {
     /// Every processed event of the lead.
     async fn lead_events(&self, lead_id: &str) -> Result<Vec<ScoredEvent>, StoreError>;
+    /// Newest first: every event of the lead that sorts after `after` (all of them when `None`),
+    /// then up to `older` events that do not.
+    async fn latest_events(
+        &self,
+        lead_id: &str,
+        after: Option<(DateTime<Utc>, &str)>,
+        older: usize,
+    ) -> Result<Vec<ScoredEvent>, StoreError>;
 }
 
 /// What one lead's update wrote.
@@ -415,6 +423,14 @@ impl<T: LeadStore + ?Sized> LeadStore for std::sync::Arc<T> {
 impl<T: LeadHistory + ?Sized> LeadHistory for std::sync::Arc<T> {
     async fn lead_events(&self, lead_id: &str) -> Result<Vec<ScoredEvent>, StoreError> {
         (**self).lead_events(lead_id).await
+    }
+    async fn latest_events(
+        &self,
+        lead_id: &str,
+        after: Option<(DateTime<Utc>, &str)>,
+        older: usize,
+    ) -> Result<Vec<ScoredEvent>, StoreError> {
+        (**self).latest_events(lead_id, after, older).await
     }
 }
 

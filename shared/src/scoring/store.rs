@@ -37,7 +37,7 @@ pub trait RuleStore: Send + Sync {
 
 /// The rules, writing the defaults when none are stored yet. Concurrent first uses agree: one
 /// write wins and the others read it back.
-pub async fn load_or_init(store: &impl RuleStore) -> Result<VersionedRules, StoreError> {
+pub async fn load_or_init<S: RuleStore + ?Sized>(store: &S) -> Result<VersionedRules, StoreError> {
     if let Some(current) = store.load().await? {
         return Ok(current);
     }
@@ -51,7 +51,10 @@ pub async fn load_or_init(store: &impl RuleStore) -> Result<VersionedRules, Stor
 }
 
 /// Sets one rule (validated by the caller), retrying on concurrent changes.
-pub async fn put_rule(store: &impl RuleStore, rule: Rule) -> Result<VersionedRules, StoreError> {
+pub async fn put_rule<S: RuleStore + ?Sized>(
+    store: &S,
+    rule: Rule,
+) -> Result<VersionedRules, StoreError> {
     for _ in 0..8 {
         let mut current = load_or_init(store).await?;
         current.rules.set_rule(rule.clone());

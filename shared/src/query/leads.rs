@@ -1,0 +1,222 @@
+//! `GET /v1/leads` (the leaderboard) and `GET /v1/leads/{leadId}`.
+//!
+//! **Pages that neither skip nor repeat.** A leaderboard read ranks one *snapshot*: the shard
+//! versions current at the first page, with decay as of that page's time. The cursor names both,
+//! and every later page ranks the same versions as of the same time, so a lead whose score
+//! changes meanwhile keeps its place in this pagination. Superseded versions are kept longer
+//! than a cursor lives ([`CURSOR_LIFETIME_SECS`]).
+
+use std::cmp::Reverse;
+
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+
+use super::params::QueryParams;
+use crate::error::ApiError;
+use crate::event::format_utc;
+use crate::http::{HttpRequest, HttpResponse};
+use crate::scoring::{
+    lead_view, load_or_init, ranked, LeadHistory, LeadReader, RuleStore, VersionedRules,
+    BOARD_SHARDS, RECENT_EVENTS,
+};
+use crate::store::StoreError;
+
+/// How long a leaderboard cursor can be used.
+pub(crate) const CURSOR_LIFETIME_SECS: i64 = 3600;
+const MAX_LEAD_ID_LEN: usize = 128;
+
+/// Where a leaderboard page ends: the snapshot and the last lead shown. Opaque to clients.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+struct Cursor {
+    /// The snapshot's time (decay is applied as of it), epoch milliseconds.
+    #[serde(rename = "t")]
+    as_of_ms: i64,
+    /// The version of each shard the snapshot ranks.
+    #[serde(rename = "v")]
+    versions: Vec<u64>,
+    /// The last lead shown: its score in the snapshot and its id.
+    #[serde(rename = "s")]
+    score: i64,
+    #[serde(rename = "l")]
+    lead_id: String,
+}
+
+impl Cursor {
+    fn encode(&self) -> String {
+        URL_SAFE_NO_PAD.encode(serde_json::to_vec(self).unwrap_or_default())
+    }
+
+    fn decode(text: &str, now: DateTime<Utc>) -> Result<Self, &'static str> {
+        let bytes = URL_SAFE_NO_PAD
+            .decode(text.trim())
+            .map_err(|_| "is not a cursor this API issued")?;
+        let cursor: Cursor =
+            serde_json::from_slice(&bytes).map_err(|_| "is not a cursor this API issued")?;
+        if cursor.versions.len() != BOARD_SHARDS as usize {
+            return Err("is not a cursor this API issued");
+        }
+        let age_ms = now.timestamp_millis() - cursor.as_of_ms;
+        if !(0..=CURSOR_LIFETIME_SECS * 1000).contains(&age_ms) {
+            return Err("has expired; start again without a cursor");
+        }
+        Ok(cursor)
+    }
+
+    fn as_of(&self) -> DateTime<Utc> {
+        DateTime::from_timestamp_millis(self.as_of_ms).unwrap_or_default()
+    }
+}
+
+fn analytics_down(_: StoreError) -> ApiError {
+    ApiError::Unavailable {
+        dependency: "analytics table",
+        details: Vec::new(),
+    }
+}
+
+async fn rules(store: &dyn RuleStore) -> Result<VersionedRules, ApiError> {
+    load_or_init(store).await.map_err(analytics_down)
+}
+
+/// `GET /v1/leads?limit&cursor`.
+pub(crate) async fn leaderboard(
+    leads: &dyn LeadReader,
+    rule_store: &dyn RuleStore,
+    request: &HttpRequest,
+    now: DateTime<Utc>,
+) -> Result<HttpResponse, ApiError> {
+    let mut params = QueryParams::new(request, &["limit", "cursor"]);
+    let limit = params.integer("limit", 1, 100, 20);
+    let cursor = match params.text("cursor", None) {
+        None => Some(None),
+        Some(text) => match Cursor::decode(text, now) {
+            Ok(cursor) => Some(Some(cursor)),
+            Err(message) => {
+                params.error("cursor", message);
+                None
+            }
+        },
+    };
+    let (limit, cursor) = params.finish(limit.zip(cursor))?;
+
+    let rules = rules(rule_store).await?;
+    let (as_of, boards) = match &cursor {
+        None => (now, leads.latest_boards().await.map_err(analytics_down)?),
+        Some(c) => match leads.boards_at(&c.versions).await.map_err(analytics_down)? {
+            Some(boards) => (c.as_of(), boards),
+            None => {
+                return Err(ApiError::validation(vec![crate::event::FieldError::new(
+                    "cursor".to_owned(),
+                    "has expired; start again without a cursor".to_owned(),
+                )]))
+            }
+        },
+    };
+    let order = ranked(&boards, &rules.rules.decay, as_of);
+    let start = cursor.as_ref().map_or(0, |c| {
+        order.partition_point(|(id, score, _)| {
+            (Reverse(*score), *id) <= (Reverse(c.score), c.lead_id.as_str())
+        })
+    });
+    let end = order.len().min(start + limit as usize);
+    let page = order.get(start..end).unwrap_or_default();
+    let ids: Vec<&str> = page.iter().map(|(id, _, _)| *id).collect();
+    let states = leads.leads(&ids).await.map_err(analytics_down)?;
+
+    let rows: Vec<Value> = page
+        .iter()
+        .enumerate()
+        .map(|(i, (id, score, entry))| {
+            let state = states.get(*id).map(|r| &r.state);
+            let profile = state.map(|s| &s.profile);
+            json!({
+                "rank": start + i + 1,
+                "leadId": id,
+                "score": score,
+                "email": profile.and_then(|p| p.email.as_deref()),
+                "name": profile.and_then(|p| p.name.as_deref()),
+                "company": profile.and_then(|p| p.company.as_deref()),
+                "lastActivityAt": format_utc(entry.last_activity()),
+                "eventCount": state.map_or(0, |s| s.events),
+            })
+        })
+        .collect();
+    let mut body = json!({"leads": rows, "asOf": format_utc(as_of)});
+    if let Some((id, score, _)) = page.last().filter(|_| end < order.len()) {
+        let next = Cursor {
+            as_of_ms: as_of.timestamp_millis(),
+            versions: boards.iter().map(|b| b.version).collect(),
+            score: *score,
+            lead_id: (*id).to_owned(),
+        };
+        body["nextCursor"] = json!(next.encode());
+    }
+    Ok(HttpResponse::json(200, &body))
+}
+
+/// `GET /v1/leads/{leadId}`: the stored state advanced by the events the scorer has not folded
+/// yet, so a lead is current as soon as its events are processed.
+pub(crate) async fn lead(
+    leads: &dyn LeadReader,
+    history: &dyn LeadHistory,
+    rule_store: &dyn RuleStore,
+    lead_id: &str,
+    request: &HttpRequest,
+    now: DateTime<Utc>,
+) -> Result<HttpResponse, ApiError> {
+    QueryParams::new(request, &[]).finish(Some(()))?;
+    if lead_id.is_empty() || lead_id.chars().count() > MAX_LEAD_ID_LEN {
+        return Err(ApiError::NotFound);
+    }
+    let rules = rules(rule_store).await?;
+    let stored = leads
+        .leads(&[lead_id])
+        .await
+        .map_err(analytics_down)?
+        .remove(lead_id)
+        .map(|r| r.state);
+    let after = stored
+        .as_ref()
+        .and_then(|s| s.last.as_ref())
+        .map(|(ts, id)| (*ts, id.as_str()));
+    let events = history
+        .latest_events(lead_id, after, RECENT_EVENTS)
+        .await
+        .map_err(|_| ApiError::Unavailable {
+            dependency: "events table",
+            details: Vec::new(),
+        })?;
+    let view = lead_view(stored, &events, &rules.rules).ok_or(ApiError::NotFound)?;
+    let state = &view.state;
+    let recent: Vec<Value> = view
+        .recent
+        .iter()
+        .map(|r| {
+            json!({
+                "eventId": r.event.event_id,
+                "type": r.event.event_type,
+                "timestamp": format_utc(r.event.timestamp),
+                "points": r.points,
+            })
+        })
+        .collect();
+    Ok(HttpResponse::json(
+        200,
+        &json!({
+            "leadId": lead_id,
+            "score": state.decayed_score(&rules.rules.decay, now),
+            "profile": {
+                "email": state.profile.email,
+                "name": state.profile.name,
+                "company": state.profile.company,
+            },
+            "lastActivityAt": state.last_activity_at.map(format_utc),
+            "eventCount": state.events,
+            "eventCounts": state.event_counts,
+            "recentEvents": recent,
+        }),
+    ))
+}
