@@ -459,6 +459,35 @@ async fn stored_events_are_rolled_up_through_the_stream_mapping() -> Result<()> 
         .send()
         .await?;
     assert_eq!(health.status().as_u16(), 200);
+    // Readiness reaches both tables and both queues from the real binary.
+    let ready: Value = client
+        .get(format!("http://{}/health/ready", stack.api_addr))
+        .send()
+        .await?
+        .json()
+        .await?;
+    assert_eq!(ready["status"], "ok", "{ready}");
+    assert_eq!(
+        ready["checks"].as_object().map(|c| c.len()),
+        Some(4),
+        "{ready}"
+    );
+    let metrics = client
+        .get(format!("http://{}/metrics", stack.api_addr))
+        .bearer_auth(LOCAL_READ_KEY)
+        .send()
+        .await?;
+    assert_eq!(metrics.status().as_u16(), 200);
+    let text = metrics.text().await?;
+    assert!(
+        text.lines()
+            .any(|l| l == "tally_events_accepted_total{source=\"api\"} 3"),
+        "{text}"
+    );
+    assert!(
+        text.contains("tally_queue_depth{queue=\"dead_letter\"} 0"),
+        "{text}"
+    );
     let hour_start = now.duration_trunc(chrono::Duration::hours(1))?;
     let url = format!(
         "http://{}/v1/aggregations?window=hour&start={}&end={}&campaignId=c1&type=PURCHASE",

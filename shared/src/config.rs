@@ -162,6 +162,9 @@ pub struct QueryConfig {
     pub analytics_table: String,
     /// For a lead's events (its `byLead` index).
     pub events_table: String,
+    /// Queues whose depth `/metrics` reports and `/health/ready` checks.
+    pub work_queue_url: String,
+    pub dead_letter_queue_url: String,
     pub api_keys: ApiKeys,
 }
 
@@ -170,6 +173,8 @@ impl QueryConfig {
         Ok(Self {
             analytics_table: env.required("ANALYTICS_TABLE")?,
             events_table: env.required("EVENTS_TABLE")?,
+            work_queue_url: env.required("WORK_QUEUE_URL")?,
+            dead_letter_queue_url: env.required("DEAD_LETTER_QUEUE_URL")?,
             api_keys: ApiKeys::parse(&env.optional("API_KEY_DIGESTS").unwrap_or_default())
                 .map_err(|reason| ConfigError::Invalid {
                     name: "API_KEY_DIGESTS",

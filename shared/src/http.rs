@@ -84,10 +84,15 @@ impl HttpResponse {
     }
 
     pub fn text(status: u16, body: String) -> Self {
+        Self::text_as(status, "text/plain; charset=utf-8", body)
+    }
+
+    /// A text body of a given `text/*` media type.
+    pub fn text_as(status: u16, content_type: &str, body: String) -> Self {
         Self {
             status,
             headers: vec![
-                ("content-type", "text/plain; charset=utf-8".into()),
+                ("content-type", content_type.to_owned()),
                 ("x-content-type-options", "nosniff".into()),
             ],
             body,

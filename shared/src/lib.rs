@@ -15,6 +15,7 @@ pub mod faults;
 pub mod http;
 pub mod ingest;
 pub mod observability;
+pub mod ops;
 pub mod process;
 pub mod query;
 pub mod queue;

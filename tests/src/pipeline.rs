@@ -134,17 +134,18 @@ pub fn sample_request(name: &str, edit: impl FnOnce(&mut Value)) -> Result<HttpR
     Ok(tally::http::lambda::from_lambda(request))
 }
 
-/// The query routes' ports on `stack`'s tables.
+/// The query routes' ports on `stack`'s tables and queues.
 pub fn query_ports(stack: &Stack) -> Result<tally::query::QueryPorts> {
-    let ddb = crate::sdk_config(&stack.dynamodb_endpoint);
-    let analytics = stack.table("AnalyticsTable")?.to_owned();
-    Ok(tally::query::QueryPorts {
-        aggregates: std::sync::Arc::new(tally::aws::DynamoAggregates::new(&ddb, analytics.clone())),
-        rules: std::sync::Arc::new(tally::aws::DynamoRules::new(&ddb, analytics.clone())),
-        leads: std::sync::Arc::new(tally::aws::DynamoLeads::new(&ddb, analytics)),
-        history: std::sync::Arc::new(tally::aws::DynamoEventStore::new(
-            &ddb,
-            stack.table("EventsTable")?.to_owned(),
-        )),
-    })
+    let config = tally::config::QueryConfig {
+        analytics_table: stack.table("AnalyticsTable")?.to_owned(),
+        events_table: stack.table("EventsTable")?.to_owned(),
+        work_queue_url: stack.queue("WorkQueue")?.url.clone(),
+        dead_letter_queue_url: stack.queue("DeadLetterQueue")?.url.clone(),
+        api_keys: ApiKeys::default(),
+    };
+    Ok(tally::aws::query_ports(
+        &crate::sdk_config(&stack.dynamodb_endpoint),
+        &crate::sdk_config(&stack.moto_endpoint),
+        &config,
+    ))
 }

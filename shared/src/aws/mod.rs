@@ -6,17 +6,75 @@ mod batch;
 mod dynamo;
 mod item;
 mod leads;
+mod ops;
 mod rules;
 mod sqs;
 
 pub use analytics::DynamoAggregates;
 pub use dynamo::{DynamoCounters, DynamoEventStore};
 pub use leads::DynamoLeads;
+pub use ops::{DynamoTableProbe, SqsQueueStats};
 pub use rules::DynamoRules;
 pub use sqs::SqsEventQueue;
 
 use aws_config::{BehaviorVersion, SdkConfig};
 use aws_sdk_dynamodb::error::{ProvideErrorMetadata, SdkError};
+
+/// The query routes' ports on the tables and queues `config` names; `sqs` is the SDK config for
+/// the queues (in AWS the same as `aws`; locally another emulator's).
+pub fn query_ports(
+    aws: &SdkConfig,
+    sqs: &SdkConfig,
+    config: &crate::config::QueryConfig,
+) -> crate::query::QueryPorts {
+    use std::sync::Arc;
+
+    use crate::ops::{NamedDependency, NamedQueue};
+
+    let analytics = &config.analytics_table;
+    let work = Arc::new(SqsQueueStats::new(sqs, config.work_queue_url.clone()));
+    let dead_letter = Arc::new(SqsQueueStats::new(
+        sqs,
+        config.dead_letter_queue_url.clone(),
+    ));
+    crate::query::QueryPorts {
+        aggregates: Arc::new(DynamoAggregates::new(aws, analytics.clone())),
+        rules: Arc::new(DynamoRules::new(aws, analytics.clone())),
+        leads: Arc::new(DynamoLeads::new(aws, analytics.clone())),
+        history: Arc::new(DynamoEventStore::new(aws, config.events_table.clone())),
+        counters: Arc::new(DynamoCounters::new(aws, analytics.clone())),
+        queues: vec![
+            NamedQueue {
+                label: "work",
+                name: "work queue",
+                stats: work.clone(),
+            },
+            NamedQueue {
+                label: "dead_letter",
+                name: "dead-letter queue",
+                stats: dead_letter.clone(),
+            },
+        ],
+        dependencies: vec![
+            NamedDependency {
+                name: "analytics table",
+                dependency: Arc::new(DynamoTableProbe::new(aws, analytics.clone())),
+            },
+            NamedDependency {
+                name: "events table",
+                dependency: Arc::new(DynamoTableProbe::new(aws, config.events_table.clone())),
+            },
+            NamedDependency {
+                name: "work queue",
+                dependency: work,
+            },
+            NamedDependency {
+                name: "dead-letter queue",
+                dependency: dead_letter,
+            },
+        ],
+    }
+}
 
 /// Region, credentials and `AWS_ENDPOINT_URL` from the environment, as Lambda provides them.
 pub async fn sdk_config() -> SdkConfig {

@@ -3,6 +3,7 @@
 
 mod aggregations;
 mod leads;
+mod operations;
 mod params;
 mod reports;
 mod rules;
@@ -15,14 +16,18 @@ use tracing::info;
 
 use crate::aggregation::AggregateReader;
 use crate::auth::{ApiKeys, Scope};
+use crate::counters::CounterSink;
 use crate::error::ApiError;
 use crate::http::{serve, HttpRequest, HttpResponse};
 use crate::observability::Metrics;
+use crate::ops::{NamedDependency, NamedQueue};
 use crate::scoring::{LeadHistory, LeadReader, RuleStore};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Route {
     Health,
+    Ready,
+    Metrics,
     Aggregations,
     Top,
     EventsReport,
@@ -40,6 +45,8 @@ impl Route {
     fn name(&self) -> &'static str {
         match self {
             Self::Health => "GET /health",
+            Self::Ready => "GET /health/ready",
+            Self::Metrics => "GET /metrics",
             Self::Aggregations => "GET /v1/aggregations",
             Self::Top => "GET /v1/aggregations/top",
             Self::EventsReport => "GET /v1/reports/events",
@@ -55,8 +62,9 @@ impl Route {
     /// Who may call the route.
     fn scope(&self) -> Option<Scope> {
         match self {
-            Self::Health => None,
-            Self::Aggregations
+            Self::Health | Self::Ready => None,
+            Self::Metrics
+            | Self::Aggregations
             | Self::Top
             | Self::EventsReport
             | Self::RevenueReport
@@ -75,6 +83,8 @@ impl Route {
             .unwrap_or(path);
         let (route, allow) = match path {
             "/health" | "/health/live" => (Self::Health, "GET"),
+            "/health/ready" => (Self::Ready, "GET"),
+            "/metrics" => (Self::Metrics, "GET"),
             "/v1/aggregations" => (Self::Aggregations, "GET"),
             "/v1/aggregations/top" | "/v1/aggregations/top-performing" => (Self::Top, "GET"),
             "/v1/reports/events" => (Self::EventsReport, "GET"),
@@ -119,6 +129,12 @@ pub struct QueryPorts {
     pub rules: Arc<dyn RuleStore>,
     pub leads: Arc<dyn LeadReader>,
     pub history: Arc<dyn LeadHistory>,
+    /// The pipeline counters `ingest` and `process` keep.
+    pub counters: Arc<dyn CounterSink>,
+    /// The queues `/metrics` reports the depth of.
+    pub queues: Vec<NamedQueue>,
+    /// What `/health/ready` checks.
+    pub dependencies: Vec<NamedDependency>,
 }
 
 /// The query function's logic.
@@ -155,6 +171,8 @@ impl QueryApi {
         let aggregates = &*p.aggregates;
         let response = match &route {
             Route::Health => HttpResponse::json(200, &json!({"status": "ok"})),
+            Route::Ready => operations::ready(&p.dependencies, request).await?,
+            Route::Metrics => operations::metrics(&*p.counters, &p.queues, request).await?,
             Route::Aggregations => aggregations::aggregations(aggregates, request).await?,
             Route::Top => aggregations::top(aggregates, request).await?,
             Route::EventsReport => reports::events(aggregates, request).await?,

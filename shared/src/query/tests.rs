@@ -10,7 +10,9 @@ use serde_json::Value;
 use super::{QueryApi, QueryPorts};
 use crate::aggregation::AggregateReader;
 use crate::auth::ApiKeys;
+use crate::counters::{CounterDelta, CounterSink};
 use crate::http::HttpRequest;
+use crate::ops::{Dependency, NamedDependency, NamedQueue, QueueDepth, QueueStats};
 use crate::rollup::Rollup;
 use crate::scoring::{MemoryHistory, MemoryLeads, MemoryRules};
 use crate::store::StoreError;
@@ -41,6 +43,7 @@ struct Fixture {
     leads: Arc<MemoryLeads>,
     history: Arc<MemoryHistory>,
     rules: Arc<MemoryRules>,
+    ops: Arc<FakeOps>,
 }
 
 impl std::ops::Deref for Fixture {
@@ -62,11 +65,29 @@ fn api(reader: CountingReader) -> Result<Fixture, String> {
     let leads = Arc::new(MemoryLeads::default());
     let history = Arc::new(MemoryHistory::default());
     let rules = Arc::new(MemoryRules::default());
+    let ops = Arc::new(FakeOps::default());
+    let queue = |label, name| NamedQueue {
+        label,
+        name,
+        stats: ops.clone(),
+    };
     let ports = QueryPorts {
         aggregates: aggregates.clone(),
         rules: rules.clone(),
         leads: leads.clone(),
         history: history.clone(),
+        counters: ops.clone(),
+        queues: vec![queue("work", "work queue")],
+        dependencies: vec![
+            NamedDependency {
+                name: "analytics table",
+                dependency: Arc::new(FakeDependency(true)),
+            },
+            NamedDependency {
+                name: "work queue",
+                dependency: ops.clone(),
+            },
+        ],
     };
     Ok(Fixture {
         api: QueryApi::new(keys, ports),
@@ -74,7 +95,107 @@ fn api(reader: CountingReader) -> Result<Fixture, String> {
         leads,
         history,
         rules,
+        ops,
     })
+}
+
+/// Counters and a queue, which can be made to stop answering.
+#[derive(Default)]
+struct FakeOps {
+    queue_down: std::sync::atomic::AtomicBool,
+}
+
+#[async_trait]
+impl CounterSink for FakeOps {
+    async fn add(&self, _: &CounterDelta) -> Result<(), StoreError> {
+        Ok(())
+    }
+
+    async fn totals(&self) -> Result<CounterDelta, StoreError> {
+        Ok(CounterDelta {
+            accepted_by_source: [("web".to_owned(), 12)].into(),
+            processed: 10,
+            duplicate: 2,
+            ..CounterDelta::default()
+        })
+    }
+}
+
+#[async_trait]
+impl QueueStats for FakeOps {
+    async fn depth(&self) -> Result<QueueDepth, StoreError> {
+        if self.queue_down.load(Ordering::SeqCst) {
+            return Err(StoreError::Unavailable("queue internals".into()));
+        }
+        Ok(QueueDepth {
+            visible: 3,
+            in_flight: 1,
+        })
+    }
+}
+
+#[async_trait]
+impl Dependency for FakeOps {
+    async fn ping(&self) -> Result<(), StoreError> {
+        self.depth().await.map(|_| ())
+    }
+}
+
+struct FakeDependency(bool);
+
+#[async_trait]
+impl Dependency for FakeDependency {
+    async fn ping(&self) -> Result<(), StoreError> {
+        if self.0 {
+            Ok(())
+        } else {
+            Err(StoreError::Unavailable("down".into()))
+        }
+    }
+}
+
+#[tokio::test]
+async fn metrics_in_prometheus_text_and_readiness_naming_what_fails() -> Result<(), String> {
+    let f = api(CountingReader::default())?;
+    let response = f.handle(get("/metrics", &[], Some("r"))).await;
+    assert_eq!(response.status, 200, "{}", response.body);
+    assert_eq!(
+        response.header("content-type"),
+        Some("text/plain; version=0.0.4; charset=utf-8")
+    );
+    for line in [
+        "tally_events_accepted_total{source=\"web\"} 12",
+        "tally_events_processed_total 10",
+        "tally_events_duplicate_total 2",
+        "tally_events_dead_lettered_total 0",
+        "tally_queue_depth{queue=\"work\"} 3",
+    ] {
+        assert!(
+            response.body.lines().any(|l| l == line),
+            "{line}: {}",
+            response.body
+        );
+    }
+    for (key, status) in [(None, 401), (Some("i"), 403)] {
+        assert_eq!(f.handle(get("/metrics", &[], key)).await.status, status);
+    }
+
+    let (status, body) = status_and_body(&f, get("/health/ready", &[], None)).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["checks"]["work queue"], "ok");
+
+    f.ops.queue_down.store(true, Ordering::SeqCst);
+    let (status, body) = status_and_body(&f, get("/health/ready", &[], None)).await;
+    assert_eq!(status, 503, "{body}");
+    assert_eq!(body["error"]["message"], "work queue is unavailable");
+    assert_eq!(body["error"]["details"][0]["path"], "work queue");
+    assert!(!body.to_string().contains("internals"), "{body}");
+    let (status, body) = status_and_body(&f, get("/metrics", &[], Some("r"))).await;
+    assert_eq!(
+        (status, body["error"]["message"].as_str()),
+        (503, Some("work queue is unavailable"))
+    );
+    Ok(())
 }
 
 fn get(path: &str, query: &[(&str, &str)], key: Option<&str>) -> HttpRequest {

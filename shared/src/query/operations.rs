@@ -1,0 +1,68 @@
+//! `GET /health/ready` and `GET /metrics`.
+
+use futures::future::try_join_all;
+use serde_json::json;
+
+use super::params::QueryParams;
+use crate::counters::CounterSink;
+use crate::error::ApiError;
+use crate::event::FieldError;
+use crate::http::{HttpRequest, HttpResponse};
+use crate::ops::{prometheus, unready, NamedDependency, NamedQueue};
+
+/// `200 {"status": "ok", "checks": {...}}` when every dependency answers; otherwise `503` naming
+/// the first that does not, with every failing one in `details`.
+pub(crate) async fn ready(
+    dependencies: &[NamedDependency],
+    request: &HttpRequest,
+) -> Result<HttpResponse, ApiError> {
+    QueryParams::new(request, &[]).finish(Some(()))?;
+    let failed = unready(dependencies).await;
+    if let Some(first) = failed.first() {
+        return Err(ApiError::Unavailable {
+            dependency: first,
+            details: failed
+                .iter()
+                .map(|name| FieldError::new((*name).to_owned(), "does not answer".to_owned()))
+                .collect(),
+        });
+    }
+    let checks: serde_json::Map<String, serde_json::Value> = dependencies
+        .iter()
+        .map(|d| (d.name.to_owned(), json!("ok")))
+        .collect();
+    Ok(HttpResponse::json(
+        200,
+        &json!({"status": "ok", "checks": checks}),
+    ))
+}
+
+/// The pipeline counters and queue depths in the Prometheus text format.
+pub(crate) async fn metrics(
+    counters: &dyn CounterSink,
+    queues: &[NamedQueue],
+    request: &HttpRequest,
+) -> Result<HttpResponse, ApiError> {
+    QueryParams::new(request, &[]).finish(Some(()))?;
+    let depths = try_join_all(queues.iter().map(|q| async move {
+        q.stats
+            .depth()
+            .await
+            .map(|depth| (q.label, depth))
+            .map_err(|_| ApiError::Unavailable {
+                dependency: q.name,
+                details: Vec::new(),
+            })
+    }));
+    let (totals, depths) = futures::join!(counters.totals(), depths);
+    let totals = totals.map_err(|_| ApiError::Unavailable {
+        dependency: "analytics table",
+        details: Vec::new(),
+    })?;
+    let depths = depths?;
+    Ok(HttpResponse::text_as(
+        200,
+        "text/plain; version=0.0.4; charset=utf-8",
+        prometheus(&totals, &depths),
+    ))
+}
