@@ -732,6 +732,22 @@ async fn the_samples_drive_the_query_handler() -> Result<()> {
         assert!(!found[field].is_null(), "{sample}: {found}");
     }
     let response = api
+        .handle(sample_request("api-get-leads.json", |_| {})?)
+        .await;
+    assert_eq!(response.status, 200, "{}", response.body);
+    assert_eq!(body(&response)?["leads"], json!([]));
+    let response = api
+        .handle(sample_request("api-get-metrics.json", |_| {})?)
+        .await;
+    assert_eq!(response.status, 200, "{}", response.body);
+    assert!(
+        response
+            .body
+            .contains("tally_queue_depth{queue=\"work\"} 0"),
+        "{}",
+        response.body
+    );
+    let response = api
         .handle(sample_request("api-put-rule.json", |_| {})?)
         .await;
     assert_eq!(response.status, 200, "{}", response.body);

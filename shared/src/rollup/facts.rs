@@ -5,9 +5,7 @@
 
 use chrono::{DateTime, Utc};
 
-use super::keys::{
-    demographic_bands, source_campaign_value, source_funnel_value, Dimension, Facet,
-};
+use super::keys::{demographic_bands, source_campaign_value, Dimension, Facet};
 use crate::event::{Event, FunnelStage, Money};
 
 /// The fields of an event that aggregation reads.
@@ -74,16 +72,15 @@ pub(crate) fn visit_counters(
         total(Dimension::Source, source);
         // Only revenue-bearing events: few, so the pair costs little to count and store.
         if let (Some(campaign), Some(_)) = (campaign, facts.revenue) {
-            total(
-                Dimension::SourceCampaign,
-                &source_campaign_value(source, campaign),
-            );
+            with_pair(source, campaign, |pair| {
+                total(Dimension::SourceCampaign, pair)
+            });
         }
     }
     if let Some(stage) = facts.funnel_stage {
         total(Dimension::FunnelStage, stage.as_str());
         if let Some(source) = source {
-            with_source_funnel_value(source, stage, |pair| {
+            with_pair(source, stage.as_str(), |pair| {
                 total(Dimension::SourceFunnelStage, pair)
             });
         }
@@ -97,20 +94,21 @@ fn non_empty(value: Option<&str>) -> Option<&str> {
     value.filter(|v| !v.is_empty())
 }
 
-/// [`source_funnel_value`] built on the stack: this runs for most events of a batch.
-fn with_source_funnel_value(source: &str, stage: FunnelStage, f: impl FnOnce(&str)) {
-    let stage_str = stage.as_str();
-    let len = source.len() + 1 + stage_str.len();
-    let mut buf = [0u8; 64];
+/// `"<source>|<rest>"`, the value of both pair dimensions (see
+/// [`super::keys::source_funnel_value`] and [`source_campaign_value`]), built on the stack: this
+/// runs for most events of a batch.
+fn with_pair(source: &str, rest: &str, f: impl FnOnce(&str)) {
+    let len = source.len() + 1 + rest.len();
+    let mut buf = [0u8; 192];
     if let Some(slot) = buf.get_mut(..len) {
         let (head, tail) = slot.split_at_mut(source.len());
         head.copy_from_slice(source.as_bytes());
         tail[0] = b'|';
-        tail[1..].copy_from_slice(stage_str.as_bytes());
+        tail[1..].copy_from_slice(rest.as_bytes());
         // Joined UTF-8 strings are UTF-8; the check is what keeps this free of `unsafe`.
         if let Ok(pair) = std::str::from_utf8(slot) {
             return f(pair);
         }
     }
-    f(&source_funnel_value(source, stage))
+    f(&source_campaign_value(source, rest))
 }
