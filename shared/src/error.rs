@@ -43,6 +43,14 @@ pub enum ApiError {
 }
 
 impl ApiError {
+    /// `dependency` did not answer; nothing else about the failure reaches the client.
+    pub fn unavailable(dependency: &'static str) -> Self {
+        Self::Unavailable {
+            dependency,
+            details: Vec::new(),
+        }
+    }
+
     pub fn validation(details: Vec<FieldError>) -> Self {
         let message = match details.len() {
             1 => "1 field is invalid".to_owned(),

@@ -291,10 +291,7 @@ impl<Q: EventQueue, C: CounterSink> Ingest<Q, C> {
             .failed
             .is_empty()
         {
-            return Err(ApiError::Unavailable {
-                dependency: "queue",
-                details: Vec::new(),
-            });
+            return Err(ApiError::unavailable("queue"));
         }
         let mut delta = CounterDelta::default();
         delta.accepted_by_source.insert(event.source.clone(), 1);

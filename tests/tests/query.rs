@@ -926,7 +926,7 @@ async fn leaderboard_pages_and_single_leads_over_the_real_pipeline() -> Result<(
     )?;
     let mut seen = lead_rows(&first)?;
     let later = Utc::now() - chrono::Duration::minutes(5);
-    let changes: Vec<LeadPost> = (0..12)
+    let mut changes: Vec<LeadPost> = (0..12)
         .map(|i| LeadPost {
             id: format!("lw-{i:02}"),
             lead: if i < 10 {
@@ -940,7 +940,6 @@ async fn leaderboard_pages_and_single_leads_over_the_real_pipeline() -> Result<(
         .collect();
     // Enough purchases to top the board.
     let top_score = snapshot[0].1;
-    let mut changes = changes;
     for i in 0..(top_score / 100 + 1) {
         changes.push(LeadPost {
             id: format!("lx-{i:02}"),

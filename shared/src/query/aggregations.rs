@@ -161,10 +161,7 @@ pub(super) async fn read_days<R: AggregateReader + ?Sized>(
         .buffered(READ_CONCURRENCY)
         .try_collect()
         .await
-        .map_err(|_| ApiError::Unavailable {
-            dependency: "analytics table",
-            details: Vec::new(),
-        })
+        .map_err(super::analytics_down)
 }
 
 /// The hours of `rollups` that fall in `range`, with their start.

@@ -14,15 +14,15 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
+use super::analytics_down;
 use super::params::QueryParams;
 use crate::error::ApiError;
-use crate::event::format_utc;
+use crate::event::{format_utc, FieldError};
 use crate::http::{HttpRequest, HttpResponse};
 use crate::scoring::{
     lead_view, load_or_init, ranked, LeadHistory, LeadReader, RuleStore, VersionedRules,
     BOARD_SHARDS, RECENT_EVENTS,
 };
-use crate::store::StoreError;
 
 /// How long a leaderboard cursor can be used.
 pub(crate) const CURSOR_LIFETIME_SECS: i64 = 3600;
@@ -60,7 +60,7 @@ impl Cursor {
         }
         let age_ms = now.timestamp_millis() - cursor.as_of_ms;
         if !(0..=CURSOR_LIFETIME_SECS * 1000).contains(&age_ms) {
-            return Err("has expired; start again without a cursor");
+            return Err(CURSOR_EXPIRED);
         }
         Ok(cursor)
     }
@@ -70,12 +70,7 @@ impl Cursor {
     }
 }
 
-fn analytics_down(_: StoreError) -> ApiError {
-    ApiError::Unavailable {
-        dependency: "analytics table",
-        details: Vec::new(),
-    }
-}
+const CURSOR_EXPIRED: &str = "has expired; start again without a cursor";
 
 async fn rules(store: &dyn RuleStore) -> Result<VersionedRules, ApiError> {
     load_or_init(store).await.map_err(analytics_down)
@@ -102,19 +97,22 @@ pub(crate) async fn leaderboard(
     };
     let (limit, cursor) = params.finish(limit.zip(cursor))?;
 
-    let rules = rules(rule_store).await?;
-    let (as_of, boards) = match &cursor {
-        None => (now, leads.latest_boards().await.map_err(analytics_down)?),
-        Some(c) => match leads.boards_at(&c.versions).await.map_err(analytics_down)? {
-            Some(boards) => (c.as_of(), boards),
-            None => {
-                return Err(ApiError::validation(vec![crate::event::FieldError::new(
-                    "cursor".to_owned(),
-                    "has expired; start again without a cursor".to_owned(),
-                )]))
-            }
-        },
+    // The rules (for decay) and the board are independent reads.
+    let boards = async {
+        match &cursor {
+            None => Ok(Some(leads.latest_boards().await?)),
+            Some(c) => leads.boards_at(&c.versions).await,
+        }
     };
+    let (rules, boards) = futures::join!(rules(rule_store), boards);
+    let (rules, boards) = (rules?, boards.map_err(analytics_down)?);
+    let Some(boards) = boards else {
+        return Err(ApiError::validation(vec![FieldError::new(
+            "cursor".to_owned(),
+            CURSOR_EXPIRED.to_owned(),
+        )]));
+    };
+    let as_of = cursor.as_ref().map_or(now, Cursor::as_of);
     let order = ranked(&boards, &rules.rules.decay, as_of);
     let start = cursor.as_ref().map_or(0, |c| {
         order.partition_point(|(id, score, _)| {
@@ -171,10 +169,10 @@ pub(crate) async fn lead(
     if lead_id.is_empty() || lead_id.chars().count() > MAX_LEAD_ID_LEN {
         return Err(ApiError::NotFound);
     }
-    let rules = rules(rule_store).await?;
-    let stored = leads
-        .leads(&[lead_id])
-        .await
+    let ids = [lead_id];
+    let (rules, stored) = futures::join!(rules(rule_store), leads.leads(&ids));
+    let rules = rules?;
+    let stored = stored
         .map_err(analytics_down)?
         .remove(lead_id)
         .map(|r| r.state);
@@ -185,10 +183,7 @@ pub(crate) async fn lead(
     let events = history
         .latest_events(lead_id, after, RECENT_EVENTS)
         .await
-        .map_err(|_| ApiError::Unavailable {
-            dependency: "events table",
-            details: Vec::new(),
-        })?;
+        .map_err(|_| ApiError::unavailable("events table"))?;
     let view = lead_view(stored, &events, &rules.rules).ok_or(ApiError::NotFound)?;
     let state = &view.state;
     let recent: Vec<Value> = view

@@ -110,6 +110,11 @@ impl Route {
     }
 }
 
+/// The analytics table did not answer (its error stays in the logs of the adapter).
+fn analytics_down(_: crate::store::StoreError) -> ApiError {
+    ApiError::unavailable("analytics table")
+}
+
 /// The one path segment after `prefix`, percent-decoded; `None` when empty, nested or not UTF-8.
 fn segment(path: &str, prefix: &str) -> Option<String> {
     let raw = path.strip_prefix(prefix)?;

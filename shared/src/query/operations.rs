@@ -49,16 +49,10 @@ pub(crate) async fn metrics(
             .depth()
             .await
             .map(|depth| (q.label, depth))
-            .map_err(|_| ApiError::Unavailable {
-                dependency: q.name,
-                details: Vec::new(),
-            })
+            .map_err(|_| ApiError::unavailable(q.name))
     }));
     let (totals, depths) = futures::join!(counters.totals(), depths);
-    let totals = totals.map_err(|_| ApiError::Unavailable {
-        dependency: "analytics table",
-        details: Vec::new(),
-    })?;
+    let totals = totals.map_err(super::analytics_down)?;
     let depths = depths?;
     Ok(HttpResponse::text_as(
         200,

@@ -79,12 +79,12 @@ enum PairSide<'a> {
     Rest(&'a str),
 }
 
-fn counts(values: BTreeMap<&str, Totals>) -> Value {
+fn counts<K: AsRef<str>>(values: impl IntoIterator<Item = (K, Totals)>) -> Value {
     Value::Object(
         values
             .into_iter()
             .filter(|(_, t)| t.count > 0)
-            .map(|(value, t)| (value.to_owned(), json!(t.count)))
+            .map(|(value, t)| (value.as_ref().to_owned(), json!(t.count)))
             .collect(),
     )
 }
@@ -144,15 +144,7 @@ pub(crate) async fn events<R: AggregateReader + ?Sized>(
     body.insert("total".into(), json!(total));
     body.insert("bySource".into(), counts(by_source));
     body.insert("byFunnelStage".into(), by_stage);
-    body.insert(
-        "byType".into(),
-        counts(
-            by_type
-                .iter()
-                .map(|(k, v)| (k.as_str(), v.clone()))
-                .collect(),
-        ),
-    );
+    body.insert("byType".into(), counts(by_type));
     Ok(HttpResponse::json(200, &Value::Object(body)))
 }
 

@@ -8,18 +8,10 @@ use crate::error::ApiError;
 use crate::event::FieldError;
 use crate::http::{HttpRequest, HttpResponse};
 use crate::scoring::{load_or_init, put_rule, Rule, RuleStore, ScoreRules};
-use crate::store::StoreError;
-
-fn unavailable(_: StoreError) -> ApiError {
-    ApiError::Unavailable {
-        dependency: "analytics table",
-        details: Vec::new(),
-    }
-}
 
 /// `GET /v1/rules`.
 pub(crate) async fn get_rules(rules: &dyn RuleStore) -> Result<HttpResponse, ApiError> {
-    let current = load_or_init(rules).await.map_err(unavailable)?;
+    let current = load_or_init(rules).await.map_err(super::analytics_down)?;
     Ok(HttpResponse::json(200, &current.rules.to_api_json()))
 }
 
@@ -43,7 +35,9 @@ pub(crate) async fn put(
         .map_err(|_| ApiError::InvalidJson("the body is not valid JSON".into()))?;
     let rule = parse_rule(event_type, &value)?;
     ScoreRules::validate_rule(&rule).map_err(ApiError::validation)?;
-    put_rule(rules, rule.clone()).await.map_err(unavailable)?;
+    put_rule(rules, rule.clone())
+        .await
+        .map_err(super::analytics_down)?;
     Ok(HttpResponse::json(
         200,
         &serde_json::to_value(&rule).unwrap_or(Value::Null),
