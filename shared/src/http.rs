@@ -9,6 +9,7 @@ use uuid::Uuid;
 
 use crate::error::ApiError;
 use crate::observability::Metrics;
+use crate::request_cost::RequestCost;
 
 #[derive(Debug, Clone, Default)]
 pub struct HttpRequest {
@@ -136,7 +137,7 @@ pub fn correlation_id(request: &HttpRequest) -> String {
 }
 
 /// Serves one request the same way in every HTTP function: a span carrying the correlation id,
-/// EMF metrics for `function` (flushed once answered), and `route`'s outcome turned into the
+/// EMF metrics for `function` (flushed once answered, with the request's DynamoDB cost), and `route`'s outcome turned into the
 /// response by [`respond`].
 pub async fn serve(
     function: &'static str,
@@ -152,7 +153,8 @@ pub async fn serve(
     async {
         let mut metrics = Metrics::new(function);
         metrics.property("correlationId", correlation_id.as_str());
-        let outcome = route(&correlation_id, &mut metrics).await;
+        let (outcome, cost) = RequestCost::measure(route(&correlation_id, &mut metrics)).await;
+        cost.add_to(&mut metrics);
         let response = respond(outcome, &request.request_id, &correlation_id, &mut metrics);
         metrics.flush();
         response

@@ -19,6 +19,7 @@ pub mod ops;
 pub mod process;
 pub mod query;
 pub mod queue;
+pub mod request_cost;
 pub mod rollup;
 pub mod scoring;
 pub mod signature;

@@ -3,6 +3,7 @@
 
 use anyhow::Result;
 use tally::aws::DynamoRules;
+use tally::request_cost::RequestCost;
 use tally::scoring::{load_or_init, put_rule, Rule, RuleStore, RuleStoreError, ScoreRules};
 use tally_tests::{sdk_config, Stack};
 
@@ -67,5 +68,33 @@ async fn rule_changes_are_versioned_and_none_is_lost() -> Result<()> {
     assert_eq!(current.rules.rule("WEBINAR").map(|r| r.points), Some(30));
     assert_eq!(current.rules.rule("PURCHASE").map(|r| r.points), Some(150));
     assert_eq!(current.rules.rule("PAGE_VIEW"), Some(&capped));
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_measured_task_counts_its_dynamodb_requests_and_units() -> Result<()> {
+    let (_stack, rules) = store("rules_cost").await?;
+    // Outside a measured task the adapters work as before and nothing is asked or recorded.
+    assert!(rules.load().await?.is_none());
+
+    // First use: a consistent GetItem that finds nothing, then the conditional PutItem.
+    let (first, cost) = RequestCost::measure(load_or_init(&rules)).await;
+    first?;
+    assert_eq!(cost.requests, 2, "{cost:?}");
+    assert!(cost.read_units > 0.0, "{cost:?}");
+    assert!(cost.write_units >= 1.0, "{cost:?}");
+
+    // A read alone costs one request and read units only.
+    let (again, cost) = RequestCost::measure(load_or_init(&rules)).await;
+    again?;
+    assert_eq!(cost.requests, 1, "{cost:?}");
+    assert!(cost.read_units > 0.0, "{cost:?}");
+    assert_eq!(cost.write_units, 0.0, "{cost:?}");
+
+    // Concurrent calls on the measured task are all counted.
+    let (_, cost) =
+        RequestCost::measure(async { tokio::join!(rules.load(), rules.load(), rules.load()) })
+            .await;
+    assert_eq!(cost.requests, 3, "{cost:?}");
     Ok(())
 }

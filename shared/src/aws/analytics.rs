@@ -31,7 +31,7 @@ fn pk(day: &str) -> String {
 impl DynamoAggregates {
     pub fn new(config: &aws_config::SdkConfig, table: String) -> Self {
         Self {
-            client: aws_sdk_dynamodb::Client::new(config),
+            client: super::cost::dynamodb_client(config),
             table,
             consumed_milli: Arc::default(),
         }

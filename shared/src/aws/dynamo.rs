@@ -21,7 +21,7 @@ pub struct DynamoEventStore {
 impl DynamoEventStore {
     pub fn new(config: &aws_config::SdkConfig, table: String) -> Self {
         Self {
-            client: aws_sdk_dynamodb::Client::new(config),
+            client: super::cost::dynamodb_client(config),
             table,
         }
     }
@@ -273,7 +273,7 @@ const COUNTER_SHARDS: u8 = 16;
 impl DynamoCounters {
     pub fn new(config: &aws_config::SdkConfig, table: String) -> Self {
         Self {
-            client: aws_sdk_dynamodb::Client::new(config),
+            client: super::cost::dynamodb_client(config),
             table,
         }
     }

@@ -76,7 +76,7 @@ fn unavailable(e: impl std::fmt::Display) -> StoreError {
 impl DynamoLeads {
     pub fn new(config: &aws_config::SdkConfig, table: String) -> Self {
         Self {
-            client: aws_sdk_dynamodb::Client::new(config),
+            client: super::cost::dynamodb_client(config),
             table,
             consumed_milli: Arc::default(),
         }

@@ -3,6 +3,7 @@
 
 mod analytics;
 mod batch;
+mod cost;
 mod dynamo;
 mod item;
 mod leads;

@@ -64,7 +64,7 @@ pub struct DynamoTableProbe {
 impl DynamoTableProbe {
     pub fn new(config: &aws_config::SdkConfig, table: String) -> Self {
         Self {
-            client: aws_sdk_dynamodb::Client::new(config),
+            client: super::cost::dynamodb_client(config),
             table,
         }
     }

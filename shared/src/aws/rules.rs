@@ -15,7 +15,7 @@ pub struct DynamoRules {
 impl DynamoRules {
     pub fn new(config: &aws_config::SdkConfig, table: String) -> Self {
         Self {
-            client: aws_sdk_dynamodb::Client::new(config),
+            client: super::cost::dynamodb_client(config),
             table,
         }
     }
