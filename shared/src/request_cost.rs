@@ -21,13 +21,20 @@ tokio::task_local! {
 impl RequestCost {
     /// Runs `work` and returns what its DynamoDB calls cost. Concurrent calls inside `work` are
     /// counted as long as they run on its task (joined or buffered futures, not spawned tasks).
+    /// Measurements nest: an enclosing measurement includes this one's cost too.
     pub async fn measure<F: Future>(work: F) -> (F::Output, RequestCost) {
-        CURRENT
+        let (output, cost) = CURRENT
             .scope(Cell::new(RequestCost::default()), async move {
                 let output = work.await;
                 (output, CURRENT.with(Cell::get))
             })
-            .await
+            .await;
+        RequestCost::record(|outer| {
+            outer.requests += cost.requests;
+            outer.read_units += cost.read_units;
+            outer.write_units += cost.write_units;
+        });
+        (output, cost)
     }
 
     /// Whether the current task is being measured (only then is capacity asked for).
@@ -44,8 +51,12 @@ impl RequestCost {
         });
     }
 
-    /// Adds the figures to an invocation's EMF metrics.
+    /// Adds the figures to an invocation's EMF metrics, when it called DynamoDB at all (so the
+    /// metrics' averages are per request that reads or writes, not diluted by refusals).
     pub fn add_to(&self, metrics: &mut Metrics) {
+        if self.requests == 0 {
+            return;
+        }
         metrics.count("DynamoRequests", self.requests);
         metrics.put("DynamoReadUnits", self.read_units, Unit::Count);
         metrics.put("DynamoWriteUnits", self.write_units, Unit::Count);
@@ -75,5 +86,19 @@ mod tests {
                 write_units: 0.0
             }
         );
+    }
+
+    #[tokio::test]
+    async fn an_enclosing_measurement_includes_the_nested_one() {
+        let ((inner, ()), outer) = RequestCost::measure(async {
+            let ((), inner) = RequestCost::measure(async {
+                RequestCost::record(|c| c.requests += 3);
+            })
+            .await;
+            (inner, RequestCost::record(|c| c.write_units += 1.0))
+        })
+        .await;
+        assert_eq!(inner.requests, 3);
+        assert_eq!((outer.requests, outer.write_units), (3, 1.0));
     }
 }

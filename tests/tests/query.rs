@@ -13,6 +13,7 @@ use serde_json::{json, Value};
 use tally::auth::ApiKeys;
 use tally::http::{HttpRequest, HttpResponse};
 use tally::query::QueryApi;
+use tally::request_cost::RequestCost;
 use tally_tests::pipeline::{query_ports, sample_request, Pipeline, SAMPLE_INGEST_KEY};
 use tally_tests::stream::consume;
 use tally_tests::Stack;
@@ -162,6 +163,12 @@ fn get(path: &str, query: &[(&str, &str)], key: &str) -> HttpRequest {
 
 fn body(response: &HttpResponse) -> Result<Value> {
     serde_json::from_str(&response.body).context("JSON body")
+}
+
+/// An RFC 3339 instant of a response.
+fn instant(value: &Value) -> Result<DateTime<Utc>> {
+    let text = value.as_str().context("an instant")?;
+    Ok(DateTime::parse_from_rfc3339(text)?.with_timezone(&Utc))
 }
 
 fn stamp(t: DateTime<Utc>) -> String {
@@ -442,6 +449,30 @@ async fn every_aggregation_route_answers_what_was_posted() -> Result<()> {
             }
         );
     }
+
+    // A 30-day top-10 reads each UTC day it touches once (a Query per day partition), whatever
+    // the number of campaigns: at most 31 DynamoDB requests, well within the budget of 100.
+    let month_start = now - chrono::Duration::days(30);
+    let (response, cost) = RequestCost::measure(api.handle(get(
+        "/v1/aggregations/top",
+        &[
+            ("metric", "revenue"),
+            ("dimension", "campaignId"),
+            ("start", month_start.to_rfc3339().as_str()),
+            ("end", now.to_rfc3339().as_str()),
+        ],
+        READ_KEY,
+    )))
+    .await;
+    assert_eq!(response.status, 200, "{}", response.body);
+    let found = body(&response)?;
+    let (first, last) = (
+        instant(&found["start"])?.date_naive(),
+        (instant(&found["end"])? - chrono::Duration::milliseconds(1)).date_naive(),
+    );
+    let days_touched = (last - first).num_days() as u64 + 1;
+    assert_eq!(cost.requests, days_touched, "{cost:?} for {found}");
+    assert!(cost.requests <= 100 && cost.read_units > 0.0, "{cost:?}");
 
     check_reports(&api, &events, start, end).await?;
 
