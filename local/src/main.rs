@@ -7,6 +7,7 @@ use std::time::Duration;
 use anyhow::{anyhow, Context, Result};
 use clap::{Parser, Subcommand};
 use tally_local::publish::{publish, PublishOptions};
+use tally_local::seed::{seed, SeedOptions};
 use tally_local::up::{shutdown_signal, LocalStack, UpOptions, STOP_GRACE};
 
 #[derive(Parser)]
@@ -38,6 +39,12 @@ enum Command {
         /// Cargo features for the function build (tests use `process/faults`).
         #[arg(long = "cargo-feature", hide = true)]
         cargo_features: Vec<String>,
+        /// Once started, store this many days of history (1–30) for the query routes.
+        #[arg(long)]
+        seed_days: Option<u32>,
+        /// Events per seeded day.
+        #[arg(long, default_value_t = SeedOptions::default().events_per_day)]
+        seed_events_per_day: u32,
     },
     /// Post realistic traffic to a running stack and report what it accepted.
     Publish {
@@ -100,6 +107,8 @@ async fn main() -> Result<()> {
             release,
             parameters,
             cargo_features,
+            seed_days,
+            seed_events_per_day,
         } => {
             let template = if template.is_absolute() {
                 template
@@ -116,6 +125,30 @@ async fn main() -> Result<()> {
             })
             .await?;
             println!("{}", stack.banner());
+            if let Some(days) = seed_days {
+                let options = SeedOptions {
+                    days,
+                    events_per_day: seed_events_per_day,
+                    ..SeedOptions::default()
+                };
+                let sdk = tally_local::sdk_config(&stack.stack.dynamodb_endpoint);
+                let table = stack.stack.table("EventsTable")?.to_owned();
+                println!(
+                    "tally-local: seeding {days} days of {seed_events_per_day} events into {table}…"
+                );
+                tokio::spawn(async move {
+                    match seed(&sdk, &table, &options).await {
+                        Ok(r) => println!(
+                            "tally-local: seeded {} events from {} to {} in {:.1} s; they are rolled up as their windows close",
+                            r.events,
+                            r.from.to_rfc3339(),
+                            r.to.to_rfc3339(),
+                            r.elapsed.as_secs_f64()
+                        ),
+                        Err(e) => eprintln!("tally-local: seeding failed: {e:#}"),
+                    }
+                });
+            }
             shutdown_signal().await;
             println!("tally-local: stopping…");
             if tokio::time::timeout(STOP_GRACE, stack.stop())

@@ -19,8 +19,8 @@ use aws_sdk_dynamodb::types::{AttributeValue, ReturnConsumedCapacity};
 use chrono::{DateTime, Duration, DurationRound, Utc};
 use serde_json::{json, Value};
 use tally::aggregation::{
-    AggregatePart, AggregateStore, CompactedDay, HourlyEvents, ProcessedEvent, Reconciler,
-    StoredDay, WindowProcessor,
+    AggregatePart, AggregateStore, CompactedDay, DayTotals, HourlyEvents, ProcessedEvent,
+    Reconciler, StoredDay, WindowProcessor,
 };
 use tally::aws::{DynamoAggregates, DynamoLeads, DynamoRules};
 use tally::event::{normalize, Event, Limits, NormalizeContext};
@@ -128,6 +128,9 @@ impl AggregateStore for NoStore {
     }
     async fn read_day(&self, _: &str) -> Result<StoredDay, StoreError> {
         Ok(StoredDay::default())
+    }
+    async fn read_day_totals(&self, _: &str) -> Result<Option<DayTotals>, StoreError> {
+        Ok(None)
     }
     async fn write_compacted(
         &self,

@@ -10,7 +10,9 @@ use anyhow::{Context, Result};
 use async_trait::async_trait;
 use chrono::Utc;
 use serde_json::Value;
-use tally::aggregation::{AggregatePart, AggregateStore, CompactedDay, RollupHandler, StoredDay};
+use tally::aggregation::{
+    AggregatePart, AggregateStore, CompactedDay, DayTotals, RollupHandler, StoredDay,
+};
 use tally::aws::{DynamoAggregates, DynamoEventStore, DynamoLeads, DynamoRules};
 use tally::event::{normalize, Event, Limits, NormalizeContext};
 use tally::store::{EventStore, ProcessedRecord, Provenance, StoreError};
@@ -44,6 +46,10 @@ impl AggregateStore for FlakyAggregates {
 
     async fn read_day(&self, day: &str) -> Result<StoredDay, StoreError> {
         self.inner.read_day(day).await
+    }
+
+    async fn read_day_totals(&self, day: &str) -> Result<Option<DayTotals>, StoreError> {
+        self.inner.read_day_totals(day).await
     }
 
     async fn write_compacted(

@@ -2,15 +2,17 @@
 //! `ingest`, queued on moto's SQS, stored by `process` in DynamoDB Local, rolled up from its
 //! stream. Every answer is checked against expectations the test computes from what it posted.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::str::FromStr;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, ensure, Context, Result};
-use chrono::{DateTime, DurationRound, Utc};
+use chrono::{DateTime, DurationRound, NaiveDate, Utc};
 use rust_decimal::Decimal;
 use serde_json::{json, Value};
+use tally::aggregation::Reconciler;
 use tally::auth::ApiKeys;
+use tally::aws::{DynamoAggregates, DynamoEventStore};
 use tally::http::{HttpRequest, HttpResponse};
 use tally::query::QueryApi;
 use tally::request_cost::RequestCost;
@@ -282,6 +284,75 @@ async fn every_aggregation_route_answers_what_was_posted() -> Result<()> {
     }
     rollup.poller.stop().await;
 
+    // Every route over the stream's window parts alone.
+    let unreconciled = check_routes(&api, &events, now, (start, end), &BTreeSet::new()).await?;
+
+    // Reconciled, each day has a daily summary that whole-day reads take instead of its hours:
+    // the same answers, fewer read units.
+    let ddb = tally_tests::sdk_config(&pipeline.stack.dynamodb_endpoint);
+    let reconciler = Reconciler::new(
+        DynamoAggregates::new(&ddb, pipeline.stack.table("AnalyticsTable")?.to_owned()),
+        DynamoEventStore::new(&ddb, pipeline.stack.table("EventsTable")?.to_owned()),
+        chrono::Duration::zero(),
+    );
+    let mut summarised = BTreeSet::new();
+    for day in start
+        .date_naive()
+        .iter_days()
+        .take_while(|d| *d < end.date_naive())
+    {
+        let report = reconciler
+            .reconcile_day(
+                &day.format("%Y-%m-%d").to_string(),
+                Utc::now() + chrono::Duration::hours(1),
+            )
+            .await?;
+        ensure!(report.settled && report.drift_counters == 0, "{report:?}");
+        if report.written {
+            summarised.insert(day);
+        }
+    }
+    ensure!(
+        summarised.len() >= 3,
+        "the workload spans at least three days: {summarised:?}"
+    );
+    let reconciled = check_routes(&api, &events, now, (start, end), &summarised).await?;
+    assert!(
+        reconciled.read_units < unreconciled.read_units,
+        "{reconciled:?} vs {unreconciled:?}"
+    );
+
+    // Rules: the defaults on first read, then an admin's change, as DynamoDB Local stores them.
+    let rules = body(&api.handle(get("/v1/rules", &[], READ_KEY)).await)?;
+    let points_of = |rules: &Value, ty: &str| {
+        rules["rules"]
+            .as_array()
+            .and_then(|r| r.iter().find(|r| r["eventType"] == ty))
+            .map(|r| r["points"].clone())
+    };
+    assert_eq!(points_of(&rules, "PURCHASE"), Some(json!(100)), "{rules}");
+    let change = HttpRequest::new("PUT", "/v1/rules/PURCHASE")
+        .with_json(r#"{"points": 120, "maxPerDay": 2}"#)
+        .with_bearer(ADMIN_KEY);
+    let refused = change.clone().with_bearer(READ_KEY);
+    assert_eq!(api.handle(refused).await.status, 403);
+    let response = api.handle(change).await;
+    assert_eq!(response.status, 200, "{}", response.body);
+    let rules = body(&api.handle(get("/v1/rules", &[], READ_KEY)).await)?;
+    assert_eq!(points_of(&rules, "PURCHASE"), Some(json!(120)), "{rules}");
+    Ok(())
+}
+
+/// Every aggregation route, filter and report against expectations computed from `events`, and
+/// what a 30-day top-10 costs given the days that have a daily summary (`summarised`).
+async fn check_routes(
+    api: &QueryApi,
+    events: &[Posted],
+    now: DateTime<Utc>,
+    (start, end): (DateTime<Utc>, DateTime<Utc>),
+    summarised: &BTreeSet<NaiveDate>,
+) -> Result<RequestCost> {
+    let (start_text, end_text) = (stamp(start), stamp(end));
     // Hourly, over the whole workload, with the startTime/endTime spellings and epoch millis.
     let (start_ms, end_ms) = (
         start.timestamp_millis().to_string(),
@@ -301,7 +372,7 @@ async fn every_aggregation_route_answers_what_was_posted() -> Result<()> {
     assert_eq!(response.status, 200, "{}", response.body);
     assert_eq!(
         buckets(&body(&response)?)?,
-        expected_buckets(&events, chrono::Duration::hours(1))?
+        expected_buckets(events, chrono::Duration::hours(1))?
     );
 
     // A range not on hour boundaries widens to whole hours (and says so).
@@ -450,8 +521,11 @@ async fn every_aggregation_route_answers_what_was_posted() -> Result<()> {
         );
     }
 
+    check_reports(api, events, start, end).await?;
+
     // A 30-day top-10 reads each UTC day it touches once (a Query per day partition), whatever
-    // the number of campaigns: at most 31 DynamoDB requests, well within the budget of 100.
+    // the number of campaigns: at most 31 DynamoDB requests, 62 with no summaries at all, well
+    // within the budget of 100.
     let month_start = now - chrono::Duration::days(30);
     let (response, cost) = RequestCost::measure(api.handle(get(
         "/v1/aggregations/top",
@@ -470,31 +544,25 @@ async fn every_aggregation_route_answers_what_was_posted() -> Result<()> {
         instant(&found["start"])?.date_naive(),
         (instant(&found["end"])? - chrono::Duration::milliseconds(1)).date_naive(),
     );
-    let days_touched = (last - first).num_days() as u64 + 1;
-    assert_eq!(cost.requests, days_touched, "{cost:?} for {found}");
+    // The range's edges are read by the hour, one request each; a whole day with a summary
+    // takes one request, one without (never reconciled, or empty) a second for its hours.
+    let (range_start, range_end) = (instant(&found["start"])?, instant(&found["end"])?);
+    let expected_requests: u64 = first
+        .iter_days()
+        .take_while(|d| *d <= last)
+        .map(|d| {
+            let day_start = d.and_time(chrono::NaiveTime::MIN).and_utc();
+            let whole =
+                range_start <= day_start && day_start + chrono::Duration::days(1) <= range_end;
+            match (whole, summarised.contains(&d)) {
+                (false, _) | (true, true) => 1,
+                (true, false) => 2,
+            }
+        })
+        .sum();
+    assert_eq!(cost.requests, expected_requests, "{cost:?} for {found}");
     assert!(cost.requests <= 100 && cost.read_units > 0.0, "{cost:?}");
-
-    check_reports(&api, &events, start, end).await?;
-
-    // Rules: the defaults on first read, then an admin's change, as DynamoDB Local stores them.
-    let rules = body(&api.handle(get("/v1/rules", &[], READ_KEY)).await)?;
-    let points_of = |rules: &Value, ty: &str| {
-        rules["rules"]
-            .as_array()
-            .and_then(|r| r.iter().find(|r| r["eventType"] == ty))
-            .map(|r| r["points"].clone())
-    };
-    assert_eq!(points_of(&rules, "PURCHASE"), Some(json!(100)), "{rules}");
-    let change = HttpRequest::new("PUT", "/v1/rules/PURCHASE")
-        .with_json(r#"{"points": 120, "maxPerDay": 2}"#)
-        .with_bearer(ADMIN_KEY);
-    let refused = change.clone().with_bearer(READ_KEY);
-    assert_eq!(api.handle(refused).await.status, 403);
-    let response = api.handle(change).await;
-    assert_eq!(response.status, 200, "{}", response.body);
-    let rules = body(&api.handle(get("/v1/rules", &[], READ_KEY)).await)?;
-    assert_eq!(points_of(&rules, "PURCHASE"), Some(json!(120)), "{rules}");
-    Ok(())
+    Ok(cost)
 }
 
 fn age_band(age: Option<u64>) -> &'static str {

@@ -9,7 +9,9 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 use chrono::Utc;
 use rust_decimal::Decimal;
-use tally::aggregation::{AggregatePart, AggregateStore, Reconciler};
+use tally::aggregation::{
+    AggregatePart, AggregateReader, AggregateStore, CompactedDay, Reconciler,
+};
 use tally::aws::DynamoEventStore;
 use tally::event::Event;
 use tally::rollup::{AggregateKey, Dimension, Rollup};
@@ -240,12 +242,58 @@ async fn reconciliation_reports_and_repairs_drift() -> Result<()> {
         stored.parts.len()
     );
 
+    // The snapshot comes with its daily summary, which whole-day reads take alone.
+    let expected_day = expected
+        .days()
+        .remove(&day)
+        .context("the day's aggregates")?;
+    let totals = f
+        .aggregates
+        .read_day_totals(&day)
+        .await?
+        .context("a daily summary")?;
+    assert_eq!(totals.merged()?, expected_day);
+    assert_eq!(f.aggregates.whole_day(&day).await?, expected_day);
+
     let again = reconciler.reconcile_day(&day, Utc::now()).await?;
     assert_eq!(
         (again.drift_counters, again.written),
         (0, false),
         "{again:?}"
     );
+
+    // A snapshot written before daily summaries existed: whole-day reads sum its hours instead,
+    // and the next reconciliation adds the summary.
+    let current = stored.compacted.clone().context("the snapshot")?;
+    let legacy = CompactedDay {
+        upto_ms: current.upto_ms + 1,
+        chunks: current.chunks.clone(),
+        daily: Vec::new(),
+    };
+    f.aggregates.write_compacted(&day, &legacy, &stored).await?;
+    assert!(f.aggregates.read_day_totals(&day).await?.is_none());
+    assert_eq!(f.aggregates.whole_day(&day).await?, expected_day);
+    let upgrade = reconciler.reconcile_day(&day, Utc::now()).await?;
+    assert!(
+        upgrade.written && upgrade.drift_counters == 0,
+        "{upgrade:?}"
+    );
+    let totals = f.aggregates.read_day_totals(&day).await?;
+    assert_eq!(totals.map(|t| t.merged()).transpose()?, Some(expected_day));
+    let upgraded = f.aggregates.read_day(&day).await?;
+    assert!(
+        upgraded.stale_snapshots.is_empty(),
+        "superseded versions removed"
+    );
+    let expected_hours = Rollup {
+        hours: expected
+            .hours
+            .iter()
+            .filter(|(hour, _)| hour.starts_with(day.as_str()))
+            .map(|(hour, window)| (hour.clone(), window.clone()))
+            .collect(),
+    };
+    assert_eq!(upgraded.merged()?, expected_hours);
 
     // An event stored just now leaves the day unsettled: nothing is rewritten.
     let mut fresh = workload(32, 1)?.remove(0);

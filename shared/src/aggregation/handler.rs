@@ -238,6 +238,10 @@ impl<T: AggregateStore + ?Sized> AggregateStore for Arc<T> {
         (**self).read_day(day).await
     }
 
+    async fn read_day_totals(&self, day: &str) -> Result<Option<super::DayTotals>, StoreError> {
+        (**self).read_day_totals(day).await
+    }
+
     async fn write_compacted(
         &self,
         day: &str,

@@ -28,7 +28,7 @@ pub use handler::{RollupError, RollupHandler, RollupInvocation, Task, TaskInput}
 pub use reconcile::{ReconcileReport, Reconciler};
 pub use window::{WindowError, WindowProcessor, MAX_PART_BYTES};
 
-use crate::rollup::Rollup;
+use crate::rollup::{Rollup, WindowAggregates};
 use crate::store::StoreError;
 
 /// One window's aggregates for one UTC day (one chunk of them when large).
@@ -48,7 +48,42 @@ pub struct AggregatePart {
 #[derive(Debug, Clone, PartialEq)]
 pub struct CompactedDay {
     pub upto_ms: i64,
+    /// [`Rollup::encode`] of the day's hours.
     pub chunks: Vec<String>,
+    /// The same aggregates summed over the whole day ([`WindowAggregates::encode`]), which reads
+    /// of whole days use: a tenth of the hours' size or less. Empty for a snapshot written before
+    /// daily summaries existed (the next reconciliation adds them).
+    pub daily: Vec<String>,
+}
+
+/// What a read of a whole day needs: its newest daily summary and every part.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct DayTotals {
+    pub upto_ms: i64,
+    /// [`WindowAggregates::encode`] chunks of the summary.
+    pub daily: Vec<String>,
+    /// Every part, whether or not the summary covers it (`window_start_ms <= upto_ms`).
+    pub parts: Vec<AggregatePart>,
+}
+
+impl DayTotals {
+    /// The whole day's aggregates: the summary plus the parts newer than its cutoff.
+    pub fn merged(&self) -> Result<WindowAggregates, crate::rollup::DecodeError> {
+        let mut day = WindowAggregates::default();
+        for chunk in &self.daily {
+            day.merge(&WindowAggregates::decode(chunk)?);
+        }
+        for part in self
+            .parts
+            .iter()
+            .filter(|p| p.window_start_ms > self.upto_ms)
+        {
+            for hour in Rollup::decode(&part.body)?.hours.values() {
+                day.merge(hour);
+            }
+        }
+        Ok(day)
+    }
 }
 
 /// Everything stored for one day.
@@ -83,6 +118,9 @@ pub trait AggregateStore: Send + Sync {
     /// Idempotent: writing the same part twice leaves one item with the same content.
     async fn put_parts(&self, parts: &[AggregatePart]) -> Result<(), StoreError>;
     async fn read_day(&self, day: &str) -> Result<StoredDay, StoreError>;
+    /// The day's newest complete daily summary and its parts, in one read (sort keys from the
+    /// summaries on, skipping the hourly snapshot); `None` when the day has no summary yet.
+    async fn read_day_totals(&self, day: &str) -> Result<Option<DayTotals>, StoreError>;
     /// Writes a new snapshot, then removes what it supersedes (older snapshots, covered parts).
     async fn write_compacted(
         &self,
@@ -106,11 +144,20 @@ pub trait HourlyEvents: Send + Sync {
     async fn processed_in_hour(&self, hour: &str) -> Result<Vec<ProcessedEvent>, StoreError>;
 }
 
-/// What the query side reads: one UTC day's aggregates by hour.
+/// What the query side reads: one UTC day's aggregates, by hour or as a whole.
 #[async_trait]
 pub trait AggregateReader: Send + Sync {
     /// `day` is `YYYY-MM-DD`; a day with nothing stored is empty.
     async fn day(&self, day: &str) -> Result<Rollup, StoreError>;
+
+    /// The whole day's aggregates, for reads that need no hour of it on its own.
+    async fn whole_day(&self, day: &str) -> Result<WindowAggregates, StoreError> {
+        Ok(self.day(day).await?.days().remove(day).unwrap_or_default())
+    }
+}
+
+fn unreadable(day: &str, e: crate::rollup::DecodeError) -> StoreError {
+    StoreError::Unavailable(format!("aggregates of {day} unreadable: {e}"))
 }
 
 #[async_trait]
@@ -119,6 +166,15 @@ impl<T: AggregateStore + ?Sized> AggregateReader for T {
         self.read_day(day)
             .await?
             .merged()
-            .map_err(|e| StoreError::Unavailable(format!("aggregates of {day} unreadable: {e}")))
+            .map_err(|e| unreadable(day, e))
+    }
+
+    /// The daily summary when the day has one (one small read), else the hours summed (a day
+    /// not reconciled yet costs a second read).
+    async fn whole_day(&self, day: &str) -> Result<WindowAggregates, StoreError> {
+        match self.read_day_totals(day).await? {
+            Some(totals) => totals.merged().map_err(|e| unreadable(day, e)),
+            None => Ok(self.day(day).await?.days().remove(day).unwrap_or_default()),
+        }
     }
 }

@@ -5,9 +5,9 @@ use chrono::{DateTime, Duration, Utc};
 use tracing::{info, warn};
 
 use super::window::chunk_hours;
-use super::{AggregateStore, CompactedDay, HourlyEvents};
+use super::{AggregateStore, CompactedDay, HourlyEvents, MAX_PART_BYTES};
 use crate::event::Event;
-use crate::rollup::Rollup;
+use crate::rollup::{Rollup, WindowAggregates};
 use crate::store::StoreError;
 
 /// Stream records are created a little after `processedAt` is stamped; parts whose window
@@ -89,13 +89,36 @@ impl<A: AggregateStore, H: HourlyEvents> Reconciler<A, H> {
             .parts
             .iter()
             .any(|p| p.window_start_ms <= cutoff.timestamp_millis() + WRITE_MARGIN_SECONDS * 1000);
-        if report.drift_counters == 0 && !covered_parts && stored_day.stale_snapshots.is_empty() {
+        let lacks_summary = stored_day
+            .compacted
+            .as_ref()
+            .is_some_and(|c| c.daily.is_empty());
+        if report.drift_counters == 0
+            && !covered_parts
+            && !lacks_summary
+            && stored_day.stale_snapshots.is_empty()
+        {
             return Ok(report);
         }
         let hours: Vec<_> = expected.hours.iter().collect();
+        let too_big = |e: crate::rollup::SplitError| StoreError::Unavailable(e.to_string());
+        let mut daily: Vec<String> = expected
+            .days()
+            .remove(day)
+            .unwrap_or_default()
+            .split(MAX_PART_BYTES)
+            .map_err(too_big)?
+            .iter()
+            .map(WindowAggregates::encode)
+            .collect();
+        if daily.is_empty() {
+            // An empty day still gets its (empty) summary, so whole-day reads need no fallback.
+            daily.push(WindowAggregates::default().encode());
+        }
         let compacted = CompactedDay {
             upto_ms: cutoff.timestamp_millis() + WRITE_MARGIN_SECONDS * 1000,
             chunks: chunk_hours(&hours).map_err(|e| StoreError::Unavailable(e.to_string()))?,
+            daily,
         };
         self.store
             .write_compacted(day, &compacted, &stored_day)

@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use chrono::{DateTime, Duration, NaiveDate, Utc};
+use chrono::{DateTime, Duration, NaiveDate, NaiveTime, Utc};
 use futures::{StreamExt, TryStreamExt};
 use rust_decimal::Decimal;
 use serde_json::{json, Map, Value};
@@ -13,7 +13,7 @@ use crate::aggregation::AggregateReader;
 use crate::error::ApiError;
 use crate::event::{check_currency, format_utc, FunnelStage};
 use crate::http::{HttpRequest, HttpResponse};
-use crate::rollup::{Dimension, Filter, Metric, Rollup, Totals, WindowAggregates};
+use crate::rollup::{Dimension, Filter, Metric, Totals, WindowAggregates};
 
 /// Days read at once: a 31-day query is four rounds of requests.
 const READ_CONCURRENCY: usize = 8;
@@ -151,29 +151,44 @@ fn ceil(t: DateTime<Utc>, unit: Window) -> DateTime<Utc> {
     }
 }
 
-/// The aggregates of every day of `range`, by day, read concurrently.
-pub(super) async fn read_days<R: AggregateReader + ?Sized>(
+/// The aggregates of `range` as windows with their start, in time order, every day read once and
+/// concurrently. With `whole_days`, a day the range covers entirely is one window (its daily
+/// summary, a fraction of its hours' size); every other day gives its hours inside the range.
+pub(super) async fn read_windows<R: AggregateReader + ?Sized>(
     reader: &R,
     range: &Range,
-) -> Result<Vec<Rollup>, ApiError> {
-    futures::stream::iter(range.days())
-        .map(|day| async move { reader.day(&day.format("%Y-%m-%d").to_string()).await })
+    whole_days: bool,
+) -> Result<Vec<(DateTime<Utc>, WindowAggregates)>, ApiError> {
+    let days: Vec<Vec<(DateTime<Utc>, WindowAggregates)>> = futures::stream::iter(range.days())
+        .map(|day| async move {
+            let key = day.format("%Y-%m-%d").to_string();
+            let start = day.and_time(NaiveTime::MIN).and_utc();
+            if whole_days && range.start <= start && start + Duration::days(1) <= range.end {
+                return Ok(vec![(start, reader.whole_day(&key).await?)]);
+            }
+            let hours = reader.day(&key).await?.hours.into_iter();
+            Ok(hours
+                .filter_map(|(hour, aggregates)| Some((hour_start(&hour)?, aggregates)))
+                .filter(|(start, _)| range.contains(*start))
+                .collect())
+        })
         .buffered(READ_CONCURRENCY)
         .try_collect()
         .await
-        .map_err(super::analytics_down)
+        .map_err(super::analytics_down)?;
+    Ok(days.into_iter().flatten().collect())
 }
 
-/// The hours of `rollups` that fall in `range`, with their start.
-pub(super) fn hours_in<'a>(
-    rollups: &'a [Rollup],
-    range: &'a Range,
-) -> impl Iterator<Item = (DateTime<Utc>, &'a WindowAggregates)> + 'a {
-    rollups
-        .iter()
-        .flat_map(|r| r.hours.iter())
-        .filter_map(|(hour, aggregates)| Some((hour_start(hour)?, aggregates)))
-        .filter(|(start, _)| range.contains(*start))
+/// The aggregates of the whole range, merged.
+pub(super) async fn read_total<R: AggregateReader + ?Sized>(
+    reader: &R,
+    range: &Range,
+) -> Result<WindowAggregates, ApiError> {
+    let mut total = WindowAggregates::default();
+    for (_, aggregates) in read_windows(reader, range, true).await? {
+        total.merge(&aggregates);
+    }
+    Ok(total)
 }
 
 /// `YYYY-MM-DDTHH` as an instant.
@@ -303,11 +318,11 @@ pub(crate) async fn aggregations<R: AggregateReader + ?Sized>(
         filters.insert(dimension.as_str().into(), json!(value));
     }
 
-    let rollups = read_days(reader, &range).await?;
+    let stored = read_windows(reader, &range, window == Window::Day).await?;
     // Windows in time order; within one, types in order (the maps are sorted).
     let mut windows: BTreeMap<DateTime<Utc>, BTreeMap<String, Totals>> = BTreeMap::new();
-    for (hour, aggregates) in hours_in(&rollups, &range) {
-        let bucket = windows.entry(floor(hour, window)).or_default();
+    for (start, aggregates) in &stored {
+        let bucket = windows.entry(floor(*start, window)).or_default();
         for (ty, totals) in aggregates.buckets_for(&filter) {
             if event_type.is_some_and(|wanted| wanted != ty) {
                 continue;
@@ -390,12 +405,8 @@ pub(crate) async fn top<R: AggregateReader + ?Sized>(
         Metric::Count
     };
 
-    let rollups = read_days(reader, &range).await?;
-    let mut total = WindowAggregates::default();
-    for (_, aggregates) in hours_in(&rollups, &range) {
-        total.merge(aggregates);
-    }
-    let results: Vec<Value> = total
+    let results: Vec<Value> = read_total(reader, &range)
+        .await?
         .top(dimension, event_type, &metric)
         .into_iter()
         .take(limit as usize)

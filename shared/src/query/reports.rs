@@ -5,36 +5,21 @@ use std::collections::BTreeMap;
 
 use serde_json::{json, Map, Value};
 
-use super::aggregations::{
-    currency, dimension_value, event_type, hours_in, read_days, revenue_json, Range,
-};
+use super::aggregations::{currency, dimension_value, event_type, read_total, revenue_json, Range};
 use super::params::QueryParams;
 use crate::aggregation::AggregateReader;
 use crate::error::ApiError;
 use crate::event::{format_utc, FunnelStage};
 use crate::http::{HttpRequest, HttpResponse};
 use crate::rollup::{
-    source_campaign_value, split_source_pair, Dimension, Facet, Filter, Totals, WindowAggregates,
-    AGE_BANDS, FOLLOWER_BANDS, UNKNOWN,
+    source_campaign_value, split_source_pair, Dimension, Facet, Filter, Totals, AGE_BANDS,
+    FOLLOWER_BANDS, UNKNOWN,
 };
 
 /// `byCampaign` lists at most this many campaigns.
 const MAX_CAMPAIGNS: usize = 100;
 /// `countries` lists at most this many (country names from publishers make the set open).
 const MAX_COUNTRIES: usize = 250;
-
-/// The aggregates of the whole range, merged.
-async fn read_range<R: AggregateReader + ?Sized>(
-    reader: &R,
-    range: &Range,
-) -> Result<WindowAggregates, ApiError> {
-    let rollups = read_days(reader, range).await?;
-    let mut total = WindowAggregates::default();
-    for (_, aggregates) in hours_in(&rollups, range) {
-        total.merge(aggregates);
-    }
-    Ok(total)
-}
 
 fn stage_param(params: &mut QueryParams<'_>) -> Option<Option<FunnelStage>> {
     match dimension_value(params, "funnelStage") {
@@ -102,7 +87,7 @@ pub(crate) async fn events<R: AggregateReader + ?Sized>(
     let (range, stage) = params.finish(range.zip(stage))?;
     let stage_str = stage.map(FunnelStage::as_str);
 
-    let all = read_range(reader, &range).await?;
+    let all = read_total(reader, &range).await?;
     let filter = match (source, stage) {
         (None, None) => Filter::All,
         (Some(s), None) => Filter::Is(Dimension::Source, s.to_owned()),
@@ -161,7 +146,7 @@ pub(crate) async fn revenue<R: AggregateReader + ?Sized>(
     let currency = currency(&mut params);
     let (range, currency) = params.finish(range.zip(currency))?;
 
-    let all = read_range(reader, &range).await?;
+    let all = read_total(reader, &range).await?;
     let filter = match (source, campaign) {
         (None, None) => Filter::All,
         (Some(s), None) => Filter::Is(Dimension::Source, s.to_owned()),
@@ -235,7 +220,7 @@ pub(crate) async fn demographics<R: AggregateReader + ?Sized>(
     let source = dimension_value(&mut params, "source");
     let range = params.finish(range)?;
 
-    let all = read_range(reader, &range).await?;
+    let all = read_total(reader, &range).await?;
     let filter = match source {
         None => Filter::All,
         Some(s) => Filter::Is(Dimension::Source, s.to_owned()),

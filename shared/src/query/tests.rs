@@ -13,24 +13,47 @@ use crate::auth::ApiKeys;
 use crate::counters::{CounterDelta, CounterSink};
 use crate::http::HttpRequest;
 use crate::ops::{Dependency, NamedDependency, NamedQueue, QueueDepth, QueueStats};
-use crate::rollup::Rollup;
+use crate::rollup::{Rollup, WindowAggregates};
 use crate::scoring::{MemoryHistory, MemoryLeads, MemoryRules};
 use crate::store::StoreError;
 
 #[derive(Default)]
 struct CountingReader {
+    /// Days read, by the hour or whole.
     reads: AtomicUsize,
+    /// Of those, days read whole (their daily summary).
+    whole: AtomicUsize,
     down: bool,
+}
+
+impl CountingReader {
+    fn read(&self) -> Result<(), StoreError> {
+        self.reads.fetch_add(1, Ordering::SeqCst);
+        if self.down {
+            return Err(StoreError::Unavailable("secret internals".into()));
+        }
+        Ok(())
+    }
+
+    fn counts(&self) -> (usize, usize) {
+        (
+            self.reads.load(Ordering::SeqCst),
+            self.whole.load(Ordering::SeqCst),
+        )
+    }
 }
 
 #[async_trait]
 impl AggregateReader for CountingReader {
     async fn day(&self, _: &str) -> Result<Rollup, StoreError> {
-        self.reads.fetch_add(1, Ordering::SeqCst);
-        if self.down {
-            return Err(StoreError::Unavailable("secret internals".into()));
-        }
+        self.read()?;
         Ok(Rollup::default())
+    }
+
+    async fn whole_day(&self, _: &str) -> Result<WindowAggregates, StoreError> {
+        self.whole.fetch_add(1, Ordering::SeqCst);
+        self.read()?;
+        Ok(WindowAggregates::default())
     }
 }
 
@@ -504,9 +527,10 @@ async fn every_bad_parameter_is_a_400_naming_it_and_reads_nothing() -> Result<()
     )
     .await;
     assert!(!body.to_string().contains("<script>"), "{body}");
-    assert_eq!(api.aggregates.reads.load(Ordering::SeqCst), 0);
+    assert_eq!(api.aggregates.counts(), (0, 0));
 
-    // The limits themselves are accepted: 31 days by the hour, 400 by the day.
+    // The limits themselves are accepted: 31 days by the hour (each day by its hours), 400 by
+    // the day (each day whole).
     for query in [
         with(&DAY, &[("window", "hour"), ("end", "2026-12-02T00:00:00Z")]),
         with(&DAY, &[("end", "2027-12-06T00:00:00Z")]),
@@ -515,7 +539,41 @@ async fn every_bad_parameter_is_a_400_naming_it_and_reads_nothing() -> Result<()
             status_and_body(&api, get("/v1/aggregations", &query, Some("r"))).await;
         assert_eq!(status, 200, "{query:?}: {body}");
     }
-    assert_eq!(api.aggregates.reads.load(Ordering::SeqCst), 31 + 400);
+    assert_eq!(api.aggregates.counts(), (31 + 400, 400));
+    Ok(())
+}
+
+#[tokio::test]
+async fn whole_days_are_read_whole_and_only_the_edges_by_the_hour() -> Result<(), String> {
+    let api = api(CountingReader::default())?;
+    // From mid-day to mid-day: 2 edge days by the hour, the 29 days between whole.
+    let top = [
+        ("metric", "count"),
+        ("dimension", "campaignId"),
+        ("start", "2026-10-01T13:20:00Z"),
+        ("end", "2026-10-31T09:00:00Z"),
+    ];
+    for path in ["/v1/aggregations/top", "/v1/aggregations/top-performing"] {
+        let before = api.aggregates.counts();
+        let (status, body) = status_and_body(&api, get(path, &top, Some("r"))).await;
+        assert_eq!(status, 200, "{body}");
+        let after = api.aggregates.counts();
+        assert_eq!((after.0 - before.0, after.1 - before.1), (31, 29), "{path}");
+    }
+    // A range of whole days only: every day whole, by either window=day or a report.
+    let before = api.aggregates.counts();
+    let (status, _) = status_and_body(
+        &api,
+        get(
+            "/v1/reports/events",
+            &[("from", "2026-10-01"), ("to", "2026-10-30")],
+            Some("r"),
+        ),
+    )
+    .await;
+    assert_eq!(status, 200);
+    let after = api.aggregates.counts();
+    assert_eq!((after.0 - before.0, after.1 - before.1), (30, 30));
     Ok(())
 }
 
