@@ -1,5 +1,5 @@
 # The README's commands. Every target builds with the committed Cargo.lock.
-.PHONY: test lint fmt clippy template openapi bench build local publish
+.PHONY: test lint fmt clippy template openapi fuzz bench bench-query build local publish
 
 # The whole test suite: unit tests plus integration tests against DynamoDB Local and moto,
 # which the test harness installs (into .local/) and starts itself.
@@ -20,8 +20,16 @@ template:
 openapi:
 	bash .ci/check-openapi
 
+# Schemathesis against the local stack, from openapi.yaml (starts and stops the stack itself).
+fuzz:
+	bash .ci/fuzz-api
+
 bench:
 	cargo bench -p tally-shared --bench validate --locked
+
+# Latency and DynamoDB cost of every query route over a month of seeded history.
+bench-query:
+	cargo bench -p tally-local --bench query --locked
 
 build:
 	cargo build --workspace --release --locked
