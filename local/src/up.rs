@@ -351,7 +351,7 @@ impl LocalStack {
                     EventDef::HttpApi { method, path, .. } => format!("{method} {path}"),
                     EventDef::Sqs(s) => format!("SQS {}", s.queue_logical_id),
                     EventDef::DynamoDb(s) => {
-                        format!("stream {} (not emulated yet)", s.table_logical_id)
+                        format!("stream {}", s.table_logical_id)
                     }
                     EventDef::Schedule(s) => format!("schedule {} {}", s.name, s.expression),
                 })

@@ -45,6 +45,23 @@ impl DynamoAggregates {
         self.consumed_milli.load(Ordering::Relaxed) as f64 / 1000.0
     }
 
+    /// The items of a day's partition, from sort key `from` on when given.
+    async fn day_items(&self, day: &str, from: Option<&str>) -> Result<Vec<Item>, StoreError> {
+        let query = self
+            .client
+            .query()
+            .table_name(&self.table)
+            .expression_attribute_values(":pk", s(pk(day)))
+            .consistent_read(true);
+        let query = match from {
+            None => query.key_condition_expression("pk = :pk"),
+            Some(from) => query
+                .key_condition_expression("pk = :pk AND sk >= :from")
+                .expression_attribute_values(":from", s(from)),
+        };
+        query_all(query).await
+    }
+
     async fn write_all(&self, requests: Vec<WriteRequest>) -> Result<(), StoreError> {
         super::batch::write_all(&self.client, &self.table, requests, &self.consumed_milli).await
     }
@@ -148,15 +165,7 @@ impl AggregateStore for DynamoAggregates {
     }
 
     async fn read_day(&self, day: &str) -> Result<StoredDay, StoreError> {
-        let items = query_all(
-            self.client
-                .query()
-                .table_name(&self.table)
-                .key_condition_expression("pk = :pk")
-                .expression_attribute_values(":pk", s(pk(day)))
-                .consistent_read(true),
-        )
-        .await?;
+        let items = self.day_items(day, None).await?;
         let mut stored = StoredDay::default();
         let mut snapshots = Versions::default();
         let mut summaries = Versions::default();
@@ -202,16 +211,7 @@ impl AggregateStore for DynamoAggregates {
 
     async fn read_day_totals(&self, day: &str) -> Result<Option<DayTotals>, StoreError> {
         // Summaries (`D#`) sort after snapshots (`C#`) and before parts (`P#`).
-        let items = query_all(
-            self.client
-                .query()
-                .table_name(&self.table)
-                .key_condition_expression("pk = :pk AND sk >= :from")
-                .expression_attribute_values(":pk", s(pk(day)))
-                .expression_attribute_values(":from", s(SUMMARY))
-                .consistent_read(true),
-        )
-        .await?;
+        let items = self.day_items(day, Some(SUMMARY)).await?;
         let mut parts = Vec::new();
         let mut summaries = Versions::default();
         for item in items {
