@@ -158,6 +158,30 @@ impl RollupConfig {
 }
 
 #[derive(Debug, Clone)]
+pub struct ArchiveConfig {
+    /// The Firehose delivery stream the archive writes to.
+    pub delivery_stream: String,
+    /// `PutRecordBatch` calls at most for a line before its record is reported failed.
+    pub max_attempts: u32,
+}
+
+impl ArchiveConfig {
+    pub fn load<F: Fn(&str) -> Option<String>>(env: &Env<F>) -> Result<Self, ConfigError> {
+        let max_attempts: u32 = env.parsed("ARCHIVE_MAX_ATTEMPTS", 4)?;
+        if !(1..=10).contains(&max_attempts) {
+            return Err(ConfigError::Invalid {
+                name: "ARCHIVE_MAX_ATTEMPTS",
+                reason: "must be 1 to 10".into(),
+            });
+        }
+        Ok(Self {
+            delivery_stream: env.required("DELIVERY_STREAM_NAME")?,
+            max_attempts,
+        })
+    }
+}
+
+#[derive(Debug, Clone)]
 pub struct QueryConfig {
     pub analytics_table: String,
     /// For a lead's events (its `byLead` index).
@@ -229,5 +253,21 @@ mod tests {
             ("FACEBOOK_APP_SECRET", "s"),
         ]));
         assert!(half_facebook.is_err());
+    }
+
+    #[test]
+    fn archive_config_needs_the_stream_and_bounds_the_attempts() {
+        let c = ArchiveConfig::load(&env(&[("DELIVERY_STREAM_NAME", "archive")]));
+        let c = c.map_err(|e| e.to_string());
+        assert_eq!(
+            c.map(|c| (c.delivery_stream, c.max_attempts)),
+            Ok(("archive".to_owned(), 4))
+        );
+        for bad in [
+            vec![],
+            vec![("DELIVERY_STREAM_NAME", "a"), ("ARCHIVE_MAX_ATTEMPTS", "0")],
+        ] {
+            assert!(ArchiveConfig::load(&env(&bad)).is_err(), "{bad:?}");
+        }
     }
 }

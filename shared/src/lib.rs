@@ -2,6 +2,7 @@
 //! (`EventQueue`, `EventStore`, `CounterSink`) and their AWS adapters.
 
 pub mod aggregation;
+pub mod archive;
 pub mod auth;
 pub mod aws;
 pub mod body;

@@ -5,6 +5,7 @@ mod analytics;
 mod batch;
 mod cost;
 mod dynamo;
+mod firehose;
 mod item;
 mod leads;
 mod ops;
@@ -13,6 +14,7 @@ mod sqs;
 
 pub use analytics::DynamoAggregates;
 pub use dynamo::{DynamoCounters, DynamoEventStore};
+pub use firehose::FirehoseArchive;
 pub use leads::DynamoLeads;
 pub use ops::{DynamoTableProbe, SqsQueueStats};
 pub use rules::DynamoRules;
