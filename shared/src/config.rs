@@ -182,6 +182,21 @@ impl ArchiveConfig {
 }
 
 #[derive(Debug, Clone)]
+pub struct RedriveConfig {
+    pub dead_letter_queue_url: String,
+    pub work_queue_url: String,
+}
+
+impl RedriveConfig {
+    pub fn load<F: Fn(&str) -> Option<String>>(env: &Env<F>) -> Result<Self, ConfigError> {
+        Ok(Self {
+            dead_letter_queue_url: env.required("DEAD_LETTER_QUEUE_URL")?,
+            work_queue_url: env.required("WORK_QUEUE_URL")?,
+        })
+    }
+}
+
+#[derive(Debug, Clone)]
 pub struct QueryConfig {
     pub analytics_table: String,
     /// For a lead's events (its `byLead` index).

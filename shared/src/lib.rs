@@ -20,6 +20,7 @@ pub mod ops;
 pub mod process;
 pub mod query;
 pub mod queue;
+pub mod redrive;
 pub mod request_cost;
 pub mod rollup;
 pub mod scoring;

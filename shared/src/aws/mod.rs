@@ -9,6 +9,7 @@ mod firehose;
 mod item;
 mod leads;
 mod ops;
+mod redrive;
 mod rules;
 mod sqs;
 
@@ -17,6 +18,7 @@ pub use dynamo::{DynamoCounters, DynamoEventStore};
 pub use firehose::FirehoseArchive;
 pub use leads::DynamoLeads;
 pub use ops::{DynamoTableProbe, SqsQueueStats};
+pub use redrive::SqsRedrive;
 pub use rules::DynamoRules;
 pub use sqs::SqsEventQueue;
 
