@@ -197,6 +197,29 @@ impl RedriveConfig {
 }
 
 #[derive(Debug, Clone)]
+pub struct AdminConfig {
+    pub events_table: String,
+    pub work_queue_url: String,
+    pub dead_letter_queue_url: String,
+    pub api_keys: ApiKeys,
+}
+
+impl AdminConfig {
+    pub fn load<F: Fn(&str) -> Option<String>>(env: &Env<F>) -> Result<Self, ConfigError> {
+        Ok(Self {
+            events_table: env.required("EVENTS_TABLE")?,
+            work_queue_url: env.required("WORK_QUEUE_URL")?,
+            dead_letter_queue_url: env.required("DEAD_LETTER_QUEUE_URL")?,
+            api_keys: ApiKeys::parse(&env.optional("API_KEY_DIGESTS").unwrap_or_default())
+                .map_err(|reason| ConfigError::Invalid {
+                    name: "API_KEY_DIGESTS",
+                    reason,
+                })?,
+        })
+    }
+}
+
+#[derive(Debug, Clone)]
 pub struct QueryConfig {
     pub analytics_table: String,
     /// For a lead's events (its `byLead` index).

@@ -26,6 +26,12 @@ pub enum ApiError {
     InvalidSignature(&'static str),
     #[error("no such route")]
     NotFound,
+    /// A route that exists, about something that does not (`"no such event"`).
+    #[error("{0}")]
+    UnknownItem(&'static str),
+    /// The request contradicts the item's state (replaying a processed event).
+    #[error("{0}")]
+    Conflict(String),
     #[error("method not allowed")]
     MethodNotAllowed { allow: &'static str },
     #[error("{0}")]
@@ -64,8 +70,9 @@ impl ApiError {
             Self::InvalidJson(_) | Self::Validation { .. } | Self::UnsupportedFilter(_) => 400,
             Self::Unauthorized | Self::MissingSignature(_) => 401,
             Self::Forbidden(_) | Self::InvalidSignature(_) => 403,
-            Self::NotFound => 404,
+            Self::NotFound | Self::UnknownItem(_) => 404,
             Self::MethodNotAllowed { .. } => 405,
+            Self::Conflict(_) => 409,
             Self::PayloadTooLarge(_) => 413,
             Self::UnsupportedMediaType(_) => 415,
             Self::Internal => 500,
@@ -82,7 +89,8 @@ impl ApiError {
             Self::MissingSignature(_) => "MISSING_SIGNATURE",
             Self::Forbidden(_) => "FORBIDDEN",
             Self::InvalidSignature(_) => "INVALID_SIGNATURE",
-            Self::NotFound => "NOT_FOUND",
+            Self::NotFound | Self::UnknownItem(_) => "NOT_FOUND",
+            Self::Conflict(_) => "CONFLICT",
             Self::MethodNotAllowed { .. } => "METHOD_NOT_ALLOWED",
             Self::PayloadTooLarge(_) => "PAYLOAD_TOO_LARGE",
             Self::UnsupportedMediaType(_) => "UNSUPPORTED_MEDIA_TYPE",

@@ -1,6 +1,7 @@
 //! Tally's library: the event model and its rules, the HTTP and queue boundaries, the ports
 //! (`EventQueue`, `EventStore`, `CounterSink`) and their AWS adapters.
 
+pub mod admin;
 pub mod aggregation;
 pub mod archive;
 pub mod auth;

@@ -55,6 +55,25 @@ pub trait RedriveQueues: Send + Sync {
     async fn dead_letter_depth(&self) -> Result<u64, QueueError>;
 }
 
+#[async_trait]
+impl<T: RedriveQueues + ?Sized> RedriveQueues for std::sync::Arc<T> {
+    async fn receive(&self, max: u32, visibility: Duration) -> Result<Vec<DeadLetter>, QueueError> {
+        (**self).receive(max, visibility).await
+    }
+
+    async fn send_to_work(&self, messages: &[DeadLetter]) -> Result<Vec<bool>, QueueError> {
+        (**self).send_to_work(messages).await
+    }
+
+    async fn delete(&self, messages: &[DeadLetter]) -> Result<Vec<bool>, QueueError> {
+        (**self).delete(messages).await
+    }
+
+    async fn dead_letter_depth(&self) -> Result<u64, QueueError> {
+        (**self).dead_letter_depth().await
+    }
+}
+
 /// What ops asks for (`POST /v1/admin/redrive`, or the redrive function's input).
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]

@@ -14,8 +14,8 @@ use crate::store::{
 const UNLESS_PROCESSED: &str = "attribute_not_exists(eventId) OR #status <> :processed";
 
 pub struct DynamoEventStore {
-    client: aws_sdk_dynamodb::Client,
-    table: String,
+    pub(super) client: aws_sdk_dynamodb::Client,
+    pub(super) table: String,
 }
 
 impl DynamoEventStore {

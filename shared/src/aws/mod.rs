@@ -5,6 +5,7 @@ mod analytics;
 mod batch;
 mod cost;
 mod dynamo;
+mod failed;
 mod firehose;
 mod item;
 mod leads;
@@ -78,6 +79,27 @@ pub fn query_ports(
                 dependency: dead_letter,
             },
         ],
+    }
+}
+
+/// The admin routes' ports on the table and queues `config` names; `sqs` as for [`query_ports`].
+pub fn admin_ports(
+    aws: &SdkConfig,
+    sqs: &SdkConfig,
+    config: &crate::config::AdminConfig,
+) -> crate::admin::AdminPorts {
+    use std::sync::Arc;
+
+    let events = Arc::new(DynamoEventStore::new(aws, config.events_table.clone()));
+    crate::admin::AdminPorts {
+        events: events.clone(),
+        failed: events,
+        work_queue: Arc::new(SqsEventQueue::new(sqs, config.work_queue_url.clone())),
+        redrive: Arc::new(SqsRedrive::new(
+            sqs,
+            config.dead_letter_queue_url.clone(),
+            config.work_queue_url.clone(),
+        )),
     }
 }
 

@@ -4,7 +4,7 @@
 mod aggregations;
 mod leads;
 mod operations;
-mod params;
+pub(crate) mod params;
 mod reports;
 mod rules;
 

@@ -1,0 +1,145 @@
+//! `GET /v1/admin/events/failed?limit=50&cursor&status`: the events that did not make it, dead
+//! letters first (they need a person), then failures still being retried, then rejections;
+//! newest first within each. The store's failure index has one partition per status.
+
+use async_trait::async_trait;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+
+use crate::error::ApiError;
+use crate::http::{HttpRequest, HttpResponse};
+use crate::query::params::QueryParams;
+use crate::store::{EventStatus, StoreError};
+
+/// One failed event as the list shows it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct FailedEvent {
+    pub event_id: String,
+    #[serde(rename = "type")]
+    pub event_type: Option<String>,
+    pub status: String,
+    pub failure_reason: Option<String>,
+    pub attempts: u32,
+    pub failed_at: Option<String>,
+}
+
+/// A page of one status, newest first, and where the next page of that status starts (an
+/// opaque token of the store's).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct FailedPage {
+    pub events: Vec<FailedEvent>,
+    pub next: Option<String>,
+}
+
+#[async_trait]
+pub trait FailedEvents: Send + Sync {
+    async fn failed(
+        &self,
+        status: EventStatus,
+        limit: u32,
+        after: Option<&str>,
+    ) -> Result<FailedPage, StoreError>;
+}
+
+const ORDER: [EventStatus; 3] = [
+    EventStatus::DeadLetter,
+    EventStatus::Failed,
+    EventStatus::Rejected,
+];
+const STATUSES: [(&str, EventStatus); 3] = [
+    ("DEAD_LETTER", EventStatus::DeadLetter),
+    ("FAILED", EventStatus::Failed),
+    ("REJECTED", EventStatus::Rejected),
+];
+
+/// Where a listing goes on: the status (its position in [`ORDER`]) and the store's token.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+struct Cursor {
+    #[serde(rename = "s")]
+    status: usize,
+    #[serde(rename = "k", default)]
+    token: Option<String>,
+    /// The `status` filter the listing was asked with, so a cursor cannot change it.
+    #[serde(rename = "f", default)]
+    only: Option<usize>,
+}
+
+impl Cursor {
+    fn encode(&self) -> String {
+        URL_SAFE_NO_PAD.encode(serde_json::to_vec(self).unwrap_or_default())
+    }
+
+    fn decode(text: &str) -> Option<Self> {
+        let bytes = URL_SAFE_NO_PAD.decode(text.trim()).ok()?;
+        let cursor: Cursor = serde_json::from_slice(&bytes).ok()?;
+        (cursor.status < ORDER.len()).then_some(cursor)
+    }
+}
+
+pub(super) async fn list(
+    store: &dyn FailedEvents,
+    request: &HttpRequest,
+) -> Result<HttpResponse, ApiError> {
+    let mut params = QueryParams::new(request, &["limit", "cursor", "status"]);
+    let limit = params.integer("limit", 1, 100, 50);
+    let status_text = params.text("status", None);
+    let only = params
+        .choice("status", status_text, &STATUSES)
+        .and_then(|s| ORDER.iter().position(|o| *o == s));
+    let cursor = match params.text("cursor", None) {
+        None => Some(None),
+        Some(text) => match Cursor::decode(text) {
+            Some(c) if c.only == only && only.is_none_or(|o| o == c.status) => Some(Some(c)),
+            _ => {
+                params.error(
+                    "cursor",
+                    "is not a cursor this API issued for these parameters",
+                );
+                None
+            }
+        },
+    };
+    let (limit, cursor) = params.finish(limit.zip(cursor))?;
+    let mut position = cursor.clone().unwrap_or(Cursor {
+        status: only.unwrap_or(0),
+        token: None,
+        only,
+    });
+    let last = only.unwrap_or(ORDER.len() - 1);
+    let mut events = Vec::new();
+    let next = loop {
+        let wanted = limit - events.len() as u32;
+        let page = store
+            .failed(ORDER[position.status], wanted, position.token.as_deref())
+            .await
+            .map_err(|_| ApiError::unavailable("events table"))?;
+        events.extend(page.events);
+        match page.next {
+            Some(token) => {
+                position.token = Some(token);
+                if events.len() as u32 >= limit {
+                    break Some(position);
+                }
+            }
+            None if position.status < last => {
+                position = Cursor {
+                    status: position.status + 1,
+                    token: None,
+                    only,
+                };
+                if events.len() as u32 >= limit {
+                    break Some(position);
+                }
+            }
+            None => break None,
+        }
+    };
+    let mut body = json!({ "events": events });
+    if let Some(next) = next {
+        body["nextCursor"] = json!(next.encode());
+    }
+    Ok(HttpResponse::json(200, &body))
+}

@@ -1,0 +1,286 @@
+//! The `admin` function: what a person on call needs (scope `admin`): the failed events and why,
+//! one stored event with its status, replaying one event, and redriving the dead-letter queue.
+
+mod failed;
+
+use std::sync::Arc;
+
+use chrono::Utc;
+use serde_json::{json, Value};
+use tracing::info;
+use uuid::Uuid;
+
+use crate::auth::{ApiKeys, Scope};
+use crate::body::{self, MediaType, SINGLE_LIMIT};
+use crate::error::ApiError;
+use crate::event::{Event, FieldError};
+use crate::http::{serve, HttpRequest, HttpResponse};
+use crate::observability::Metrics;
+use crate::queue::{Envelope, EventQueue, OutboundMessage};
+use crate::redrive::{RedriveQueues, RedriveRequest, Redriver};
+use crate::store::{EventStatus, EventStore, StoredEvent};
+
+pub use failed::{FailedEvent, FailedEvents, FailedPage};
+
+/// What the admin routes read and write, each behind its port.
+#[derive(Clone)]
+pub struct AdminPorts {
+    pub events: Arc<dyn EventStore>,
+    pub failed: Arc<dyn FailedEvents>,
+    /// The work queue replays go to.
+    pub work_queue: Arc<dyn EventQueue>,
+    pub redrive: Arc<dyn RedriveQueues>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Route {
+    Failed,
+    Event(String),
+    Replay(String),
+    Redrive,
+}
+
+impl Route {
+    fn name(&self) -> &'static str {
+        match self {
+            Self::Failed => "GET /v1/admin/events/failed",
+            Self::Event(_) => "GET /v1/admin/events/{eventId}",
+            Self::Replay(_) => "POST /v1/admin/events/{eventId}/replay",
+            Self::Redrive => "POST /v1/admin/redrive",
+        }
+    }
+
+    fn resolve(method: &str, path: &str) -> Result<Self, ApiError> {
+        let path = path.strip_suffix('/').unwrap_or(path);
+        let (route, allow) = if path == "/v1/admin/events/failed" {
+            (Self::Failed, "GET")
+        } else if path == "/v1/admin/redrive" {
+            (Self::Redrive, "POST")
+        } else if let Some(rest) = path.strip_prefix("/v1/admin/events/") {
+            match rest.strip_suffix("/replay") {
+                Some(id) => (Self::Replay(decoded(id)?), "POST"),
+                None => (Self::Event(decoded(rest)?), "GET"),
+            }
+        } else {
+            return Err(ApiError::NotFound);
+        };
+        if method == allow {
+            Ok(route)
+        } else {
+            Err(ApiError::MethodNotAllowed { allow })
+        }
+    }
+}
+
+/// One percent-decoded path segment.
+fn decoded(segment: &str) -> Result<String, ApiError> {
+    if segment.is_empty() || segment.contains('/') {
+        return Err(ApiError::NotFound);
+    }
+    percent_encoding::percent_decode_str(segment)
+        .decode_utf8()
+        .map(|s| s.into_owned())
+        .map_err(|_| ApiError::NotFound)
+}
+
+fn events_down(_: crate::store::StoreError) -> ApiError {
+    ApiError::unavailable("events table")
+}
+
+pub struct AdminApi {
+    keys: ApiKeys,
+    ports: AdminPorts,
+}
+
+impl AdminApi {
+    pub fn new(keys: ApiKeys, ports: AdminPorts) -> Self {
+        Self { keys, ports }
+    }
+
+    pub async fn handle(&self, request: HttpRequest) -> HttpResponse {
+        serve("admin", &request, async |correlation_id, metrics| {
+            self.route(&request, correlation_id, metrics).await
+        })
+        .await
+    }
+
+    async fn route(
+        &self,
+        request: &HttpRequest,
+        correlation_id: &str,
+        metrics: &mut Metrics,
+    ) -> Result<HttpResponse, ApiError> {
+        let route = Route::resolve(&request.method, &request.path)?;
+        info!(route = route.name(), "request");
+        metrics.property("route", route.name());
+        self.keys
+            .authorize(request.header("authorization"), Scope::Admin)?;
+        let response = match &route {
+            Route::Failed => failed::list(&*self.ports.failed, request).await?,
+            Route::Event(id) => self.event(id).await?,
+            Route::Replay(id) => self.replay(id, correlation_id, metrics).await?,
+            Route::Redrive => self.redrive(request).await?,
+        };
+        metrics.count("AdminRequests", 1);
+        Ok(response)
+    }
+
+    async fn stored(&self, event_id: &str) -> Result<StoredEvent, ApiError> {
+        self.ports
+            .events
+            .get(event_id)
+            .await
+            .map_err(events_down)?
+            .ok_or(ApiError::UnknownItem("no such event"))
+    }
+
+    async fn event(&self, event_id: &str) -> Result<HttpResponse, ApiError> {
+        let stored = self.stored(event_id).await?;
+        let event: Value = stored
+            .event_json
+            .as_deref()
+            .and_then(|j| serde_json::from_str(j).ok())
+            .unwrap_or(Value::Null);
+        Ok(HttpResponse::json(
+            200,
+            &json!({
+                "eventId": stored.event_id,
+                "status": stored.status.as_str(),
+                "attempts": stored.attempts,
+                "receivedAt": stored.received_at,
+                "processedAt": stored.processed_at,
+                "failedAt": stored.failed_at,
+                "failureReason": stored.failure_reason,
+                "correlationId": stored.correlation_id,
+                "event": event,
+            }),
+        ))
+    }
+
+    /// Queues the stored event again as a new submission; `process` then stores it as if it had
+    /// just arrived (its original `receivedAt` kept, so the age rules judge it as before).
+    async fn replay(
+        &self,
+        event_id: &str,
+        correlation_id: &str,
+        metrics: &mut Metrics,
+    ) -> Result<HttpResponse, ApiError> {
+        let stored = self.stored(event_id).await?;
+        if stored.status == EventStatus::Processed {
+            return Err(ApiError::Conflict(
+                "the event is processed; replaying it would change nothing".into(),
+            ));
+        }
+        let (Some(json), Some(event)) = (
+            stored.event_json.as_deref(),
+            stored
+                .event_json
+                .as_deref()
+                .and_then(|j| serde_json::from_str::<Event>(j).ok()),
+        ) else {
+            return Err(ApiError::Conflict(
+                "the event's content was not kept (it never was a valid event); nothing to replay"
+                    .into(),
+            ));
+        };
+        let received_at = stored
+            .received_at
+            .as_deref()
+            .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
+            .map_or_else(Utc::now, |t| t.with_timezone(&Utc));
+        let correlation = stored.correlation_id.as_deref().unwrap_or(correlation_id);
+        let body = Envelope::encode(Uuid::now_v7().to_string(), received_at, correlation, json)
+            .map_err(|_| ApiError::Internal)?;
+        let report = self
+            .ports
+            .work_queue
+            .send(&[OutboundMessage {
+                body,
+                correlation_id: correlation.to_owned(),
+                event_type: event.event_type.clone(),
+                source: event.source.clone(),
+            }])
+            .await;
+        if !report.failed.is_empty() {
+            return Err(ApiError::unavailable("work queue"));
+        }
+        metrics.count("EventsReplayed", 1);
+        info!(event_id, status = stored.status.as_str(), "event replayed");
+        Ok(HttpResponse::json(
+            202,
+            &json!({"eventId": event_id, "status": "queued", "previousStatus": stored.status.as_str()}),
+        ))
+    }
+
+    async fn redrive(&self, request: &HttpRequest) -> Result<HttpResponse, ApiError> {
+        let parsed = redrive_request(request)?;
+        let report = Redriver::new(self.ports.redrive.clone())
+            .redrive(&parsed)
+            .await
+            .map_err(|_| ApiError::unavailable("dead-letter queue"))?;
+        Ok(HttpResponse::json(200, &json!(report)))
+    }
+}
+
+/// The body of `POST /v1/admin/redrive` (none: the defaults), every problem named without
+/// quoting the input.
+fn redrive_request(request: &HttpRequest) -> Result<RedriveRequest, ApiError> {
+    let raw = body::decode(
+        &request.body,
+        request.header("content-encoding"),
+        SINGLE_LIMIT,
+    )?;
+    if raw.iter().all(u8::is_ascii_whitespace) {
+        return Ok(RedriveRequest::default());
+    }
+    if body::media_type(request.header("content-type")) != Some(MediaType::Json) {
+        return Err(ApiError::UnsupportedMediaType(
+            "Content-Type must be application/json".into(),
+        ));
+    }
+    let value: Value = serde_json::from_slice(&raw)
+        .map_err(|_| ApiError::InvalidJson("the body is not valid JSON".into()))?;
+    let Some(object) = value.as_object() else {
+        return Err(ApiError::validation(vec![FieldError::new(
+            "/",
+            "must be an object",
+        )]));
+    };
+    let mut request = RedriveRequest::default();
+    let mut errors = Vec::new();
+    let count = |v: &Value| v.as_u64().and_then(|n| u32::try_from(n).ok());
+    for (key, value) in object {
+        match key.as_str() {
+            "maxMessages" => match count(value) {
+                Some(n) => request.max_messages = n,
+                None => errors.push(FieldError::new("/maxMessages", "must be an integer")),
+            },
+            "ratePerSecond" => match count(value) {
+                Some(n) => request.rate_per_second = n,
+                None => errors.push(FieldError::new("/ratePerSecond", "must be an integer")),
+            },
+            "dryRun" => match value.as_bool() {
+                Some(b) => request.dry_run = b,
+                None => errors.push(FieldError::new("/dryRun", "must be true or false")),
+            },
+            _ => errors.push(FieldError::new(
+                "/",
+                "has an unknown field (maxMessages, dryRun and ratePerSecond are allowed)",
+            )),
+        }
+    }
+    errors.extend(
+        request
+            .problems()
+            .into_iter()
+            .map(|(field, message)| FieldError::new(format!("/{field}"), message)),
+    );
+    if errors.is_empty() {
+        Ok(request)
+    } else {
+        Err(ApiError::validation(errors))
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,408 @@
+//! The admin routes over in-memory ports: scopes, routing, every refusal, replay, the failed
+//! listing's pages across statuses, and redrive input.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use serde_json::Value;
+
+use super::*;
+use crate::queue::SendReport;
+use crate::redrive::{DeadLetter, QueueError};
+use crate::store::{FailureRecord, ProcessedRecord, StoreError, StoreOutcome};
+
+#[derive(Default)]
+struct MemoryEvents(HashMap<String, StoredEvent>);
+
+#[async_trait]
+impl EventStore for MemoryEvents {
+    async fn store_processed(&self, _: &ProcessedRecord) -> Result<StoreOutcome, StoreError> {
+        Err(StoreError::Unavailable("not used".into()))
+    }
+    async fn record_failure(&self, _: &FailureRecord) -> Result<(), StoreError> {
+        Err(StoreError::Unavailable("not used".into()))
+    }
+    async fn get(&self, event_id: &str) -> Result<Option<StoredEvent>, StoreError> {
+        Ok(self.0.get(event_id).cloned())
+    }
+}
+
+/// Per status, its events newest first; tokens are positions.
+#[derive(Default)]
+struct MemoryFailed {
+    by_status: HashMap<&'static str, Vec<FailedEvent>>,
+    calls: Mutex<Vec<(String, u32, Option<String>)>>,
+}
+
+#[async_trait]
+impl FailedEvents for MemoryFailed {
+    async fn failed(
+        &self,
+        status: EventStatus,
+        limit: u32,
+        after: Option<&str>,
+    ) -> Result<FailedPage, StoreError> {
+        if let Ok(mut calls) = self.calls.lock() {
+            calls.push((status.as_str().into(), limit, after.map(str::to_owned)));
+        }
+        let all = self
+            .by_status
+            .get(status.as_str())
+            .cloned()
+            .unwrap_or_default();
+        let from: usize = after.and_then(|a| a.parse().ok()).unwrap_or(0);
+        let to = (from + limit as usize).min(all.len());
+        Ok(FailedPage {
+            events: all[from..to].to_vec(),
+            next: (to < all.len()).then(|| to.to_string()),
+        })
+    }
+}
+
+#[derive(Default)]
+struct RecordingQueue(Mutex<Vec<OutboundMessage>>);
+
+#[async_trait]
+impl EventQueue for RecordingQueue {
+    async fn send(&self, messages: &[OutboundMessage]) -> SendReport {
+        if let Ok(mut sent) = self.0.lock() {
+            sent.extend(messages.iter().cloned());
+        }
+        SendReport { failed: Vec::new() }
+    }
+}
+
+/// A dead-letter queue holding `depth` messages that never hands one out.
+struct CountingDlq(u64);
+
+#[async_trait]
+impl RedriveQueues for CountingDlq {
+    async fn receive(&self, _: u32, _: Duration) -> Result<Vec<DeadLetter>, QueueError> {
+        Ok(Vec::new())
+    }
+    async fn send_to_work(&self, m: &[DeadLetter]) -> Result<Vec<bool>, QueueError> {
+        Ok(vec![true; m.len()])
+    }
+    async fn delete(&self, m: &[DeadLetter]) -> Result<Vec<bool>, QueueError> {
+        Ok(vec![true; m.len()])
+    }
+    async fn dead_letter_depth(&self) -> Result<u64, QueueError> {
+        Ok(self.0)
+    }
+}
+
+const EVENT: &str =
+    r#"{"eventId":"dl-1","type":"PURCHASE","timestamp":"2026-11-30T10:00:00.000Z","source":"api"}"#;
+
+fn stored(id: &str, status: EventStatus, json: Option<&str>) -> StoredEvent {
+    StoredEvent {
+        event_id: id.into(),
+        status,
+        attempts: 5,
+        event_json: json.map(str::to_owned),
+        submission_id: Some("sub-1".into()),
+        correlation_id: Some("corr-1".into()),
+        received_at: Some("2026-11-30T10:00:02.000Z".into()),
+        processed_at: None,
+        failed_at: Some("2026-11-30T10:05:00.000Z".into()),
+        failure_reason: Some("store unavailable: ProvisionedThroughputExceeded".into()),
+    }
+}
+
+fn failed(id: &str, status: &str) -> FailedEvent {
+    FailedEvent {
+        event_id: id.into(),
+        event_type: Some("PAGE_VIEW".into()),
+        status: status.into(),
+        failure_reason: Some("x".into()),
+        attempts: 1,
+        failed_at: Some("2026-11-30T10:05:00.000Z".into()),
+    }
+}
+
+struct Fixture {
+    api: AdminApi,
+    queue: Arc<RecordingQueue>,
+    failed: Arc<MemoryFailed>,
+}
+
+fn fixture() -> Result<Fixture, String> {
+    let keys = ApiKeys::parse(&format!(
+        "{}:read,{}:admin,{}:ingest",
+        ApiKeys::digest("r"),
+        ApiKeys::digest("a"),
+        ApiKeys::digest("i")
+    ))?;
+    let mut events = MemoryEvents::default();
+    for (id, status, json) in [
+        ("dl-1", EventStatus::DeadLetter, Some(EVENT)),
+        ("ok-1", EventStatus::Processed, Some(EVENT)),
+        ("garbage-1", EventStatus::Rejected, None),
+    ] {
+        events.0.insert(id.into(), stored(id, status, json));
+    }
+    let mut memory_failed = MemoryFailed::default();
+    memory_failed.by_status.insert(
+        "DEAD_LETTER",
+        (0..3)
+            .map(|i| failed(&format!("d{i}"), "DEAD_LETTER"))
+            .collect(),
+    );
+    memory_failed.by_status.insert(
+        "FAILED",
+        (0..4).map(|i| failed(&format!("f{i}"), "FAILED")).collect(),
+    );
+    memory_failed.by_status.insert(
+        "REJECTED",
+        (0..2)
+            .map(|i| failed(&format!("r{i}"), "REJECTED"))
+            .collect(),
+    );
+    let queue = Arc::new(RecordingQueue::default());
+    let failed = Arc::new(memory_failed);
+    let api = AdminApi::new(
+        keys,
+        AdminPorts {
+            events: Arc::new(events),
+            failed: failed.clone(),
+            work_queue: queue.clone(),
+            redrive: Arc::new(CountingDlq(4)),
+        },
+    );
+    Ok(Fixture { api, queue, failed })
+}
+
+fn request(method: &str, path: &str, query: &[(&str, &str)], key: Option<&str>) -> HttpRequest {
+    let request = HttpRequest::new(method, path).with_query(query);
+    match key {
+        Some(k) => request.with_bearer(k),
+        None => request,
+    }
+}
+
+async fn call(api: &AdminApi, request: HttpRequest) -> (u16, Value) {
+    let response = api.handle(request).await;
+    let body = serde_json::from_str(&response.body).unwrap_or(Value::Null);
+    (response.status, body)
+}
+
+#[tokio::test]
+async fn only_admin_keys_reach_the_routes() -> Result<(), String> {
+    let f = fixture()?;
+    for (method, path) in [
+        ("GET", "/v1/admin/events/failed"),
+        ("GET", "/v1/admin/events/dl-1"),
+        ("POST", "/v1/admin/events/dl-1/replay"),
+        ("POST", "/v1/admin/redrive"),
+    ] {
+        for (key, status) in [
+            (None, 401),
+            (Some("r"), 403),
+            (Some("i"), 403),
+            (Some("nope"), 401),
+        ] {
+            let (got, body) = call(&f.api, request(method, path, &[], key)).await;
+            assert_eq!(got, status, "{method} {path} {key:?}: {body}");
+        }
+    }
+    assert!(f.queue.0.lock().map(|q| q.is_empty()).unwrap_or(false));
+    let (status, _) = call(
+        &f.api,
+        request("DELETE", "/v1/admin/redrive", &[], Some("a")),
+    )
+    .await;
+    assert_eq!(status, 405);
+    let (status, _) = call(&f.api, request("GET", "/v1/admin/nothing", &[], Some("a"))).await;
+    assert_eq!(status, 404);
+    Ok(())
+}
+
+#[tokio::test]
+async fn one_event_with_its_status_and_unknown_ones_are_404() -> Result<(), String> {
+    let f = fixture()?;
+    let (status, body) = call(
+        &f.api,
+        request("GET", "/v1/admin/events/dl-1", &[], Some("a")),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["status"], "DEAD_LETTER");
+    assert_eq!(body["attempts"], 5);
+    assert_eq!(
+        body["failureReason"],
+        "store unavailable: ProvisionedThroughputExceeded"
+    );
+    assert_eq!(body["event"]["type"], "PURCHASE");
+    let (status, body) = call(
+        &f.api,
+        request("GET", "/v1/admin/events/nope", &[], Some("a")),
+    )
+    .await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (404, Some("NOT_FOUND"))
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn replay_queues_a_failed_event_as_it_was_and_refuses_the_rest() -> Result<(), String> {
+    let f = fixture()?;
+    let (status, body) = call(
+        &f.api,
+        request("POST", "/v1/admin/events/dl-1/replay", &[], Some("a")),
+    )
+    .await;
+    assert_eq!(status, 202, "{body}");
+    assert_eq!(body["previousStatus"], "DEAD_LETTER");
+    let sent = f.queue.0.lock().map(|q| q.clone()).unwrap_or_default();
+    assert_eq!(sent.len(), 1);
+    let envelope: Value = serde_json::from_str(&sent[0].body).unwrap_or(Value::Null);
+    assert_eq!(
+        envelope["event"],
+        serde_json::from_str::<Value>(EVENT).unwrap_or(Value::Null)
+    );
+    assert_eq!(envelope["receivedAt"], "2026-11-30T10:00:02.000Z");
+    assert_eq!(envelope["correlationId"], "corr-1");
+    assert_ne!(envelope["submissionId"], "sub-1", "a new submission");
+    assert_eq!(
+        (sent[0].event_type.as_str(), sent[0].source.as_str()),
+        ("PURCHASE", "api")
+    );
+
+    for (id, status) in [("ok-1", 409), ("garbage-1", 409), ("nope", 404)] {
+        let path = format!("/v1/admin/events/{id}/replay");
+        let (got, body) = call(&f.api, request("POST", &path, &[], Some("a"))).await;
+        assert_eq!(got, status, "{id}: {body}");
+    }
+    assert_eq!(f.queue.0.lock().map(|q| q.len()).unwrap_or(0), 1);
+    Ok(())
+}
+
+#[tokio::test]
+async fn the_failed_list_pages_across_statuses_without_skipping_or_repeating() -> Result<(), String>
+{
+    let f = fixture()?;
+    let mut seen = Vec::new();
+    let mut cursor: Option<String> = None;
+    for _ in 0..10 {
+        let mut query = vec![("limit", "2")];
+        if let Some(c) = &cursor {
+            query.push(("cursor", c.as_str()));
+        }
+        let (status, body) = call(
+            &f.api,
+            request("GET", "/v1/admin/events/failed", &query, Some("a")),
+        )
+        .await;
+        assert_eq!(status, 200, "{body}");
+        let page = body["events"].as_array().cloned().unwrap_or_default();
+        assert!(page.len() <= 2);
+        seen.extend(
+            page.iter()
+                .filter_map(|e| e["eventId"].as_str().map(str::to_owned)),
+        );
+        match body["nextCursor"].as_str() {
+            Some(c) => cursor = Some(c.to_owned()),
+            None => break,
+        }
+    }
+    assert_eq!(
+        seen,
+        vec!["d0", "d1", "d2", "f0", "f1", "f2", "f3", "r0", "r1"]
+    );
+
+    // One status only, and a cursor cannot switch it.
+    let (_, body) = call(
+        &f.api,
+        request(
+            "GET",
+            "/v1/admin/events/failed",
+            &[("status", "REJECTED")],
+            Some("a"),
+        ),
+    )
+    .await;
+    let ids: Vec<&str> = body["events"]
+        .as_array()
+        .map(|e| e.iter().filter_map(|e| e["eventId"].as_str()).collect())
+        .unwrap_or_default();
+    assert_eq!(ids, vec!["r0", "r1"]);
+    assert!(body.get("nextCursor").is_none());
+    let calls = f.failed.calls.lock().map(|c| c.len()).unwrap_or(0);
+    for query in [
+        vec![("limit", "0")],
+        vec![("limit", "101")],
+        vec![("status", "PROCESSED")],
+        vec![("cursor", "garbage")],
+        vec![("limmit", "3")],
+    ] {
+        let (status, body) = call(
+            &f.api,
+            request("GET", "/v1/admin/events/failed", &query, Some("a")),
+        )
+        .await;
+        assert_eq!(status, 400, "{query:?}: {body}");
+        let named = body["error"]["details"][0]["path"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned();
+        assert!(query.iter().any(|(k, _)| *k == named), "{query:?}: {body}");
+    }
+    assert_eq!(
+        f.failed.calls.lock().map(|c| c.len()).unwrap_or(0),
+        calls,
+        "refusals read nothing"
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn redrive_takes_defaults_and_names_bad_fields() -> Result<(), String> {
+    let f = fixture()?;
+    let (status, body) = call(
+        &f.api,
+        request("POST", "/v1/admin/redrive", &[], Some("a")).with_json(r#"{"dryRun": true}"#),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        (
+            body["moved"].as_u64(),
+            body["remaining"].as_u64(),
+            body["dryRun"].as_bool()
+        ),
+        (Some(0), Some(4), Some(true))
+    );
+    let (status, _) = call(&f.api, request("POST", "/v1/admin/redrive", &[], Some("a"))).await;
+    assert_eq!(status, 200, "no body: the defaults");
+    for (body, path) in [
+        (r#"{"maxMessages": 0}"#, "/maxMessages"),
+        (r#"{"maxMessages": "ten"}"#, "/maxMessages"),
+        (r#"{"dryRun": "yes"}"#, "/dryRun"),
+        (r#"{"ratePerSecond": 100000}"#, "/ratePerSecond"),
+        (r#"{"<script>": 1}"#, "/"),
+        ("[]", "/"),
+    ] {
+        let (status, answer) = call(
+            &f.api,
+            request("POST", "/v1/admin/redrive", &[], Some("a")).with_json(body),
+        )
+        .await;
+        assert_eq!(status, 400, "{body}: {answer}");
+        assert_eq!(
+            answer["error"]["details"][0]["path"], path,
+            "{body}: {answer}"
+        );
+        assert!(!answer.to_string().contains("<script>"));
+    }
+    let (status, _) = call(
+        &f.api,
+        request("POST", "/v1/admin/redrive", &[], Some("a")).with_json("{nope"),
+    )
+    .await;
+    assert_eq!(status, 400);
+    Ok(())
+}

@@ -1,0 +1,173 @@
+//! The admin routes on the emulators: a poison message dead-lettered through moto's redrive
+//! policy and a corrupt one rejected show in the failed list; replay after the fix stores the
+//! event once; a redrive of the stale dead letter then counts a duplicate, not a second event.
+
+use anyhow::Result;
+use serde_json::{json, Value};
+use tally::admin::AdminApi;
+use tally::auth::ApiKeys;
+use tally::aws::{admin_ports, DynamoCounters, DynamoEventStore};
+use tally::config::AdminConfig;
+use tally::counters::CounterSink;
+use tally::event::Limits;
+use tally::http::{HttpRequest, HttpResponse};
+use tally::process::{batch_response, inbound_messages, Processor};
+use tally::store::EventStatus;
+use tally_tests::pipeline::{Pipeline, SAMPLE_INGEST_KEY};
+use tally_tests::sdk_config;
+
+const ADMIN: &str = "admin-test-key";
+const READ: &str = "admin-test-read-key";
+
+fn body(response: &HttpResponse) -> Value {
+    serde_json::from_str(&response.body).unwrap_or(Value::Null)
+}
+
+#[tokio::test]
+async fn failed_events_are_listed_replayed_once_and_redrive_counts_no_second_event() -> Result<()> {
+    let p = Pipeline::start("admin_routes", &["poison-1"]).await?;
+    let batch = json!([
+        {"eventId": "good-1", "type": "PAGE_VIEW"},
+        {"eventId": "poison-1", "type": "DEMO_REQUEST"},
+    ]);
+    let posted = p
+        .post(
+            HttpRequest::new("POST", "/v1/events/batch")
+                .with_bearer(SAMPLE_INGEST_KEY)
+                .with_json(batch.to_string()),
+        )
+        .await;
+    assert_eq!(posted.status, 202, "{}", posted.body);
+    let work_url = p.stack.queue("WorkQueue")?.url.clone();
+    let garbage = p
+        .stack
+        .sqs
+        .send_message()
+        .queue_url(&work_url)
+        .message_body("not-json")
+        .send()
+        .await?;
+    let garbage_id = format!("sqs:{}", garbage.message_id().unwrap_or_default());
+    p.drain().await?;
+
+    let ddb = sdk_config(&p.stack.dynamodb_endpoint);
+    let moto = sdk_config(&p.stack.moto_endpoint);
+    let config = AdminConfig {
+        events_table: p.stack.table("EventsTable")?.to_owned(),
+        work_queue_url: work_url.clone(),
+        dead_letter_queue_url: p.stack.queue("DeadLetterQueue")?.url.clone(),
+        api_keys: ApiKeys::parse(&format!(
+            "{}:admin,{}:read",
+            ApiKeys::digest(ADMIN),
+            ApiKeys::digest(READ)
+        ))
+        .map_err(anyhow::Error::msg)?,
+    };
+    let api = AdminApi::new(config.api_keys.clone(), admin_ports(&ddb, &moto, &config));
+    let get = |path: &str, key: &str| HttpRequest::new("GET", path).with_bearer(key);
+    let post = |path: &str, key: &str| HttpRequest::new("POST", path).with_bearer(key);
+
+    // A read key reaches none of them.
+    for request in [
+        get("/v1/admin/events/failed", READ),
+        get("/v1/admin/events/poison-1", READ),
+        post("/v1/admin/events/poison-1/replay", READ),
+        post("/v1/admin/redrive", READ),
+    ] {
+        assert_eq!(api.handle(request).await.status, 403);
+    }
+
+    // The failed list: the dead letter first, then the rejection.
+    let list = body(&api.handle(get("/v1/admin/events/failed", ADMIN)).await);
+    let listed: Vec<(String, String)> = list["events"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|e| {
+            (
+                e["eventId"].as_str().unwrap_or_default().to_owned(),
+                e["status"].as_str().unwrap_or_default().to_owned(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        listed,
+        vec![
+            ("poison-1".to_owned(), "DEAD_LETTER".to_owned()),
+            (garbage_id.clone(), "REJECTED".to_owned())
+        ],
+        "{list}"
+    );
+    let one = body(&api.handle(get("/v1/admin/events/poison-1", ADMIN)).await);
+    assert_eq!(one["status"], "DEAD_LETTER");
+    assert_eq!(one["attempts"], p.max_receive_count);
+    assert_eq!(one["event"]["type"], "DEMO_REQUEST");
+
+    // What cannot be replayed: processed (409), content not kept (409), unknown (404).
+    for (id, status) in [("good-1", 409), (garbage_id.as_str(), 409), ("nope", 404)] {
+        let path = format!("/v1/admin/events/{id}/replay");
+        assert_eq!(api.handle(post(&path, ADMIN)).await.status, status, "{id}");
+    }
+
+    // The fix, then the replay: stored once.
+    let fixed = Processor::new(
+        DynamoEventStore::new(&ddb, config.events_table.clone()),
+        DynamoCounters::new(&ddb, p.stack.table("AnalyticsTable")?.to_owned()),
+        Limits::default(),
+        p.max_receive_count,
+    );
+    let drain_fixed = || {
+        p.work.drain(|event| {
+            let fixed = &fixed;
+            async move {
+                let messages = inbound_messages(event)?;
+                Ok(batch_response(fixed.process(messages).await))
+            }
+        })
+    };
+    let before = p.counters.totals().await?;
+    let replayed = api
+        .handle(post("/v1/admin/events/poison-1/replay", ADMIN))
+        .await;
+    assert_eq!(replayed.status, 202, "{}", replayed.body);
+    assert_eq!(drain_fixed().await?, 1);
+    assert_eq!(p.stored("poison-1").await?.status, EventStatus::Processed);
+    let replayed_totals = p.counters.totals().await?;
+    assert_eq!(replayed_totals.processed - before.processed, 1);
+
+    // The stale dead letter still waits; redriving it delivers a second submission of an event
+    // already stored: a duplicate, not a second event.
+    let dry = body(
+        &api.handle(post("/v1/admin/redrive", ADMIN).with_json(r#"{"dryRun": true}"#))
+            .await,
+    );
+    assert_eq!(
+        (dry["moved"].as_u64(), dry["remaining"].as_u64()),
+        (Some(0), Some(1))
+    );
+    let moved = body(&api.handle(post("/v1/admin/redrive", ADMIN)).await);
+    assert_eq!(
+        (moved["moved"].as_u64(), moved["remaining"].as_u64()),
+        (Some(1), Some(0))
+    );
+    assert_eq!(drain_fixed().await?, 1);
+    let after = p.counters.totals().await?;
+    assert_eq!(
+        (
+            after.processed - replayed_totals.processed,
+            after.duplicate - replayed_totals.duplicate
+        ),
+        (0, 1)
+    );
+
+    // Only the rejection is left in the failed list.
+    let list = body(&api.handle(get("/v1/admin/events/failed", ADMIN)).await);
+    let ids: Vec<&str> = list["events"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|e| e["eventId"].as_str())
+        .collect();
+    assert_eq!(ids, vec![garbage_id.as_str()]);
+    Ok(())
+}
