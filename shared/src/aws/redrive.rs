@@ -76,30 +76,38 @@ fn answered(count: usize, ok_ids: impl Iterator<Item = String>) -> Vec<bool> {
 
 #[async_trait]
 impl RedriveQueues for SqsRedrive {
+    /// A short poll first (it answers at once); an empty answer is confirmed by a 1 s long
+    /// poll, because a short poll samples only some of SQS's servers and may miss messages.
     async fn receive(&self, max: u32, visibility: Duration) -> Result<Vec<DeadLetter>, QueueError> {
-        let output = self
-            .client
-            .receive_message()
-            .queue_url(&self.dead_letter_url)
-            .max_number_of_messages(max.clamp(1, 10) as i32)
-            .visibility_timeout(visibility.as_secs() as i32)
-            .message_attribute_names("All")
-            .wait_time_seconds(1)
-            .send()
-            .await
-            .map_err(|e| unavailable(&e))?;
-        Ok(output
-            .messages()
-            .iter()
-            .filter_map(|m| {
-                Some(DeadLetter {
-                    message_id: m.message_id()?.to_owned(),
-                    receipt_handle: m.receipt_handle()?.to_owned(),
-                    body: m.body().unwrap_or_default().to_owned(),
-                    attributes: from_sdk(m.message_attributes()),
+        for wait_seconds in [0, 1] {
+            let output = self
+                .client
+                .receive_message()
+                .queue_url(&self.dead_letter_url)
+                .max_number_of_messages(max.clamp(1, 10) as i32)
+                .visibility_timeout(visibility.as_secs() as i32)
+                .message_attribute_names("All")
+                .wait_time_seconds(wait_seconds)
+                .send()
+                .await
+                .map_err(|e| unavailable(&e))?;
+            let messages: Vec<DeadLetter> = output
+                .messages()
+                .iter()
+                .filter_map(|m| {
+                    Some(DeadLetter {
+                        message_id: m.message_id()?.to_owned(),
+                        receipt_handle: m.receipt_handle()?.to_owned(),
+                        body: m.body().unwrap_or_default().to_owned(),
+                        attributes: from_sdk(m.message_attributes()),
+                    })
                 })
-            })
-            .collect())
+                .collect();
+            if !messages.is_empty() {
+                return Ok(messages);
+            }
+        }
+        Ok(Vec::new())
     }
 
     async fn send_to_work(&self, messages: &[DeadLetter]) -> Result<Vec<bool>, QueueError> {
