@@ -433,7 +433,7 @@ async fn state_dir_keeps_tables_and_queued_messages_between_runs() -> Result<()>
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn stored_events_are_rolled_up_through_the_stream_mapping() -> Result<()> {
+async fn stored_events_are_rolled_up_and_archived_through_the_stream_mappings() -> Result<()> {
     use chrono::DurationRound;
     let stack = LocalStack::start(UpOptions {
         api_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
@@ -515,6 +515,44 @@ async fn stored_events_are_rolled_up_through_the_stream_mapping() -> Result<()> 
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
+    // The real `archive` binary sent every stored event through moto's Firehose to S3.
+    let bucket = stack.stack.bucket("ArchiveBucket")?.name.clone();
+    let archived = loop {
+        let mut ids = std::collections::BTreeSet::new();
+        let listed = stack
+            .stack
+            .s3
+            .list_objects_v2()
+            .bucket(&bucket)
+            .send()
+            .await?;
+        for object in listed.contents() {
+            let body = stack
+                .stack
+                .s3
+                .get_object()
+                .bucket(&bucket)
+                .key(object.key().unwrap_or_default())
+                .send()
+                .await?
+                .body
+                .collect()
+                .await?
+                .into_bytes();
+            for line in String::from_utf8_lossy(&body).lines() {
+                let event: Value = serde_json::from_str(line)?;
+                ids.insert(event["eventId"].as_str().unwrap_or_default().to_owned());
+            }
+        }
+        if ids.len() >= 3 || Instant::now() > deadline {
+            break ids;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
+    assert_eq!(
+        archived.iter().map(String::as_str).collect::<Vec<_>>(),
+        vec!["r-1", "r-2", "r-3"]
+    );
     let config = tally_local::sdk_config(&stack.stack.dynamodb_endpoint);
     // The hourly reconciliation schedule, fired now: today's events are too fresh to be settled.
     let fired: Value = reqwest::Client::new()

@@ -137,8 +137,8 @@ pub fn correlation_id(request: &HttpRequest) -> String {
 }
 
 /// Serves one request the same way in every HTTP function: a span carrying the correlation id,
-/// EMF metrics for `function` (flushed once answered, with the request's DynamoDB cost), and `route`'s outcome turned into the
-/// response by [`respond`].
+/// EMF metrics for `function` (flushed once answered, with the request's DynamoDB cost), and
+/// `route`'s outcome turned into the response by [`respond`].
 pub async fn serve(
     function: &'static str,
     request: &HttpRequest,
