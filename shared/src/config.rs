@@ -199,6 +199,8 @@ impl RedriveConfig {
 #[derive(Debug, Clone)]
 pub struct AdminConfig {
     pub events_table: String,
+    /// The pipeline counters and the hourly aggregates (`GET /v1/admin/metrics`).
+    pub analytics_table: String,
     pub work_queue_url: String,
     pub dead_letter_queue_url: String,
     pub api_keys: ApiKeys,
@@ -208,6 +210,7 @@ impl AdminConfig {
     pub fn load<F: Fn(&str) -> Option<String>>(env: &Env<F>) -> Result<Self, ConfigError> {
         Ok(Self {
             events_table: env.required("EVENTS_TABLE")?,
+            analytics_table: env.required("ANALYTICS_TABLE")?,
             work_queue_url: env.required("WORK_QUEUE_URL")?,
             dead_letter_queue_url: env.required("DEAD_LETTER_QUEUE_URL")?,
             api_keys: ApiKeys::parse(&env.optional("API_KEY_DIGESTS").unwrap_or_default())

@@ -14,6 +14,83 @@ pub struct CounterDelta {
     pub failed: u64,
     pub rejected: u64,
     pub dead_lettered: u64,
+    /// Time from acceptance (`receivedAt`) to storage of each processed event.
+    pub latency: LatencyHistogram,
+}
+
+/// Upper bounds (milliseconds) of the processing-time buckets; the last bucket is unbounded.
+pub const LATENCY_BOUNDS_MS: [u64; 11] = [
+    100, 250, 500, 1_000, 2_500, 5_000, 10_000, 30_000, 60_000, 300_000, 900_000,
+];
+
+/// Processing times as counters a sharded `ADD` can keep: their sum and a count per bucket.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LatencyHistogram {
+    pub sum_ms: u64,
+    /// One count per bound of [`LATENCY_BOUNDS_MS`], then the unbounded bucket.
+    pub buckets: [u64; LATENCY_BOUNDS_MS.len() + 1],
+}
+
+impl LatencyHistogram {
+    pub fn record(&mut self, ms: u64) {
+        self.sum_ms += ms;
+        let bucket = LATENCY_BOUNDS_MS
+            .iter()
+            .position(|bound| ms <= *bound)
+            .unwrap_or(LATENCY_BOUNDS_MS.len());
+        self.buckets[bucket] += 1;
+    }
+
+    pub fn count(&self) -> u64 {
+        self.buckets.iter().sum()
+    }
+
+    pub fn mean_ms(&self) -> Option<f64> {
+        let count = self.count();
+        (count > 0).then(|| self.sum_ms as f64 / count as f64)
+    }
+
+    /// The upper bound of the bucket that holds the `p`-quantile (0 < p ≤ 1); `None` when
+    /// empty, and the last bound when it falls in the unbounded bucket.
+    pub fn quantile_bound_ms(&self, p: f64) -> Option<u64> {
+        let count = self.count();
+        if count == 0 {
+            return None;
+        }
+        let rank = (count as f64 * p).ceil().max(1.0) as u64;
+        let mut seen = 0;
+        for (i, n) in self.buckets.iter().enumerate() {
+            seen += n;
+            if seen >= rank {
+                return Some(LATENCY_BOUNDS_MS.get(i).copied().unwrap_or(900_000));
+            }
+        }
+        Some(900_000)
+    }
+
+    /// The counter attribute of bucket `i`.
+    fn attribute(i: usize) -> String {
+        match LATENCY_BOUNDS_MS.get(i) {
+            Some(bound) => format!("latency.le{bound}"),
+            None => "latency.inf".to_owned(),
+        }
+    }
+
+    /// Adds a stored counter (`latencySumMs`, `latency.le<ms>`, `latency.inf`); false when the
+    /// name is not one of them.
+    pub fn add_attribute(&mut self, name: &str, value: u64) -> bool {
+        if name == "latencySumMs" {
+            self.sum_ms += value;
+            return true;
+        }
+        match (0..self.buckets.len()).find(|i| Self::attribute(*i) == name) {
+            Some(i) => {
+                self.buckets[i] += value;
+                true
+            }
+            None => false,
+        }
+    }
 }
 
 impl CounterDelta {
@@ -34,8 +111,12 @@ impl CounterDelta {
             ("failed", self.failed),
             ("rejected", self.rejected),
             ("deadLettered", self.dead_lettered),
+            ("latencySumMs", self.latency.sum_ms),
         ] {
             out.push((name.to_owned(), n));
+        }
+        for (i, n) in self.latency.buckets.iter().enumerate() {
+            out.push((LatencyHistogram::attribute(i), *n));
         }
         out.retain(|(_, n)| *n > 0);
         out
@@ -50,6 +131,10 @@ impl CounterDelta {
         self.failed += other.failed;
         self.rejected += other.rejected;
         self.dead_lettered += other.dead_lettered;
+        self.latency.sum_ms += other.latency.sum_ms;
+        for (mine, theirs) in self.latency.buckets.iter_mut().zip(&other.latency.buckets) {
+            *mine += theirs;
+        }
     }
 }
 
@@ -58,4 +143,34 @@ pub trait CounterSink: Send + Sync {
     async fn add(&self, delta: &CounterDelta) -> Result<(), StoreError>;
     /// Sum over all shards, for metrics endpoints and tests.
     async fn totals(&self) -> Result<CounterDelta, StoreError>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn latencies_fall_in_buckets_and_read_back_from_their_attributes() {
+        let mut delta = CounterDelta::default();
+        for ms in [
+            40, 100, 101, 900, 4_000, 4_000, 7_000, 7_000, 7_000, 2_000_000,
+        ] {
+            delta.latency.record(ms);
+        }
+        assert_eq!(delta.latency.count(), 10);
+        assert_eq!(delta.latency.mean_ms(), Some(203_014.1));
+        assert_eq!(delta.latency.quantile_bound_ms(0.5), Some(5_000));
+        assert_eq!(delta.latency.quantile_bound_ms(0.8), Some(10_000));
+        assert_eq!(delta.latency.quantile_bound_ms(0.95), Some(900_000));
+        assert_eq!(delta.latency.quantile_bound_ms(0.1), Some(100));
+        let mut read_back = LatencyHistogram::default();
+        for (name, n) in delta.entries() {
+            if name.starts_with("latency") {
+                assert!(read_back.add_attribute(&name, n), "{name}");
+            }
+        }
+        assert_eq!(read_back, delta.latency);
+        assert!(!read_back.add_attribute("processed", 1));
+        assert_eq!(LatencyHistogram::default().quantile_bound_ms(0.95), None);
+    }
 }

@@ -180,6 +180,7 @@ mod tests {
             failed: 2,
             rejected: 3,
             dead_lettered: 4,
+            latency: Default::default(),
         };
         let text = prometheus(
             &counters,

@@ -68,7 +68,10 @@ pub fn batch_response(failed_message_ids: Vec<String>) -> SqsBatchResponse {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Fate {
-    Stored,
+    /// With the time from acceptance to storage.
+    Stored {
+        latency_ms: u64,
+    },
     Duplicate,
     Redelivered,
     Rejected,
@@ -111,7 +114,10 @@ impl<S: EventStore, C: CounterSink> Processor<S, C> {
         let mut failed = Vec::new();
         for (message_id, fate) in fates {
             match fate {
-                Fate::Stored => delta.processed += 1,
+                Fate::Stored { latency_ms } => {
+                    delta.processed += 1;
+                    delta.latency.record(latency_ms);
+                }
                 Fate::Duplicate => delta.duplicate += 1,
                 Fate::Redelivered => {}
                 Fate::Rejected => delta.rejected += 1,
@@ -203,7 +209,11 @@ impl<S: EventStore, C: CounterSink> Processor<S, C> {
             processed_at: now,
         };
         match self.store.store_processed(&record).await {
-            Ok(StoreOutcome::Stored) => Fate::Stored,
+            Ok(StoreOutcome::Stored) => Fate::Stored {
+                latency_ms: (now - record.provenance.received_at)
+                    .num_milliseconds()
+                    .max(0) as u64,
+            },
             Ok(StoreOutcome::Duplicate) => {
                 info!(event_id = %record.event.event_id, "duplicate eventId; nothing changed");
                 Fate::Duplicate

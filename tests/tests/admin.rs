@@ -54,6 +54,7 @@ async fn failed_events_are_listed_replayed_once_and_redrive_counts_no_second_eve
     let moto = sdk_config(&p.stack.moto_endpoint);
     let config = AdminConfig {
         events_table: p.stack.table("EventsTable")?.to_owned(),
+        analytics_table: p.stack.table("AnalyticsTable")?.to_owned(),
         work_queue_url: work_url.clone(),
         dead_letter_queue_url: p.stack.queue("DeadLetterQueue")?.url.clone(),
         api_keys: ApiKeys::parse(&format!(
@@ -159,6 +160,28 @@ async fn failed_events_are_listed_replayed_once_and_redrive_counts_no_second_eve
         ),
         (0, 1)
     );
+
+    // The metrics agree with the counters, and every processed event has its processing time.
+    let metrics = body(&api.handle(get("/v1/admin/metrics", ADMIN)).await);
+    assert_eq!(
+        metrics["summary"]["processed"], after.processed,
+        "{metrics}"
+    );
+    assert_eq!(
+        metrics["summary"]["duplicates"], after.duplicate,
+        "{metrics}"
+    );
+    assert_eq!(
+        metrics["summary"]["deadLetter"], after.dead_lettered,
+        "{metrics}"
+    );
+    assert_eq!(
+        metrics["processingStats"]["totalProcessed"], after.processed,
+        "{metrics}"
+    );
+    assert!(metrics["processingStats"]["averageProcessingTimeSeconds"].as_f64() >= Some(0.0));
+    assert_eq!(metrics["queues"]["deadLetterDepth"], 0, "{metrics}");
+    assert_eq!(api.handle(get("/v1/admin/metrics", READ)).await.status, 403);
 
     // Only the rejection is left in the failed list.
     let list = body(&api.handle(get("/v1/admin/events/failed", ADMIN)).await);

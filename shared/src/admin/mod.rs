@@ -1,7 +1,9 @@
-//! The `admin` function: what a person on call needs (scope `admin`): the failed events and why,
-//! one stored event with its status, replaying one event, and redriving the dead-letter queue.
+//! The `admin` function: what a person on call needs (scope `admin`): the pipeline's metrics, the
+//! failed events and why, one stored event with its status, replaying one event, and redriving
+//! the dead-letter queue.
 
 mod failed;
+mod metrics;
 
 use std::sync::Arc;
 
@@ -10,12 +12,15 @@ use serde_json::{json, Value};
 use tracing::info;
 use uuid::Uuid;
 
+use crate::aggregation::AggregateReader;
 use crate::auth::{ApiKeys, Scope};
 use crate::body::{self, MediaType, SINGLE_LIMIT};
+use crate::counters::CounterSink;
 use crate::error::ApiError;
 use crate::event::{Event, FieldError};
 use crate::http::{serve, HttpRequest, HttpResponse};
 use crate::observability::Metrics;
+use crate::ops::QueueStats;
 use crate::queue::{Envelope, EventQueue, OutboundMessage};
 use crate::redrive::{RedriveQueues, RedriveRequest, Redriver};
 use crate::store::{EventStatus, EventStore, StoredEvent};
@@ -30,10 +35,17 @@ pub struct AdminPorts {
     /// The work queue replays go to.
     pub work_queue: Arc<dyn EventQueue>,
     pub redrive: Arc<dyn RedriveQueues>,
+    /// The pipeline counters `ingest` and `process` keep.
+    pub counters: Arc<dyn CounterSink>,
+    /// The hourly aggregates (`eventsByType`).
+    pub aggregates: Arc<dyn AggregateReader>,
+    pub work_queue_stats: Arc<dyn QueueStats>,
+    pub dead_letter_stats: Arc<dyn QueueStats>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Route {
+    Metrics,
     Failed,
     Event(String),
     Replay(String),
@@ -43,6 +55,7 @@ enum Route {
 impl Route {
     fn name(&self) -> &'static str {
         match self {
+            Self::Metrics => "GET /v1/admin/metrics",
             Self::Failed => "GET /v1/admin/events/failed",
             Self::Event(_) => "GET /v1/admin/events/{eventId}",
             Self::Replay(_) => "POST /v1/admin/events/{eventId}/replay",
@@ -52,7 +65,9 @@ impl Route {
 
     fn resolve(method: &str, path: &str) -> Result<Self, ApiError> {
         let path = path.strip_suffix('/').unwrap_or(path);
-        let (route, allow) = if path == "/v1/admin/events/failed" {
+        let (route, allow) = if path == "/v1/admin/metrics" {
+            (Self::Metrics, "GET")
+        } else if path == "/v1/admin/events/failed" {
             (Self::Failed, "GET")
         } else if path == "/v1/admin/redrive" {
             (Self::Redrive, "POST")
@@ -116,6 +131,17 @@ impl AdminApi {
         self.keys
             .authorize(request.header("authorization"), Scope::Admin)?;
         let response = match &route {
+            Route::Metrics => {
+                let p = &self.ports;
+                metrics::metrics(
+                    &*p.counters,
+                    &*p.aggregates,
+                    &p.work_queue_stats,
+                    &p.dead_letter_stats,
+                    Utc::now(),
+                )
+                .await?
+            }
             Route::Failed => failed::list(&*self.ports.failed, request).await?,
             Route::Event(id) => self.event(id).await?,
             Route::Replay(id) => self.replay(id, correlation_id, metrics).await?,

@@ -74,6 +74,41 @@ impl EventQueue for RecordingQueue {
     }
 }
 
+/// Pipeline counters fixed at `totals`.
+struct FixedCounters(crate::counters::CounterDelta);
+
+#[async_trait]
+impl CounterSink for FixedCounters {
+    async fn add(&self, _: &crate::counters::CounterDelta) -> Result<(), StoreError> {
+        Ok(())
+    }
+    async fn totals(&self) -> Result<crate::counters::CounterDelta, StoreError> {
+        Ok(self.0.clone())
+    }
+}
+
+/// Aggregates of the given events, by day.
+struct EventAggregates(HashMap<String, crate::rollup::Rollup>);
+
+#[async_trait]
+impl AggregateReader for EventAggregates {
+    async fn day(&self, day: &str) -> Result<crate::rollup::Rollup, StoreError> {
+        Ok(self.0.get(day).cloned().unwrap_or_default())
+    }
+}
+
+struct FixedDepth(u64);
+
+#[async_trait]
+impl QueueStats for FixedDepth {
+    async fn depth(&self) -> Result<crate::ops::QueueDepth, StoreError> {
+        Ok(crate::ops::QueueDepth {
+            visible: self.0,
+            in_flight: 1,
+        })
+    }
+}
+
 /// A dead-letter queue holding `depth` messages that never hands one out.
 struct CountingDlq(u64);
 
@@ -162,6 +197,44 @@ fn fixture() -> Result<Fixture, String> {
     );
     let queue = Arc::new(RecordingQueue::default());
     let failed = Arc::new(memory_failed);
+    let mut totals = crate::counters::CounterDelta::default();
+    totals.accepted_by_source.insert("api".into(), 8);
+    totals.accepted_by_source.insert("web".into(), 4);
+    (totals.processed, totals.duplicate, totals.failed) = (10, 1, 2);
+    (totals.rejected, totals.dead_lettered) = (1, 1);
+    for ms in [200, 300, 400, 400, 800, 900, 1_200, 1_500, 2_000, 40_000] {
+        totals.latency.record(ms);
+    }
+    // Events of the last 24 hours (and one older, which does not count) by type.
+    let now = chrono::Utc::now();
+    let context = crate::event::NormalizeContext {
+        received_at: now,
+        limits: crate::event::Limits::default(),
+        default_source: "api",
+    };
+    let mut days: HashMap<String, crate::rollup::Rollup> = HashMap::new();
+    for (i, (event_type, hours_ago)) in [
+        ("PAGE_VIEW", 1),
+        ("PAGE_VIEW", 2),
+        ("PAGE_VIEW", 23),
+        ("PURCHASE", 3),
+        ("PURCHASE", 5),
+        ("EMAIL_OPEN", 4),
+        ("EMAIL_OPEN", 30),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let at = now - chrono::Duration::hours(hours_ago);
+        let event = crate::event::normalize(
+            serde_json::json!({"eventId": format!("m{i}"), "type": event_type, "timestamp": at.timestamp_millis()}),
+            &context,
+        )
+        .map_err(|e| format!("{e:?}"))?;
+        days.entry(at.format("%Y-%m-%d").to_string())
+            .or_default()
+            .add(&event);
+    }
     let api = AdminApi::new(
         keys,
         AdminPorts {
@@ -169,6 +242,10 @@ fn fixture() -> Result<Fixture, String> {
             failed: failed.clone(),
             work_queue: queue.clone(),
             redrive: Arc::new(CountingDlq(4)),
+            counters: Arc::new(FixedCounters(totals)),
+            aggregates: Arc::new(EventAggregates(days)),
+            work_queue_stats: Arc::new(FixedDepth(6)),
+            dead_letter_stats: Arc::new(FixedDepth(4)),
         },
     );
     Ok(Fixture { api, queue, failed })
@@ -192,6 +269,7 @@ async fn call(api: &AdminApi, request: HttpRequest) -> (u16, Value) {
 async fn only_admin_keys_reach_the_routes() -> Result<(), String> {
     let f = fixture()?;
     for (method, path) in [
+        ("GET", "/v1/admin/metrics"),
         ("GET", "/v1/admin/events/failed"),
         ("GET", "/v1/admin/events/dl-1"),
         ("POST", "/v1/admin/events/dl-1/replay"),
@@ -404,5 +482,35 @@ async fn redrive_takes_defaults_and_names_bad_fields() -> Result<(), String> {
     )
     .await;
     assert_eq!(status, 400);
+    Ok(())
+}
+
+#[tokio::test]
+async fn metrics_sum_the_counters_the_last_day_by_type_and_the_queues() -> Result<(), String> {
+    let f = fixture()?;
+    let (status, body) = call(&f.api, request("GET", "/v1/admin/metrics", &[], Some("a"))).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        body["summary"],
+        serde_json::json!({"accepted": 12, "processed": 10, "duplicates": 1, "failed": 2, "deadLetter": 1, "rejected": 1})
+    );
+    assert_eq!(
+        body["eventsByType"],
+        serde_json::json!([
+            {"eventType": "PAGE_VIEW", "count": 3},
+            {"eventType": "PURCHASE", "count": 2},
+            {"eventType": "EMAIL_OPEN", "count": 1}
+        ]),
+        "the event 30 hours old is left out; ties by type"
+    );
+    // Mean of the ten times; the 95th percentile falls in the bucket up to 60 s.
+    assert_eq!(
+        body["processingStats"],
+        serde_json::json!({"averageProcessingTimeSeconds": 4.77, "p95ProcessingTimeSeconds": 60.0, "totalProcessed": 10})
+    );
+    assert_eq!(
+        body["queues"],
+        serde_json::json!({"workDepth": 6, "workInFlight": 1, "deadLetterDepth": 4})
+    );
     Ok(())
 }

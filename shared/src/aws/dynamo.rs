@@ -334,6 +334,7 @@ impl CounterSink for DynamoCounters {
                     "failed" => totals.failed += v,
                     "rejected" => totals.rejected += v,
                     "deadLettered" => totals.dead_lettered += v,
+                    other if totals.latency.add_attribute(other, v) => {}
                     other => {
                         if let Some(source) = other.strip_prefix("accepted.") {
                             *totals

@@ -100,6 +100,13 @@ pub fn admin_ports(
             config.dead_letter_queue_url.clone(),
             config.work_queue_url.clone(),
         )),
+        counters: Arc::new(DynamoCounters::new(aws, config.analytics_table.clone())),
+        aggregates: Arc::new(DynamoAggregates::new(aws, config.analytics_table.clone())),
+        work_queue_stats: Arc::new(SqsQueueStats::new(sqs, config.work_queue_url.clone())),
+        dead_letter_stats: Arc::new(SqsQueueStats::new(
+            sqs,
+            config.dead_letter_queue_url.clone(),
+        )),
     }
 }
 
