@@ -39,6 +39,16 @@ impl<F: Fn(&str) -> Option<String>> Env<F> {
         }
     }
 
+    /// `API_KEY_DIGESTS`: `<sha256 hex>:<scope>` pairs (none: every keyed route refuses).
+    fn api_keys(&self) -> Result<ApiKeys, ConfigError> {
+        ApiKeys::parse(&self.optional("API_KEY_DIGESTS").unwrap_or_default()).map_err(|reason| {
+            ConfigError::Invalid {
+                name: "API_KEY_DIGESTS",
+                reason,
+            }
+        })
+    }
+
     fn limits(&self) -> Result<Limits, ConfigError> {
         Ok(Limits {
             max_event_age_days: self
@@ -91,8 +101,7 @@ impl IngestConfig {
         Ok(Self {
             work_queue_url: env.required("WORK_QUEUE_URL")?,
             analytics_table: env.required("ANALYTICS_TABLE")?,
-            api_keys: ApiKeys::parse(&env.optional("API_KEY_DIGESTS").unwrap_or_default())
-                .map_err(|e| invalid("API_KEY_DIGESTS", e))?,
+            api_keys: env.api_keys()?,
             facebook,
             tiktok_secret: env.optional("TIKTOK_WEBHOOK_SECRET"),
             webhook_secrets: WebhookSecrets::parse(
@@ -213,11 +222,7 @@ impl AdminConfig {
             analytics_table: env.required("ANALYTICS_TABLE")?,
             work_queue_url: env.required("WORK_QUEUE_URL")?,
             dead_letter_queue_url: env.required("DEAD_LETTER_QUEUE_URL")?,
-            api_keys: ApiKeys::parse(&env.optional("API_KEY_DIGESTS").unwrap_or_default())
-                .map_err(|reason| ConfigError::Invalid {
-                    name: "API_KEY_DIGESTS",
-                    reason,
-                })?,
+            api_keys: env.api_keys()?,
         })
     }
 }
@@ -240,11 +245,7 @@ impl QueryConfig {
             events_table: env.required("EVENTS_TABLE")?,
             work_queue_url: env.required("WORK_QUEUE_URL")?,
             dead_letter_queue_url: env.required("DEAD_LETTER_QUEUE_URL")?,
-            api_keys: ApiKeys::parse(&env.optional("API_KEY_DIGESTS").unwrap_or_default())
-                .map_err(|reason| ConfigError::Invalid {
-                    name: "API_KEY_DIGESTS",
-                    reason,
-                })?,
+            api_keys: env.api_keys()?,
         })
     }
 }

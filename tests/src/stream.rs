@@ -133,16 +133,7 @@ pub async fn consume(stack: &Stack, fail_first_flush: bool) -> Result<Consumer> 
         DynamoRules::new(&ddb, analytics.clone()),
         chrono::Duration::seconds(2),
     ));
-    let arn = stack
-        .dynamodb
-        .describe_table()
-        .table_name(&events_table)
-        .send()
-        .await?
-        .table()
-        .and_then(|t| t.latest_stream_arn())
-        .map(str::to_owned)
-        .context("events table has a stream")?;
+    let arn = events_stream_arn(stack).await?;
     let mut mapping = StreamMapping::new("RollupFunction", arn);
     mapping.starting_position = StartingPosition::TrimHorizon;
     mapping.batch_size = 50;
@@ -167,6 +158,20 @@ pub async fn consume(stack: &Stack, fail_first_flush: bool) -> Result<Consumer> 
         handler,
         poller,
     })
+}
+
+/// The ARN of the events table's stream.
+pub async fn events_stream_arn(stack: &Stack) -> Result<String> {
+    stack
+        .dynamodb
+        .describe_table()
+        .table_name(stack.table("EventsTable")?)
+        .send()
+        .await?
+        .table()
+        .and_then(|t| t.latest_stream_arn())
+        .map(str::to_owned)
+        .context("events table has a stream")
 }
 
 /// `count` generated events (publisher and lead events, some late by hours to days).

@@ -17,7 +17,7 @@ use tally::aws::{DynamoEventStore, FirehoseArchive};
 use tally::store::{EventStatus, EventStore, FailureRecord, StoreError};
 use tally_local::invoke::{InvokeError, Invoker};
 use tally_local::sources::{StartingPosition, StreamMapping, StreamPoller};
-use tally_tests::stream::{store_all, workload};
+use tally_tests::stream::{events_stream_arn, store_all, workload};
 use tally_tests::{sdk_config, Stack};
 
 /// The real delivery stream, refusing chosen lines: every 5th line of the first call (Firehose's
@@ -178,16 +178,7 @@ async fn every_stored_event_is_archived_and_readers_keep_one_line_per_event() ->
         archiver: Archiver::new(firehose.clone(), 2, Duration::from_millis(10)),
         invocations: AtomicUsize::new(0),
     });
-    let arn = stack
-        .dynamodb
-        .describe_table()
-        .table_name(&events_table)
-        .send()
-        .await?
-        .table()
-        .and_then(|t| t.latest_stream_arn())
-        .map(str::to_owned)
-        .context("events table has a stream")?;
+    let arn = events_stream_arn(&stack).await?;
     let mut mapping = StreamMapping::new("ArchiveFunction", arn);
     mapping.starting_position = StartingPosition::TrimHorizon;
     mapping.batch_size = 500;

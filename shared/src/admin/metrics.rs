@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use chrono::{DateTime, Duration, DurationRound, NaiveDate, Utc};
+use chrono::{DateTime, Duration, DurationRound, Utc};
 use serde_json::{json, Value};
 
 use crate::aggregation::AggregateReader;
@@ -14,6 +14,7 @@ use crate::error::ApiError;
 use crate::event::format_utc;
 use crate::http::HttpResponse;
 use crate::ops::QueueStats;
+use crate::query::aggregations::hour_start;
 use crate::rollup::Filter;
 
 /// How far back `eventsByType` counts.
@@ -103,11 +104,4 @@ pub(super) async fn metrics(
             },
         }),
     ))
-}
-
-/// `YYYY-MM-DDTHH` as an instant.
-fn hour_start(key: &str) -> Option<DateTime<Utc>> {
-    let day = NaiveDate::parse_from_str(key.get(..10)?, "%Y-%m-%d").ok()?;
-    let hour: u32 = key.get(11..13)?.parse().ok()?;
-    Some(day.and_hms_opt(hour, 0, 0)?.and_utc())
 }

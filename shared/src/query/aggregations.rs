@@ -192,7 +192,7 @@ pub(super) async fn read_total<R: AggregateReader + ?Sized>(
 }
 
 /// `YYYY-MM-DDTHH` as an instant.
-fn hour_start(key: &str) -> Option<DateTime<Utc>> {
+pub(crate) fn hour_start(key: &str) -> Option<DateTime<Utc>> {
     let day = NaiveDate::parse_from_str(key.get(..10)?, "%Y-%m-%d").ok()?;
     let hour: u32 = key.get(11..13)?.parse().ok()?;
     Some(day.and_hms_opt(hour, 0, 0)?.and_utc())

@@ -1,7 +1,7 @@
 //! The `query` function: the read routes of the HTTP API (aggregations, reports, leads, rules
 //! and health) and the rule changes admins make.
 
-mod aggregations;
+pub(crate) mod aggregations;
 mod leads;
 mod operations;
 pub(crate) mod params;
