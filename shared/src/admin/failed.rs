@@ -26,12 +26,20 @@ pub struct FailedEvent {
     pub failed_at: Option<String>,
 }
 
-/// A page of one status, newest first, and where the next page of that status starts (an
-/// opaque token of the store's).
+/// Where a page of one status ended: the failure index's key of its last event.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FailedKey {
+    #[serde(rename = "e")]
+    pub event_id: String,
+    #[serde(rename = "t")]
+    pub failed_at: String,
+}
+
+/// A page of one status, newest first, and the key to continue after when more may follow.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct FailedPage {
     pub events: Vec<FailedEvent>,
-    pub next: Option<String>,
+    pub next: Option<FailedKey>,
 }
 
 #[async_trait]
@@ -40,7 +48,7 @@ pub trait FailedEvents: Send + Sync {
         &self,
         status: EventStatus,
         limit: u32,
-        after: Option<&str>,
+        after: Option<&FailedKey>,
     ) -> Result<FailedPage, StoreError>;
 }
 
@@ -55,13 +63,13 @@ const STATUSES: [(&str, EventStatus); 3] = [
     ("REJECTED", EventStatus::Rejected),
 ];
 
-/// Where a listing goes on: the status (its position in [`ORDER`]) and the store's token.
+/// Where a listing goes on: the status (its position in [`ORDER`]) and the key to continue after.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 struct Cursor {
     #[serde(rename = "s")]
     status: usize,
     #[serde(rename = "k", default)]
-    token: Option<String>,
+    after: Option<FailedKey>,
     /// The `status` filter the listing was asked with, so a cursor cannot change it.
     #[serde(rename = "f", default)]
     only: Option<usize>,
@@ -75,7 +83,13 @@ impl Cursor {
     fn decode(text: &str) -> Option<Self> {
         let bytes = URL_SAFE_NO_PAD.decode(text.trim()).ok()?;
         let cursor: Cursor = serde_json::from_slice(&bytes).ok()?;
-        (cursor.status < ORDER.len()).then_some(cursor)
+        // Index keys are non-empty strings; anything else is not a cursor this API issued.
+        let plausible = |s: &str| !s.is_empty() && s.len() <= 256;
+        let key_ok = cursor
+            .after
+            .as_ref()
+            .is_none_or(|k| plausible(&k.event_id) && plausible(&k.failed_at));
+        (cursor.status < ORDER.len() && key_ok).then_some(cursor)
     }
 }
 
@@ -105,7 +119,7 @@ pub(super) async fn list(
     let (limit, cursor) = params.finish(limit.zip(cursor))?;
     let mut position = cursor.clone().unwrap_or(Cursor {
         status: only.unwrap_or(0),
-        token: None,
+        after: None,
         only,
     });
     let last = only.unwrap_or(ORDER.len() - 1);
@@ -113,13 +127,13 @@ pub(super) async fn list(
     let next = loop {
         let wanted = limit - events.len() as u32;
         let page = store
-            .failed(ORDER[position.status], wanted, position.token.as_deref())
+            .failed(ORDER[position.status], wanted, position.after.as_ref())
             .await
             .map_err(|_| ApiError::unavailable("events table"))?;
         events.extend(page.events);
         match page.next {
-            Some(token) => {
-                position.token = Some(token);
+            Some(key) => {
+                position.after = Some(key);
                 if events.len() as u32 >= limit {
                     break Some(position);
                 }
@@ -127,7 +141,7 @@ pub(super) async fn list(
             None if position.status < last => {
                 position = Cursor {
                     status: position.status + 1,
-                    token: None,
+                    after: None,
                     only,
                 };
                 if events.len() as u32 >= limit {

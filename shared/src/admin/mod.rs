@@ -25,7 +25,7 @@ use crate::queue::{Envelope, EventQueue, OutboundMessage};
 use crate::redrive::{RedriveQueues, RedriveRequest, Redriver};
 use crate::store::{EventStatus, EventStore, StoredEvent};
 
-pub use failed::{FailedEvent, FailedEvents, FailedPage};
+pub use failed::{FailedEvent, FailedEvents, FailedKey, FailedPage};
 
 /// What the admin routes read and write, each behind its port.
 #[derive(Clone)]

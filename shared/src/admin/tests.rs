@@ -29,11 +29,11 @@ impl EventStore for MemoryEvents {
     }
 }
 
-/// Per status, its events newest first; tokens are positions.
+/// Per status, its events newest first; a page continues after the event its key names.
 #[derive(Default)]
 struct MemoryFailed {
     by_status: HashMap<&'static str, Vec<FailedEvent>>,
-    calls: Mutex<Vec<(String, u32, Option<String>)>>,
+    calls: Mutex<usize>,
 }
 
 #[async_trait]
@@ -42,22 +42,31 @@ impl FailedEvents for MemoryFailed {
         &self,
         status: EventStatus,
         limit: u32,
-        after: Option<&str>,
+        after: Option<&FailedKey>,
     ) -> Result<FailedPage, StoreError> {
         if let Ok(mut calls) = self.calls.lock() {
-            calls.push((status.as_str().into(), limit, after.map(str::to_owned)));
+            *calls += 1;
         }
         let all = self
             .by_status
             .get(status.as_str())
             .cloned()
             .unwrap_or_default();
-        let from: usize = after.and_then(|a| a.parse().ok()).unwrap_or(0);
+        let from = after.map_or(0, |key| {
+            all.iter()
+                .position(|e| e.event_id == key.event_id)
+                .map_or(all.len(), |i| i + 1)
+        });
         let to = (from + limit as usize).min(all.len());
-        Ok(FailedPage {
-            events: all[from..to].to_vec(),
-            next: (to < all.len()).then(|| to.to_string()),
-        })
+        let events = all[from..to].to_vec();
+        let next = (to < all.len())
+            .then(|| events.last())
+            .flatten()
+            .map(|e| FailedKey {
+                event_id: e.event_id.clone(),
+                failed_at: e.failed_at.clone().unwrap_or_default(),
+            });
+        Ok(FailedPage { events, next })
     }
 }
 
@@ -409,8 +418,14 @@ async fn the_failed_list_pages_across_statuses_without_skipping_or_repeating() -
         .unwrap_or_default();
     assert_eq!(ids, vec!["r0", "r1"]);
     assert!(body.get("nextCursor").is_none());
-    let calls = f.failed.calls.lock().map(|c| c.len()).unwrap_or(0);
+    let calls = f.failed.calls.lock().map(|c| *c).unwrap_or(0);
+    // A cursor naming no real index key is refused, never passed to the store.
+    let empty_key = base64::Engine::encode(
+        &base64::engine::general_purpose::URL_SAFE_NO_PAD,
+        r#"{"s":0,"k":{"e":"","t":""}}"#,
+    );
     for query in [
+        vec![("cursor", empty_key.as_str())],
         vec![("limit", "0")],
         vec![("limit", "101")],
         vec![("status", "PROCESSED")],
@@ -430,7 +445,7 @@ async fn the_failed_list_pages_across_statuses_without_skipping_or_repeating() -
         assert!(query.iter().any(|(k, _)| *k == named), "{query:?}: {body}");
     }
     assert_eq!(
-        f.failed.calls.lock().map(|c| c.len()).unwrap_or(0),
+        f.failed.calls.lock().map(|c| *c).unwrap_or(0),
         calls,
         "refusals read nothing"
     );

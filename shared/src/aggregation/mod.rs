@@ -152,8 +152,13 @@ pub trait AggregateReader: Send + Sync {
 
     /// The whole day's aggregates, for reads that need no hour of it on its own.
     async fn whole_day(&self, day: &str) -> Result<WindowAggregates, StoreError> {
-        Ok(self.day(day).await?.days().remove(day).unwrap_or_default())
+        Ok(summed(self.day(day).await?, day))
     }
+}
+
+/// `day`'s hours of `rollup`, summed.
+fn summed(rollup: Rollup, day: &str) -> WindowAggregates {
+    rollup.days().remove(day).unwrap_or_default()
 }
 
 fn unreadable(day: &str, e: crate::rollup::DecodeError) -> StoreError {
@@ -174,7 +179,7 @@ impl<T: AggregateStore + ?Sized> AggregateReader for T {
     async fn whole_day(&self, day: &str) -> Result<WindowAggregates, StoreError> {
         match self.read_day_totals(day).await? {
             Some(totals) => totals.merged().map_err(|e| unreadable(day, e)),
-            None => Ok(self.day(day).await?.days().remove(day).unwrap_or_default()),
+            None => Ok(summed(self.day(day).await?, day)),
         }
     }
 }

@@ -1,34 +1,12 @@
 //! The events table's sparse `byFailure` index (failureStatus, failedAt): failed events by
 //! status, newest first, a page at a time.
 
-use std::collections::BTreeMap;
-
 use async_trait::async_trait;
 
 use super::item::{number, s, text, Item};
 use super::DynamoEventStore;
-use crate::admin::{FailedEvent, FailedEvents, FailedPage};
+use crate::admin::{FailedEvent, FailedEvents, FailedKey, FailedPage};
 use crate::store::{EventStatus, StoreError};
-
-/// The index's key attributes, which make up a page token.
-const KEY: [&str; 3] = ["eventId", "failureStatus", "failedAt"];
-
-fn token(key: &Item) -> Option<String> {
-    let strings: BTreeMap<&str, &str> = KEY
-        .iter()
-        .map(|k| Some((*k, text(key, k)?)))
-        .collect::<Option<_>>()?;
-    serde_json::to_string(&strings).ok()
-}
-
-fn start_key(token: &str) -> Result<Item, StoreError> {
-    let strings: BTreeMap<String, String> = serde_json::from_str(token)
-        .map_err(|_| StoreError::Unavailable("malformed page token".into()))?;
-    if strings.len() != KEY.len() || KEY.iter().any(|k| !strings.contains_key(*k)) {
-        return Err(StoreError::Unavailable("malformed page token".into()));
-    }
-    Ok(strings.into_iter().map(|(k, v)| (k, s(v))).collect())
-}
 
 #[async_trait]
 impl FailedEvents for DynamoEventStore {
@@ -36,8 +14,15 @@ impl FailedEvents for DynamoEventStore {
         &self,
         status: EventStatus,
         limit: u32,
-        after: Option<&str>,
+        after: Option<&FailedKey>,
     ) -> Result<FailedPage, StoreError> {
+        let start_key = after.map(|key| {
+            Item::from([
+                ("eventId".to_owned(), s(&key.event_id)),
+                ("failureStatus".to_owned(), s(status.as_str())),
+                ("failedAt".to_owned(), s(&key.failed_at)),
+            ])
+        });
         let output = self
             .client
             .query()
@@ -47,7 +32,7 @@ impl FailedEvents for DynamoEventStore {
             .expression_attribute_values(":status", s(status.as_str()))
             .scan_index_forward(false)
             .limit(limit.clamp(1, 1000) as i32)
-            .set_exclusive_start_key(after.map(start_key).transpose()?)
+            .set_exclusive_start_key(start_key)
             .send()
             .await
             .map_err(|e| StoreError::Unavailable(super::describe(&e)))?;
@@ -65,12 +50,12 @@ impl FailedEvents for DynamoEventStore {
                 })
             })
             .collect();
-        let next = match output.last_evaluated_key() {
-            Some(key) => Some(
-                token(key).ok_or_else(|| StoreError::Unavailable("index key missing".into()))?,
-            ),
-            None => None,
-        };
+        let next = output.last_evaluated_key().and_then(|key| {
+            Some(FailedKey {
+                event_id: text(key, "eventId")?.to_owned(),
+                failed_at: text(key, "failedAt")?.to_owned(),
+            })
+        });
         Ok(FailedPage { events, next })
     }
 }
