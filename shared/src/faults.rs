@@ -72,6 +72,15 @@ impl<S: EventStore> EventStore for FaultyStore<S> {
         self.inner.record_failure(record).await
     }
 
+    async fn record_replay(
+        &self,
+        event_id: &str,
+        at: chrono::DateTime<chrono::Utc>,
+        correlation_id: &str,
+    ) -> Result<(), StoreError> {
+        self.inner.record_replay(event_id, at, correlation_id).await
+    }
+
     async fn get(&self, event_id: &str) -> Result<Option<StoredEvent>, StoreError> {
         self.inner.get(event_id).await
     }

@@ -93,12 +93,38 @@ pub struct StoredEvent {
     pub processed_at: Option<String>,
     pub failed_at: Option<String>,
     pub failure_reason: Option<String>,
+    /// Every change of status, oldest first.
+    pub history: Vec<StatusChange>,
 }
+
+/// One entry of an event's status history.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StatusChange {
+    /// An [`EventStatus`] word, or `REPLAYED` when ops queued the event again.
+    pub status: String,
+    /// RFC 3339, UTC.
+    pub at: String,
+    /// Deliveries of the message so far (absent for a replay).
+    pub attempts: Option<u32>,
+    pub reason: Option<String>,
+    pub correlation_id: Option<String>,
+}
+
+/// The history word of a replay.
+pub const REPLAYED: &str = "REPLAYED";
 
 #[async_trait]
 pub trait EventStore: Send + Sync {
     async fn store_processed(&self, record: &ProcessedRecord) -> Result<StoreOutcome, StoreError>;
     /// Records a failure unless the event is already `PROCESSED` (then it does nothing).
     async fn record_failure(&self, record: &FailureRecord) -> Result<(), StoreError>;
+    /// Notes in the event's history that ops queued it again, unless it is `PROCESSED` by now
+    /// or unknown (then it does nothing).
+    async fn record_replay(
+        &self,
+        event_id: &str,
+        at: DateTime<Utc>,
+        correlation_id: &str,
+    ) -> Result<(), StoreError>;
     async fn get(&self, event_id: &str) -> Result<Option<StoredEvent>, StoreError>;
 }

@@ -103,6 +103,24 @@ async fn failed_events_are_listed_replayed_once_and_redrive_counts_no_second_eve
     assert_eq!(one["status"], "DEAD_LETTER");
     assert_eq!(one["attempts"], p.max_receive_count);
     assert_eq!(one["event"]["type"], "DEMO_REQUEST");
+    // Every delivery left its entry: failures, then the dead letter, each with its reason.
+    let max = u64::from(p.max_receive_count);
+    let expected: Vec<(String, u64)> = (1..=max)
+        .map(|attempt| {
+            let status = if attempt == max {
+                "DEAD_LETTER"
+            } else {
+                "FAILED"
+            };
+            (status.to_owned(), attempt)
+        })
+        .collect();
+    assert_eq!(history(&one), expected, "{one}");
+    assert!(one["history"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .all(|h| h["reason"].as_str().is_some_and(|r| r.contains("injected"))));
 
     // What cannot be replayed: processed (409), content not kept (409), unknown (404).
     for (id, status) in [("good-1", 409), (garbage_id.as_str(), 409), ("nope", 404)] {
@@ -135,6 +153,15 @@ async fn failed_events_are_listed_replayed_once_and_redrive_counts_no_second_eve
     assert_eq!(p.stored("poison-1").await?.status, EventStatus::Processed);
     let replayed_totals = p.counters.totals().await?;
     assert_eq!(replayed_totals.processed - before.processed, 1);
+    let one = body(&api.handle(get("/v1/admin/events/poison-1", ADMIN)).await);
+    let statuses: Vec<String> = history(&one).into_iter().map(|(s, _)| s).collect();
+    assert_eq!(
+        statuses[statuses.len() - 3..],
+        ["DEAD_LETTER", "REPLAYED", "PROCESSED"],
+        "{one}"
+    );
+    assert_eq!(one["status"], "PROCESSED");
+    assert_eq!(one["failureReason"], Value::Null, "the history keeps it");
 
     // The stale dead letter still waits; redriving it delivers a second submission of an event
     // already stored: a duplicate, not a second event.
@@ -192,5 +219,23 @@ async fn failed_events_are_listed_replayed_once_and_redrive_counts_no_second_eve
         .filter_map(|e| e["eventId"].as_str())
         .collect();
     assert_eq!(ids, vec![garbage_id.as_str()]);
+    // The duplicate changed nothing, history included.
+    let last = body(&api.handle(get("/v1/admin/events/poison-1", ADMIN)).await);
+    assert_eq!(last["history"], one["history"]);
     Ok(())
+}
+
+/// An event's history as (status, attempts) pairs (attempts 0 where none is given).
+fn history(event: &Value) -> Vec<(String, u64)> {
+    event["history"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|h| {
+            (
+                h["status"].as_str().unwrap_or_default().to_owned(),
+                h["attempts"].as_u64().unwrap_or(0),
+            )
+        })
+        .collect()
 }

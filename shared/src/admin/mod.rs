@@ -23,7 +23,7 @@ use crate::observability::Metrics;
 use crate::ops::QueueStats;
 use crate::queue::{Envelope, EventQueue, OutboundMessage};
 use crate::redrive::{RedriveQueues, RedriveRequest, Redriver};
-use crate::store::{EventStatus, EventStore, StoredEvent};
+use crate::store::{EventStatus, EventStore, StatusChange, StoredEvent};
 
 pub use failed::{FailedEvent, FailedEvents, FailedKey, FailedPage};
 
@@ -179,6 +179,7 @@ impl AdminApi {
                 "failureReason": stored.failure_reason,
                 "correlationId": stored.correlation_id,
                 "event": event,
+                "history": stored.history.iter().map(history_entry).collect::<Vec<_>>(),
             }),
         ))
     }
@@ -232,6 +233,16 @@ impl AdminApi {
         }
         metrics.count("EventsReplayed", 1);
         info!(event_id, status = stored.status.as_str(), "event replayed");
+        // After the send, so the history never claims a replay that did not happen; the replayed
+        // message may be processed first, and then its history ends with PROCESSED instead.
+        if let Err(e) = self
+            .ports
+            .events
+            .record_replay(event_id, Utc::now(), correlation)
+            .await
+        {
+            tracing::warn!(event_id, error = %e, "replayed, but the history does not say so");
+        }
         Ok(HttpResponse::json(
             202,
             &json!({"eventId": event_id, "status": "queued", "previousStatus": stored.status.as_str()}),
@@ -246,6 +257,20 @@ impl AdminApi {
             .map_err(|_| ApiError::unavailable("dead-letter queue"))?;
         Ok(HttpResponse::json(200, &json!(report)))
     }
+}
+
+fn history_entry(change: &StatusChange) -> Value {
+    let mut entry = json!({"status": change.status, "at": change.at});
+    if let Some(attempts) = change.attempts {
+        entry["attempts"] = json!(attempts);
+    }
+    if let Some(reason) = &change.reason {
+        entry["reason"] = json!(reason);
+    }
+    if let Some(id) = &change.correlation_id {
+        entry["correlationId"] = json!(id);
+    }
+    entry
 }
 
 /// The body of `POST /v1/admin/redrive` (none: the defaults), every problem named without

@@ -14,7 +14,7 @@ use crate::redrive::{DeadLetter, QueueError};
 use crate::store::{FailureRecord, ProcessedRecord, StoreError, StoreOutcome};
 
 #[derive(Default)]
-struct MemoryEvents(HashMap<String, StoredEvent>);
+struct MemoryEvents(Mutex<HashMap<String, StoredEvent>>);
 
 #[async_trait]
 impl EventStore for MemoryEvents {
@@ -24,8 +24,35 @@ impl EventStore for MemoryEvents {
     async fn record_failure(&self, _: &FailureRecord) -> Result<(), StoreError> {
         Err(StoreError::Unavailable("not used".into()))
     }
+    async fn record_replay(
+        &self,
+        event_id: &str,
+        at: chrono::DateTime<chrono::Utc>,
+        correlation_id: &str,
+    ) -> Result<(), StoreError> {
+        let mut events = self
+            .0
+            .lock()
+            .map_err(|_| StoreError::Unavailable("lock".into()))?;
+        if let Some(event) = events.get_mut(event_id) {
+            if event.status != EventStatus::Processed {
+                event.history.push(crate::store::StatusChange {
+                    status: crate::store::REPLAYED.into(),
+                    at: crate::event::format_utc(at),
+                    attempts: None,
+                    reason: None,
+                    correlation_id: Some(correlation_id.into()),
+                });
+            }
+        }
+        Ok(())
+    }
     async fn get(&self, event_id: &str) -> Result<Option<StoredEvent>, StoreError> {
-        Ok(self.0.get(event_id).cloned())
+        let events = self
+            .0
+            .lock()
+            .map_err(|_| StoreError::Unavailable("lock".into()))?;
+        Ok(events.get(event_id).cloned())
     }
 }
 
@@ -152,6 +179,13 @@ fn stored(id: &str, status: EventStatus, json: Option<&str>) -> StoredEvent {
         processed_at: None,
         failed_at: Some("2026-11-30T10:05:00.000Z".into()),
         failure_reason: Some("store unavailable: ProvisionedThroughputExceeded".into()),
+        history: vec![crate::store::StatusChange {
+            status: status.as_str().into(),
+            at: "2026-11-30T10:05:00.000Z".into(),
+            attempts: Some(5),
+            reason: Some("store unavailable: ProvisionedThroughputExceeded".into()),
+            correlation_id: Some("corr-1".into()),
+        }],
     }
 }
 
@@ -179,14 +213,16 @@ fn fixture() -> Result<Fixture, String> {
         ApiKeys::digest("a"),
         ApiKeys::digest("i")
     ))?;
-    let mut events = MemoryEvents::default();
+    let events = MemoryEvents::default();
+    let mut stored_events = HashMap::new();
     for (id, status, json) in [
         ("dl-1", EventStatus::DeadLetter, Some(EVENT)),
         ("ok-1", EventStatus::Processed, Some(EVENT)),
         ("garbage-1", EventStatus::Rejected, None),
     ] {
-        events.0.insert(id.into(), stored(id, status, json));
+        stored_events.insert(id.to_owned(), stored(id, status, json));
     }
+    *events.0.lock().map_err(|e| e.to_string())? = stored_events;
     let mut memory_failed = MemoryFailed::default();
     memory_failed.by_status.insert(
         "DEAD_LETTER",
@@ -322,6 +358,11 @@ async fn one_event_with_its_status_and_unknown_ones_are_404() -> Result<(), Stri
         "store unavailable: ProvisionedThroughputExceeded"
     );
     assert_eq!(body["event"]["type"], "PURCHASE");
+    assert_eq!(
+        body["history"],
+        serde_json::json!([{"status": "DEAD_LETTER", "at": "2026-11-30T10:05:00.000Z", "attempts": 5,
+            "reason": "store unavailable: ProvisionedThroughputExceeded", "correlationId": "corr-1"}])
+    );
     let (status, body) = call(
         &f.api,
         request("GET", "/v1/admin/events/nope", &[], Some("a")),
@@ -365,6 +406,19 @@ async fn replay_queues_a_failed_event_as_it_was_and_refuses_the_rest() -> Result
         assert_eq!(got, status, "{id}: {body}");
     }
     assert_eq!(f.queue.0.lock().map(|q| q.len()).unwrap_or(0), 1);
+
+    let (_, body) = call(
+        &f.api,
+        request("GET", "/v1/admin/events/dl-1", &[], Some("a")),
+    )
+    .await;
+    let history = body["history"].as_array().cloned().unwrap_or_default();
+    let statuses: Vec<&str> = history
+        .iter()
+        .filter_map(|h| h["status"].as_str())
+        .collect();
+    assert_eq!(statuses, ["DEAD_LETTER", "REPLAYED"]);
+    assert_eq!(history[1]["correlationId"], "corr-1");
     Ok(())
 }
 

@@ -1,17 +1,22 @@
 use async_trait::async_trait;
-use aws_sdk_dynamodb::operation::put_item::PutItemError;
+use aws_sdk_dynamodb::operation::update_item::builders::UpdateItemFluentBuilder;
+use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
 use aws_sdk_dynamodb::types::{AttributeValue, ReturnValuesOnConditionCheckFailure};
+use chrono::{DateTime, Utc};
 
-use super::item::{n, query_all, s, text, Item};
+use super::item::{n, number, query_all, s, text, Item};
 use crate::counters::{CounterDelta, CounterSink};
 use crate::event::{format_utc, Event};
 use crate::store::{
-    EventStatus, EventStore, FailureRecord, ProcessedRecord, Provenance, StoreError, StoreOutcome,
-    StoredEvent,
+    EventStatus, EventStore, FailureRecord, ProcessedRecord, Provenance, StatusChange, StoreError,
+    StoreOutcome, StoredEvent, REPLAYED,
 };
 
 /// First write of an `eventId` wins, but a recorded failure may be replaced by a later success.
 const UNLESS_PROCESSED: &str = "attribute_not_exists(eventId) OR #status <> :processed";
+
+/// What only an unprocessed event carries (`failureStatus` keys the `byFailure` index).
+const FAILURE_ATTRIBUTES: [&str; 3] = ["failureStatus", "failureReason", "failedAt"];
 
 pub struct DynamoEventStore {
     pub(super) client: aws_sdk_dynamodb::Client,
@@ -26,28 +31,112 @@ impl DynamoEventStore {
         }
     }
 
-    async fn put_unless_processed(&self, item: Item) -> Result<Option<Item>, StoreError> {
-        let result = self
+    /// Sets `set`, removes `remove` and appends `change` to the status history, unless the event
+    /// is processed already; then it returns the stored item and changes nothing.
+    async fn update_unless_processed(
+        &self,
+        event_id: &str,
+        set: Item,
+        remove: &[&str],
+        change: AttributeValue,
+    ) -> Result<Option<Item>, StoreError> {
+        let mut request = self
             .client
-            .put_item()
+            .update_item()
             .table_name(&self.table)
-            .set_item(Some(item))
+            .key("eventId", s(event_id))
             .condition_expression(UNLESS_PROCESSED)
             .expression_attribute_names("#status", "status")
             .expression_attribute_values(":processed", s(EventStatus::Processed.as_str()))
-            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
+            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld);
+        let mut clauses = vec![HISTORY_APPEND.to_owned()];
+        for (i, (name, value)) in set.into_iter().enumerate() {
+            let placeholder = if name == "status" {
+                "#status".to_owned()
+            } else {
+                let placeholder = format!("#a{i}");
+                request = request.expression_attribute_names(&placeholder, name);
+                placeholder
+            };
+            clauses.push(format!("{placeholder} = :a{i}"));
+            request = request.expression_attribute_values(format!(":a{i}"), value);
+        }
+        let mut expression = format!("SET {}", clauses.join(", "));
+        if !remove.is_empty() {
+            expression.push_str(" REMOVE ");
+            expression.push_str(&remove.join(", "));
+        }
+        let result = history_values(request, change)
+            .update_expression(expression)
             .send()
             .await;
         match result {
             Ok(_) => Ok(None),
             Err(e) => match e.as_service_error() {
-                Some(PutItemError::ConditionalCheckFailedException(c)) => {
+                Some(UpdateItemError::ConditionalCheckFailedException(c)) => {
                     Ok(Some(c.item().cloned().unwrap_or_default()))
                 }
                 _ => Err(StoreError::Unavailable(super::describe(&e))),
             },
         }
     }
+}
+
+/// Appends `:change` to the history (created on first use).
+const HISTORY_APPEND: &str = "#history = list_append(if_not_exists(#history, :noHistory), :change)";
+
+fn history_values(
+    request: UpdateItemFluentBuilder,
+    change: AttributeValue,
+) -> UpdateItemFluentBuilder {
+    request
+        .expression_attribute_names("#history", "history")
+        .expression_attribute_values(":noHistory", AttributeValue::L(Vec::new()))
+        .expression_attribute_values(":change", AttributeValue::L(vec![change]))
+}
+
+/// One history entry: `{status, at, attempts?, reason?, correlationId?}`.
+fn status_change(
+    status: &str,
+    at: DateTime<Utc>,
+    attempts: Option<u32>,
+    reason: Option<&str>,
+    correlation_id: Option<&str>,
+) -> AttributeValue {
+    let mut entry = Item::new();
+    entry.insert("status".into(), s(status));
+    entry.insert("at".into(), s(format_utc(at)));
+    if let Some(attempts) = attempts {
+        entry.insert("attempts".into(), n(attempts));
+    }
+    if let Some(reason) = reason {
+        entry.insert("reason".into(), s(reason));
+    }
+    if let Some(id) = correlation_id {
+        entry.insert("correlationId".into(), s(id));
+    }
+    AttributeValue::M(entry)
+}
+
+fn read_history(item: &Item) -> Vec<StatusChange> {
+    let Some(AttributeValue::L(entries)) = item.get("history") else {
+        return Vec::new();
+    };
+    entries
+        .iter()
+        .filter_map(|entry| {
+            let AttributeValue::M(entry) = entry else {
+                return None;
+            };
+            Some(StatusChange {
+                status: text(entry, "status")?.to_owned(),
+                at: text(entry, "at")?.to_owned(),
+                attempts: number(entry, "attempts").and_then(|a| u32::try_from(a).ok()),
+                reason: text(entry, "reason").map(str::to_owned),
+                correlation_id: text(entry, "correlationId").map(str::to_owned),
+            })
+        })
+        .collect()
 }
 
 fn event_attributes(item: &mut Item, event: &Event, event_json: &str) {
@@ -70,7 +159,6 @@ impl EventStore for DynamoEventStore {
     async fn store_processed(&self, record: &ProcessedRecord) -> Result<StoreOutcome, StoreError> {
         let event = &record.event;
         let mut item = Item::new();
-        item.insert("eventId".into(), s(&event.event_id));
         item.insert("status".into(), s(EventStatus::Processed.as_str()));
         event_attributes(&mut item, event, &record.event_json);
         provenance_attributes(&mut item, &record.provenance);
@@ -83,7 +171,19 @@ impl EventStore for DynamoEventStore {
             item.insert("leadId".into(), s(lead));
             item.insert("leadSort".into(), s(sort));
         }
-        Ok(match self.put_unless_processed(item).await? {
+        let p = &record.provenance;
+        let change = status_change(
+            EventStatus::Processed.as_str(),
+            record.processed_at,
+            Some(p.attempts),
+            None,
+            Some(&p.correlation_id),
+        );
+        // A recorded failure's index key and reason go: the history keeps them.
+        let stored = self
+            .update_unless_processed(&event.event_id, item, &FAILURE_ATTRIBUTES, change)
+            .await?;
+        Ok(match stored {
             None => StoreOutcome::Stored,
             Some(existing) => {
                 let same_submission = matches!(
@@ -101,7 +201,6 @@ impl EventStore for DynamoEventStore {
 
     async fn record_failure(&self, record: &FailureRecord) -> Result<(), StoreError> {
         let mut item = Item::new();
-        item.insert("eventId".into(), s(&record.event_id));
         item.insert("status".into(), s(record.status.as_str()));
         item.insert("failureStatus".into(), s(record.status.as_str()));
         item.insert("failureReason".into(), s(&record.reason));
@@ -115,8 +214,50 @@ impl EventStore for DynamoEventStore {
                 item.insert("attempts".into(), n(1));
             }
         }
+        let change = status_change(
+            record.status.as_str(),
+            record.failed_at,
+            Some(record.provenance.as_ref().map_or(1, |p| p.attempts)),
+            Some(&record.reason),
+            record
+                .provenance
+                .as_ref()
+                .map(|p| p.correlation_id.as_str()),
+        );
         // A processed event keeps its record: the condition failing is the expected no-op.
-        self.put_unless_processed(item).await.map(|_| ())
+        self.update_unless_processed(&record.event_id, item, &[], change)
+            .await
+            .map(|_| ())
+    }
+
+    async fn record_replay(
+        &self,
+        event_id: &str,
+        at: DateTime<Utc>,
+        correlation_id: &str,
+    ) -> Result<(), StoreError> {
+        let change = status_change(REPLAYED, at, None, None, Some(correlation_id));
+        let result = history_values(
+            self.client
+                .update_item()
+                .table_name(&self.table)
+                .key("eventId", s(event_id)),
+            change,
+        )
+        .update_expression(format!("SET {HISTORY_APPEND}"))
+        .condition_expression("attribute_exists(eventId) AND #status <> :processed")
+        .expression_attribute_names("#status", "status")
+        .expression_attribute_values(":processed", s(EventStatus::Processed.as_str()))
+        .send()
+        .await;
+        match result {
+            Ok(_) => Ok(()),
+            Err(e) => match e.as_service_error() {
+                // Processed meanwhile (or unknown): its history ends with how it was processed.
+                Some(UpdateItemError::ConditionalCheckFailedException(_)) => Ok(()),
+                _ => Err(StoreError::Unavailable(super::describe(&e))),
+            },
+        }
     }
 
     async fn get(&self, event_id: &str) -> Result<Option<StoredEvent>, StoreError> {
@@ -155,6 +296,7 @@ impl EventStore for DynamoEventStore {
             processed_at: text("processedAt"),
             failed_at: text("failedAt"),
             failure_reason: text("failureReason"),
+            history: read_history(&item),
         }))
     }
 }
