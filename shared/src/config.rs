@@ -147,6 +147,8 @@ pub struct RollupConfig {
     pub analytics_table: String,
     /// A day is reconciled once none of its events was processed for this long.
     pub settle: chrono::Duration,
+    /// A recompute run starts no new leaderboard shard after this long (below the timeout).
+    pub recompute_budget: std::time::Duration,
 }
 
 impl RollupConfig {
@@ -158,10 +160,18 @@ impl RollupConfig {
                 reason: "must be at least 60".into(),
             });
         }
+        let budget: u64 = env.parsed("RECOMPUTE_BUDGET_SECONDS", 60)?;
+        if !(1..=840).contains(&budget) {
+            return Err(ConfigError::Invalid {
+                name: "RECOMPUTE_BUDGET_SECONDS",
+                reason: "must be 1 to 840 (and well below the function's timeout)".into(),
+            });
+        }
         Ok(Self {
             events_table: env.required("EVENTS_TABLE")?,
             analytics_table: env.required("ANALYTICS_TABLE")?,
             settle: chrono::Duration::seconds(seconds),
+            recompute_budget: std::time::Duration::from_secs(budget),
         })
     }
 }

@@ -428,8 +428,12 @@ async fn the_samples_in_events_drive_the_rollup_function() -> Result<()> {
     );
     let all = invoke_task(&f.handler, sample("rollup-task-recompute-all.json")?).await?;
     assert_eq!(
-        (all["task"].clone(), all["leads"].clone()),
-        (json!("recompute"), json!(0)),
+        (
+            all["task"].clone(),
+            all["leads"].clone(),
+            all["job"]["finished"].clone()
+        ),
+        (json!("recompute-requested"), json!(0), json!(true)),
         "{all}"
     );
     Ok(())
@@ -491,5 +495,122 @@ async fn a_window_with_many_lead_events_flushes_segments_idempotently() -> Resul
     assert_eq!(sizes, vec![2000, 500]);
     let report = f.handler.scorer().fold_pending(Utc::now()).await?;
     assert_eq!((report.events, report.leads), (2500, 300));
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_admin_route_recomputes_one_lead_now_and_every_lead_through_the_requested_task(
+) -> Result<()> {
+    let f = fixture("scores_admin_recompute", false).await?;
+    let day = day_start(1);
+    let at = |h: i64| day + chrono::Duration::hours(h);
+    let events = vec![
+        lead_event("r-1", "lead-a", "PAGE_VIEW", at(9))?,
+        lead_event("r-2", "lead-a", "PAGE_VIEW", at(10))?,
+        lead_event("r-3", "lead-b", "PAGE_VIEW", at(11))?,
+        lead_event("r-4", "email:ada@example.com", "PAGE_VIEW", at(12))?,
+    ];
+    store_all(&f.events, &events).await?;
+    let mut rules = ScoreRules::defaults();
+    let before = expected_by_lead(&rules, &events);
+    score_until_equal(&f, &before).await?;
+    f.poller.stop().await;
+    put_rule(&f.rules, Rule::new("PAGE_VIEW", 40)).await?;
+    rules.set_rule(Rule::new("PAGE_VIEW", 40));
+    let after = expected_by_lead(&rules, &events);
+    let ids: Vec<&str> = after.keys().map(String::as_str).collect();
+
+    let ddb = tally_tests::sdk_config(&f.stack.dynamodb_endpoint);
+    let admin_key = "sample-admin-key";
+    let read_key = "recompute-read-key";
+    let config = tally::config::AdminConfig {
+        events_table: f.stack.table("EventsTable")?.to_owned(),
+        analytics_table: f.stack.table("AnalyticsTable")?.to_owned(),
+        work_queue_url: f.stack.queue("WorkQueue")?.url.clone(),
+        dead_letter_queue_url: f.stack.queue("DeadLetterQueue")?.url.clone(),
+        api_keys: tally::auth::ApiKeys::parse(&format!(
+            "{}:admin,{}:read",
+            tally::auth::ApiKeys::digest(admin_key),
+            tally::auth::ApiKeys::digest(read_key),
+        ))
+        .map_err(anyhow::Error::msg)?,
+    };
+    let moto = tally_tests::sdk_config(&f.stack.moto_endpoint);
+    let api = tally::admin::AdminApi::new(
+        config.api_keys.clone(),
+        tally::aws::admin_ports(&ddb, &moto, &config),
+    );
+    let recompute = |body: &str, key: &str| {
+        tally::http::HttpRequest::new("POST", "/v1/admin/leads/recompute")
+            .with_bearer(key)
+            .with_json(body.to_owned())
+    };
+    let answer = |r: &tally::http::HttpResponse| -> Value {
+        serde_json::from_str(&r.body).unwrap_or(Value::Null)
+    };
+
+    // A read key may not; an unknown lead is 404.
+    let refused = api.handle(recompute("", read_key)).await;
+    assert_eq!(refused.status, 403, "{}", refused.body);
+    let unknown = api
+        .handle(recompute(r#"{"leadId": "nobody"}"#, admin_key))
+        .await;
+    assert_eq!(unknown.status, 404, "{}", unknown.body);
+
+    // One lead: folded under the new rule before the answer; the others keep their scores.
+    let one = api
+        .handle(recompute(r#"{"leadId": "lead-a"}"#, admin_key))
+        .await;
+    assert_eq!((one.status, answer(&one)), (202, json!({"leads": 1})));
+    let stored = stored_scores(&f.leads, &ids).await?;
+    assert_eq!(stored.get("lead-a"), after.get("lead-a"));
+    assert_eq!(stored.get("lead-b"), before.get("lead-b"));
+    let ada = "email:ada@example.com";
+    let sampled = api
+        .handle(tally_tests::pipeline::sample_request(
+            "api-post-admin-recompute.json",
+            |_| {},
+        )?)
+        .await;
+    assert_eq!(
+        (sampled.status, answer(&sampled)),
+        (202, json!({"leads": 1}))
+    );
+    assert_eq!(
+        stored_scores(&f.leads, &ids).await?.get(ada),
+        after.get(ada)
+    );
+
+    // All: requested, nothing changes until the task runs; runs resume where the last stopped.
+    let all = api.handle(recompute("", admin_key)).await;
+    assert_eq!((all.status, answer(&all)), (202, json!({"leads": 3})));
+    assert_eq!(
+        stored_scores(&f.leads, &ids).await?.get("lead-b"),
+        before.get("lead-b")
+    );
+    for run in 1..=2u32 {
+        let (_, progress) = f
+            .handler
+            .scorer()
+            .run_requested(Utc::now(), Duration::ZERO)
+            .await?;
+        assert_eq!((progress.shards_done, progress.next_shard), (1, run));
+    }
+    let job = tally::scoring::RecomputeJobs::current_job(f.leads.as_ref()).await?;
+    assert_eq!(job.map(|j| (j.next_shard, j.leads)), Some((2, 3)));
+    let done = invoke_task(&f.handler, sample("rollup-task-recompute-requested.json")?).await?;
+    assert_eq!(done["job"]["finished"], json!(true), "{done}");
+    assert_eq!(done["job"]["shardsDone"], json!(30), "{done}");
+    assert_eq!(stored_scores(&f.leads, &ids).await?, after);
+    assert!(tally::scoring::RecomputeJobs::current_job(f.leads.as_ref())
+        .await?
+        .is_none());
+    // Nothing requested now: the scheduled run does nothing.
+    let idle = invoke_task(&f.handler, sample("rollup-task-recompute-requested.json")?).await?;
+    assert_eq!(
+        (idle["leads"].clone(), idle.get("job")),
+        (json!(0), None),
+        "{idle}"
+    );
     Ok(())
 }

@@ -23,7 +23,8 @@ async fn main() -> Result<(), Error> {
         Arc::new(DynamoEventStore::new(&aws, config.events_table.clone())),
         DynamoRules::new(&aws, table),
         config.settle,
-    );
+    )
+    .with_recompute_budget(config.recompute_budget);
     // Typed payload: the runtime parses a (possibly multi-megabyte) window once.
     run(service_fn(
         move |event: LambdaEvent<RollupInvocation>| async move {

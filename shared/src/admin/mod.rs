@@ -8,7 +8,7 @@ mod metrics;
 use std::sync::Arc;
 
 use chrono::Utc;
-use serde_json::{json, Value};
+use serde_json::{json, Map, Value};
 use tracing::info;
 use uuid::Uuid;
 
@@ -23,6 +23,7 @@ use crate::observability::Metrics;
 use crate::ops::QueueStats;
 use crate::queue::{Envelope, EventQueue, OutboundMessage};
 use crate::redrive::{RedriveQueues, RedriveRequest, Redriver};
+use crate::scoring::LeadRecompute;
 use crate::store::{EventStatus, EventStore, StatusChange, StoredEvent};
 
 pub use failed::{FailedEvent, FailedEvents, FailedKey, FailedPage};
@@ -41,6 +42,8 @@ pub struct AdminPorts {
     pub aggregates: Arc<dyn AggregateReader>,
     pub work_queue_stats: Arc<dyn QueueStats>,
     pub dead_letter_stats: Arc<dyn QueueStats>,
+    /// Lead scores: one re-folded now, or all requested.
+    pub leads: Arc<dyn LeadRecompute>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -50,6 +53,7 @@ enum Route {
     Event(String),
     Replay(String),
     Redrive,
+    Recompute,
 }
 
 impl Route {
@@ -60,6 +64,7 @@ impl Route {
             Self::Event(_) => "GET /v1/admin/events/{eventId}",
             Self::Replay(_) => "POST /v1/admin/events/{eventId}/replay",
             Self::Redrive => "POST /v1/admin/redrive",
+            Self::Recompute => "POST /v1/admin/leads/recompute",
         }
     }
 
@@ -71,6 +76,8 @@ impl Route {
             (Self::Failed, "GET")
         } else if path == "/v1/admin/redrive" {
             (Self::Redrive, "POST")
+        } else if path == "/v1/admin/leads/recompute" {
+            (Self::Recompute, "POST")
         } else if let Some(rest) = path.strip_prefix("/v1/admin/events/") {
             match rest.strip_suffix("/replay") {
                 Some(id) => (Self::Replay(decoded(id)?), "POST"),
@@ -146,6 +153,7 @@ impl AdminApi {
             Route::Event(id) => self.event(id).await?,
             Route::Replay(id) => self.replay(id, correlation_id, metrics).await?,
             Route::Redrive => self.redrive(request).await?,
+            Route::Recompute => self.recompute(request, metrics).await?,
         };
         metrics.count("AdminRequests", 1);
         Ok(response)
@@ -249,6 +257,43 @@ impl AdminApi {
         ))
     }
 
+    /// One lead is re-folded before the answer; all of them are requested, and the rollup's
+    /// `recompute-requested` task works through them shard by shard.
+    async fn recompute(
+        &self,
+        request: &HttpRequest,
+        metrics: &mut Metrics,
+    ) -> Result<HttpResponse, ApiError> {
+        let leads = match recompute_target(request)? {
+            Some(lead_id) => {
+                let found = self
+                    .ports
+                    .leads
+                    .recompute_now(&lead_id, Utc::now())
+                    .await
+                    .map_err(|_| ApiError::unavailable("analytics table"))?;
+                if !found {
+                    return Err(ApiError::UnknownItem("no such lead"));
+                }
+                info!(lead_id, "lead recomputed");
+                1
+            }
+            None => {
+                let job_id = Uuid::now_v7().to_string();
+                let leads = self
+                    .ports
+                    .leads
+                    .request_all(job_id.clone(), Utc::now())
+                    .await
+                    .map_err(|_| ApiError::unavailable("analytics table"))?;
+                info!(job_id, leads, "recompute of every lead requested");
+                leads
+            }
+        };
+        metrics.count("LeadRecomputeRequests", 1);
+        Ok(HttpResponse::json(202, &json!({"leads": leads})))
+    }
+
     async fn redrive(&self, request: &HttpRequest) -> Result<HttpResponse, ApiError> {
         let parsed = redrive_request(request)?;
         let report = Redriver::new(self.ports.redrive.clone())
@@ -273,34 +318,70 @@ fn history_entry(change: &StatusChange) -> Value {
     entry
 }
 
-/// The body of `POST /v1/admin/redrive` (none: the defaults), every problem named without
-/// quoting the input.
-fn redrive_request(request: &HttpRequest) -> Result<RedriveRequest, ApiError> {
+/// An optional JSON object body: `None` when there is none.
+fn optional_object(request: &HttpRequest) -> Result<Option<Map<String, Value>>, ApiError> {
     let raw = body::decode(
         &request.body,
         request.header("content-encoding"),
         SINGLE_LIMIT,
     )?;
     if raw.iter().all(u8::is_ascii_whitespace) {
-        return Ok(RedriveRequest::default());
+        return Ok(None);
     }
     if body::media_type(request.header("content-type")) != Some(MediaType::Json) {
         return Err(ApiError::UnsupportedMediaType(
             "Content-Type must be application/json".into(),
         ));
     }
-    let value: Value = serde_json::from_slice(&raw)
-        .map_err(|_| ApiError::InvalidJson("the body is not valid JSON".into()))?;
-    let Some(object) = value.as_object() else {
-        return Err(ApiError::validation(vec![FieldError::new(
+    match serde_json::from_slice(&raw) {
+        Ok(Value::Object(object)) => Ok(Some(object)),
+        Ok(_) => Err(ApiError::validation(vec![FieldError::new(
             "/",
             "must be an object",
-        )]));
+        )])),
+        Err(_) => Err(ApiError::InvalidJson("the body is not valid JSON".into())),
+    }
+}
+
+/// The body of `POST /v1/admin/leads/recompute`: the lead to recompute now, or none for all.
+fn recompute_target(request: &HttpRequest) -> Result<Option<String>, ApiError> {
+    let Some(object) = optional_object(request)? else {
+        return Ok(None);
+    };
+    let mut lead_id = None;
+    let mut errors = Vec::new();
+    for (key, value) in &object {
+        match (key.as_str(), value) {
+            ("leadId", Value::String(id)) if !id.is_empty() && id.chars().count() <= 128 => {
+                lead_id = Some(id.clone());
+            }
+            ("leadId", _) => errors.push(FieldError::new(
+                "/leadId",
+                "must be a string of 1 to 128 characters",
+            )),
+            _ => errors.push(FieldError::new(
+                "/",
+                "has an unknown field (only leadId is allowed)",
+            )),
+        }
+    }
+    if errors.is_empty() {
+        Ok(lead_id)
+    } else {
+        Err(ApiError::validation(errors))
+    }
+}
+
+/// The body of `POST /v1/admin/redrive` (none: the defaults), every problem named without
+/// quoting the input.
+fn redrive_request(request: &HttpRequest) -> Result<RedriveRequest, ApiError> {
+    let Some(object) = optional_object(request)? else {
+        return Ok(RedriveRequest::default());
     };
     let mut request = RedriveRequest::default();
     let mut errors = Vec::new();
     let count = |v: &Value| v.as_u64().and_then(|n| u32::try_from(n).ok());
-    for (key, value) in object {
+    for (key, value) in &object {
         match key.as_str() {
             "maxMessages" => match count(value) {
                 Some(n) => request.max_messages = n,

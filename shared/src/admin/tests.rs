@@ -11,6 +11,7 @@ use serde_json::Value;
 use super::*;
 use crate::queue::SendReport;
 use crate::redrive::{DeadLetter, QueueError};
+use crate::scoring::{MemoryHistory, MemoryLeads, MemoryRules, RecomputeJobs, ScoredEvent};
 use crate::store::{FailureRecord, ProcessedRecord, StoreError, StoreOutcome};
 
 #[derive(Default)]
@@ -204,6 +205,7 @@ struct Fixture {
     api: AdminApi,
     queue: Arc<RecordingQueue>,
     failed: Arc<MemoryFailed>,
+    leads: Arc<MemoryLeads>,
 }
 
 fn fixture() -> Result<Fixture, String> {
@@ -242,6 +244,14 @@ fn fixture() -> Result<Fixture, String> {
     );
     let queue = Arc::new(RecordingQueue::default());
     let failed = Arc::new(memory_failed);
+    let leads = Arc::new(MemoryLeads::default());
+    let history = Arc::new(MemoryHistory::default());
+    let at = chrono::DateTime::parse_from_rfc3339("2026-11-30T10:00:00Z")
+        .map_err(|e| e.to_string())?
+        .with_timezone(&chrono::Utc);
+    for (lead, id) in [("lead-a", "a1"), ("lead-a", "a2"), ("lead-b", "b1")] {
+        history.store(lead, ScoredEvent::new(id, "PAGE_VIEW", at));
+    }
     let mut totals = crate::counters::CounterDelta::default();
     totals.accepted_by_source.insert("api".into(), 8);
     totals.accepted_by_source.insert("web".into(), 4);
@@ -291,9 +301,19 @@ fn fixture() -> Result<Fixture, String> {
             aggregates: Arc::new(EventAggregates(days)),
             work_queue_stats: Arc::new(FixedDepth(6)),
             dead_letter_stats: Arc::new(FixedDepth(4)),
+            leads: Arc::new(crate::scoring::Scorer::new(
+                leads.clone(),
+                history,
+                Arc::new(MemoryRules::default()),
+            )),
         },
     );
-    Ok(Fixture { api, queue, failed })
+    Ok(Fixture {
+        api,
+        queue,
+        failed,
+        leads,
+    })
 }
 
 fn request(method: &str, path: &str, query: &[(&str, &str)], key: Option<&str>) -> HttpRequest {
@@ -319,6 +339,7 @@ async fn only_admin_keys_reach_the_routes() -> Result<(), String> {
         ("GET", "/v1/admin/events/dl-1"),
         ("POST", "/v1/admin/events/dl-1/replay"),
         ("POST", "/v1/admin/redrive"),
+        ("POST", "/v1/admin/leads/recompute"),
     ] {
         for (key, status) in [
             (None, 401),
@@ -581,5 +602,69 @@ async fn metrics_sum_the_counters_the_last_day_by_type_and_the_queues() -> Resul
         body["queues"],
         serde_json::json!({"workDepth": 6, "workInFlight": 1, "deadLetterDepth": 4})
     );
+    Ok(())
+}
+
+#[tokio::test]
+async fn recompute_folds_one_lead_now_and_requests_all() -> Result<(), String> {
+    let f = fixture()?;
+    let post = |body: Option<&str>| {
+        let r = request("POST", "/v1/admin/leads/recompute", &[], Some("a"));
+        match body {
+            Some(b) => r.with_json(b),
+            None => r,
+        }
+    };
+    let (status, body) = call(&f.api, post(Some(r#"{"leadId": "lead-a"}"#))).await;
+    assert_eq!((status, &body), (202, &serde_json::json!({"leads": 1})));
+    let state = f
+        .leads
+        .lead("lead-a")
+        .map(|r| (r.state.score, r.state.events));
+    assert_eq!(
+        state,
+        Some((10, 2)),
+        "two page views folded under the default rules"
+    );
+    assert_eq!(f.leads.lead("lead-b"), None, "only the lead asked for");
+
+    let (status, body) = call(&f.api, post(Some(r#"{"leadId": "nobody"}"#))).await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (404, Some("NOT_FOUND"))
+    );
+
+    // All: the leads on the board now, to be folded by the rollup's task.
+    let jobs = f.leads.current_job().await.map_err(|e| e.to_string())?;
+    assert_eq!(jobs, None);
+    let (status, body) = call(&f.api, post(None)).await;
+    assert_eq!((status, &body), (202, &serde_json::json!({"leads": 1})));
+    let job = f.leads.current_job().await.map_err(|e| e.to_string())?;
+    assert_eq!(job.map(|j| (j.next_shard, j.leads)), Some((0, 1)));
+    let (status, _) = call(&f.api, post(Some("{}"))).await;
+    assert_eq!(status, 202, "an empty object means all too");
+
+    for (body, status, code) in [
+        (r#"{"leadId": ""}"#, 400, "VALIDATION_FAILED"),
+        (r#"{"leadId": 7}"#, 400, "VALIDATION_FAILED"),
+        (r#"{"lead": "x"}"#, 400, "VALIDATION_FAILED"),
+        ("[]", 400, "VALIDATION_FAILED"),
+        ("{", 400, "INVALID_JSON"),
+    ] {
+        let (got, answer) = call(&f.api, post(Some(body))).await;
+        assert_eq!(
+            (got, answer["error"]["code"].as_str()),
+            (status, Some(code)),
+            "{body}"
+        );
+    }
+    let long = format!(r#"{{"leadId": "{}"}}"#, "x".repeat(129));
+    assert_eq!(call(&f.api, post(Some(&long))).await.0, 400);
+    let text = request("POST", "/v1/admin/leads/recompute", &[], Some("a"))
+        .with_json("leadId=x")
+        .with_header("content-type", "text/plain");
+    assert_eq!(call(&f.api, text).await.0, 415);
+    let get = request("GET", "/v1/admin/leads/recompute", &[], Some("a"));
+    assert_eq!(call(&f.api, get).await.0, 405);
     Ok(())
 }

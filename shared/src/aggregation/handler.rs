@@ -9,7 +9,9 @@ use tracing::info;
 
 use super::{AggregateStore, HourlyEvents, Reconciler, WindowError, WindowProcessor};
 use crate::observability::Metrics;
-use crate::scoring::{LeadHistory, LeadStore, RuleStore, ScoreReport, Scorer};
+use crate::scoring::{
+    LeadHistory, LeadRecompute, LeadStore, RecomputeJobs, RuleStore, ScoreReport, Scorer,
+};
 use crate::store::StoreError;
 use crate::stream_window::WindowEvent;
 
@@ -22,8 +24,12 @@ pub enum Task {
     Scores,
     /// Materialise decayed scores on the leaderboard.
     Decay,
-    /// Re-fold one lead (`leadId`) or every lead from its stored events under the current rules.
+    /// Re-fold one lead (`leadId`) from its stored events under the current rules now, or
+    /// request a recompute of every lead and start it.
     Recompute,
+    /// Continue the requested recompute of every lead, if there is one.
+    #[serde(rename = "recompute-requested")]
+    RecomputeRequested,
 }
 
 /// A task invocation's input, e.g. `{"task": "reconcile", "days": 31}`,
@@ -80,12 +86,13 @@ pub struct RollupHandler<A, L, H, R> {
     window: WindowProcessor<Arc<A>, Arc<L>>,
     reconciler: Reconciler<Arc<A>, Arc<H>>,
     scorer: Scorer<Arc<L>, Arc<H>, R>,
+    recompute_budget: std::time::Duration,
 }
 
 impl<A, L, H, R> RollupHandler<A, L, H, R>
 where
     A: AggregateStore + 'static,
-    L: LeadStore + 'static,
+    L: LeadStore + RecomputeJobs + 'static,
     H: HourlyEvents + LeadHistory + 'static,
     R: RuleStore,
 {
@@ -100,7 +107,15 @@ where
             window: WindowProcessor::new(aggregates.clone(), leads.clone()),
             reconciler: Reconciler::new(aggregates, events.clone(), settle),
             scorer: Scorer::new(leads, events, rules),
+            recompute_budget: std::time::Duration::from_secs(60),
         }
+    }
+
+    /// How long a recompute run may start new leaderboard shards.
+    #[must_use]
+    pub fn with_recompute_budget(mut self, budget: std::time::Duration) -> Self {
+        self.recompute_budget = budget;
+        self
     }
 
     pub fn scorer(&self) -> &Scorer<Arc<L>, Arc<H>, R> {
@@ -192,14 +207,47 @@ where
                 let report = self.scorer.materialise_decay(now).await?;
                 Ok(score_result("decay", &report, metrics))
             }
-            Task::Recompute => {
-                let report = match &task.lead_id {
-                    Some(lead_id) => self.scorer.recompute_lead(lead_id, now).await?,
-                    None => self.scorer.recompute_all(now).await?,
-                };
-                Ok(score_result("recompute", &report, metrics))
-            }
+            Task::Recompute => match &task.lead_id {
+                Some(lead_id) => {
+                    let report = self.scorer.recompute_lead(lead_id, now).await?;
+                    Ok(score_result("recompute", &report, metrics))
+                }
+                None => {
+                    let job_id = uuid::Uuid::now_v7().to_string();
+                    let leads = self.scorer.request_all(job_id, now).await?;
+                    info!(leads, "recompute of every lead requested");
+                    self.run_requested(now, metrics).await
+                }
+            },
+            Task::RecomputeRequested => self.run_requested(now, metrics).await,
         }
+    }
+
+    async fn run_requested(
+        &self,
+        now: DateTime<Utc>,
+        metrics: &mut Metrics,
+    ) -> Result<Value, RollupError> {
+        let (report, progress) = self
+            .scorer
+            .run_requested(now, self.recompute_budget)
+            .await?;
+        metrics.count("RecomputeShards", u64::from(progress.shards_done));
+        let mut result = score_result("recompute-requested", &report, metrics);
+        if let Some(job_id) = &progress.job_id {
+            info!(
+                job_id,
+                shards = progress.shards_done,
+                next_shard = progress.next_shard,
+                finished = progress.finished,
+                "recompute job"
+            );
+            result["job"] = json!({
+                "id": job_id, "shardsDone": progress.shards_done,
+                "nextShard": progress.next_shard, "finished": progress.finished,
+            });
+        }
+        Ok(result)
     }
 }
 

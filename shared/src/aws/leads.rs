@@ -7,7 +7,8 @@
 //! - pk `BOARD#<shard>`, sk `v#<version>`: one version of a leaderboard shard, `body` gzipped,
 //!   `version`, `decayedAsOf`. Every write adds a version (conditional on it not existing, which is
 //!   the optimistic lock) and gives the one it supersedes an `expiresAt` (TTL) an hour and more
-//!   away, so a leaderboard cursor can page through the versions it started on.
+//!   away, so a leaderboard cursor can page through the versions it started on;
+//! - pk `JOB#recompute`, sk `current`: the requested recompute of every lead (`jobs.rs`).
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -36,8 +37,8 @@ const GET_BATCH: usize = 100;
 const ATTEMPTS: u32 = 8;
 
 pub struct DynamoLeads {
-    client: aws_sdk_dynamodb::Client,
-    table: String,
+    pub(super) client: aws_sdk_dynamodb::Client,
+    pub(super) table: String,
     consumed_milli: Arc<AtomicU64>,
 }
 

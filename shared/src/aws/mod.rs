@@ -8,6 +8,7 @@ mod dynamo;
 mod failed;
 mod firehose;
 mod item;
+mod jobs;
 mod leads;
 mod ops;
 mod redrive;
@@ -91,6 +92,11 @@ pub fn admin_ports(
     use std::sync::Arc;
 
     let events = Arc::new(DynamoEventStore::new(aws, config.events_table.clone()));
+    let scorer = crate::scoring::Scorer::new(
+        Arc::new(DynamoLeads::new(aws, config.analytics_table.clone())),
+        events.clone(),
+        DynamoRules::new(aws, config.analytics_table.clone()),
+    );
     crate::admin::AdminPorts {
         events: events.clone(),
         failed: events,
@@ -107,6 +113,7 @@ pub fn admin_ports(
             sqs,
             config.dead_letter_queue_url.clone(),
         )),
+        leads: Arc::new(scorer),
     }
 }
 

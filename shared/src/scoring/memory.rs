@@ -10,7 +10,7 @@ use chrono::{DateTime, Utc};
 
 use super::{
     BoardShard, LeadEvent, LeadHistory, LeadLogPart, LeadLogSink, LeadReader, LeadRecord,
-    LeadScore, LeadStore, LeadWriteError, ScoredEvent, BOARD_SHARDS,
+    LeadScore, LeadStore, LeadWriteError, RecomputeJob, RecomputeJobs, ScoredEvent, BOARD_SHARDS,
 };
 use crate::store::StoreError;
 
@@ -27,6 +27,7 @@ struct Inner {
     boards: HashMap<u32, BTreeMap<u64, BoardShard>>,
     /// Versioned writes to fail with a conflict before succeeding.
     conflicts_to_inject: usize,
+    job: Option<RecomputeJob>,
 }
 
 impl MemoryLeads {
@@ -149,6 +150,37 @@ impl LeadStore for MemoryLeads {
         let mut stored = board.clone();
         stored.version = next;
         versions.insert(next, stored);
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl RecomputeJobs for MemoryLeads {
+    async fn current_job(&self) -> Result<Option<RecomputeJob>, StoreError> {
+        Ok(self.lock().job.clone())
+    }
+
+    async fn request_job(&self, job: &RecomputeJob) -> Result<(), StoreError> {
+        self.lock().job = Some(job.clone());
+        Ok(())
+    }
+
+    async fn advance_job(&self, job_id: &str, next_shard: u32) -> Result<bool, StoreError> {
+        let mut inner = self.lock();
+        match &mut inner.job {
+            Some(job) if job.id == job_id && job.next_shard < next_shard => {
+                job.next_shard = next_shard;
+                Ok(true)
+            }
+            _ => Ok(false),
+        }
+    }
+
+    async fn finish_job(&self, job_id: &str) -> Result<(), StoreError> {
+        let mut inner = self.lock();
+        if inner.job.as_ref().is_some_and(|j| j.id == job_id) {
+            inner.job = None;
+        }
         Ok(())
     }
 }

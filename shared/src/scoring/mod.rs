@@ -21,6 +21,7 @@
 //! behind.
 
 mod board;
+mod jobs;
 mod lead;
 mod log;
 #[cfg(any(test, feature = "test-utils"))]
@@ -32,6 +33,7 @@ mod serde_util;
 mod store;
 
 pub use board::{board_shard, ranked, BoardEntry, BoardShard, BOARD_SHARDS};
+pub use jobs::{JobProgress, LeadRecompute, RecomputeJob, RecomputeJobs};
 pub use lead::{apply_batch, ApplyOutcome, BatchResult, LeadScore, ScoredEvent, RECENT_EVENTS};
 pub use log::{
     compress_entries, decode_entries, decompress_entries, encode_entries, LeadEvent, LeadLogPart,

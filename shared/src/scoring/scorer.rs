@@ -108,7 +108,7 @@ pub struct ScoreReport {
 }
 
 impl ScoreReport {
-    fn add(&mut self, other: &ScoreReport) {
+    pub(super) fn add(&mut self, other: &ScoreReport) {
         self.parts += other.parts;
         self.events += other.events;
         self.leads += other.leads;
@@ -128,9 +128,9 @@ const CONCURRENCY: usize = 16;
 const MAX_ATTEMPTS: usize = 8;
 
 pub struct Scorer<L, H, R> {
-    leads: L,
+    pub(super) leads: L,
     history: H,
-    rules: R,
+    pub(super) rules: R,
     /// Parts one run folds at most; the next scheduled run continues.
     max_parts_per_run: usize,
 }
@@ -189,20 +189,20 @@ impl<L: LeadStore, H: LeadHistory, R: RuleStore> Scorer<L, H, R> {
         self.update_leads(&rules, targets, true, now).await
     }
 
-    /// Folds what is pending, then re-folds every lead on the board under the current rules.
-    pub async fn recompute_all(&self, now: DateTime<Utc>) -> Result<ScoreReport, StoreError> {
-        let mut report = self.fold_pending(now).await?;
-        let rules = load_or_init(&self.rules).await?.rules;
-        for shard in 0..BOARD_SHARDS {
-            let board = self.leads.get_board(shard).await?;
-            let targets = board
-                .entries
-                .into_keys()
-                .map(|id| (id, Vec::new()))
-                .collect();
-            report.add(&self.update_leads(&rules, targets, true, now).await?);
-        }
-        Ok(report)
+    /// Re-folds every lead of one leaderboard shard under `rules`.
+    pub(super) async fn recompute_shard(
+        &self,
+        rules: &ScoreRules,
+        shard: u32,
+        now: DateTime<Utc>,
+    ) -> Result<ScoreReport, StoreError> {
+        let board = self.leads.get_board(shard).await?;
+        let targets = board
+            .entries
+            .into_keys()
+            .map(|id| (id, Vec::new()))
+            .collect();
+        self.update_leads(rules, targets, true, now).await
     }
 
     /// Materialises every board entry's decayed score as of `now`.

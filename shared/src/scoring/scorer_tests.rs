@@ -1,11 +1,15 @@
 use std::error::Error;
 use std::sync::Arc;
+use std::time::Duration as StdDuration;
 
 use chrono::{DateTime, Duration, Utc};
 
 use super::*;
 use crate::event::LeadProfile;
-use crate::scoring::{put_rule, MemoryHistory, MemoryLeads, MemoryRules, Rule, RECENT_EVENTS};
+use crate::scoring::{
+    put_rule, LeadRecompute, MemoryHistory, MemoryLeads, MemoryRules, RecomputeJobs, Rule,
+    BOARD_SHARDS, RECENT_EVENTS,
+};
 
 type TestResult = Result<(), Box<dyn Error>>;
 
@@ -187,7 +191,8 @@ async fn a_rule_change_applies_to_later_events_until_a_recompute() -> TestResult
 }
 
 #[tokio::test]
-async fn recompute_all_folds_what_is_pending_then_every_lead() -> TestResult {
+async fn a_requested_recompute_folds_what_is_pending_then_every_lead_shard_by_shard() -> TestResult
+{
     let mut w = World::new();
     for i in 0..40 {
         w.window(&[(
@@ -204,14 +209,78 @@ async fn recompute_all_folds_what_is_pending_then_every_lead() -> TestResult {
         ev("late", "FORM_SUBMISSION", "2026-11-20T11:00:00Z")?,
     )])
     .await?;
-    let report = w.scorer.recompute_all(now).await?;
-    assert_eq!(report.parts, 1);
+    // Nothing requested: a run does nothing.
+    let (report, progress) = w.scorer.run_requested(now, StdDuration::ZERO).await?;
+    assert_eq!((report, progress), Default::default());
+
+    assert_eq!(w.scorer.request_all("job-1".into(), now).await?, 10);
+    // With no time to spare, each run does one shard and the next continues.
+    let mut runs = 0;
+    let mut parts = 0;
+    loop {
+        let (report, progress) = w.scorer.run_requested(now, StdDuration::ZERO).await?;
+        runs += 1;
+        parts += report.parts;
+        assert_eq!(progress.shards_done, 1, "run {runs}");
+        assert_eq!(progress.job_id.as_deref(), Some("job-1"));
+        if progress.finished {
+            break;
+        }
+        assert_eq!(progress.next_shard, runs);
+        assert!(runs < BOARD_SHARDS, "never finished");
+    }
+    assert_eq!(
+        (runs, parts),
+        (BOARD_SHARDS, 1),
+        "the pending part folded first"
+    );
+    assert_eq!(w.leads.current_job().await?, None);
     for i in 0..10 {
         let lead = format!("lead-{i}");
         assert_eq!(w.state(&lead), Some(w.expected(&lead).await?), "{lead}");
     }
     assert_eq!(w.state("lead-0").map(|s| s.score), Some(5));
     assert_eq!(w.state("lead-1").map(|s| s.score), Some(4));
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_new_request_starts_over_under_the_rules_of_its_time() -> TestResult {
+    let mut w = World::new();
+    for i in 0..64 {
+        w.window(&[(
+            &format!("lead-{i}"),
+            ev(&format!("e{i}"), "PAGE_VIEW", "2026-11-20T10:00:00Z")?,
+        )])
+        .await?;
+    }
+    let now = at("2026-11-21T00:00:00Z")?;
+    w.scorer.fold_pending(now).await?;
+    w.scorer.request_all("job-1".into(), now).await?;
+    for _ in 0..5 {
+        w.scorer.run_requested(now, StdDuration::ZERO).await?;
+    }
+    put_rule(w.rules.as_ref(), Rule::new("PAGE_VIEW", 9)).await?;
+    assert_eq!(w.scorer.request_all("job-2".into(), now).await?, 64);
+    let job = w.leads.current_job().await?.ok_or("no job")?;
+    assert_eq!((job.id.as_str(), job.next_shard), ("job-2", 0));
+    // A run of the old job that was still going cannot move the new one's progress.
+    assert!(!w.leads.advance_job("job-1", 6).await?);
+    let (_, progress) = w
+        .scorer
+        .run_requested(now, StdDuration::from_secs(600))
+        .await?;
+    assert_eq!(
+        (
+            progress.job_id.as_deref(),
+            progress.shards_done,
+            progress.finished
+        ),
+        (Some("job-2"), BOARD_SHARDS, true)
+    );
+    for i in 0..64 {
+        assert_eq!(w.state(&format!("lead-{i}")).map(|s| s.score), Some(9));
+    }
     Ok(())
 }
 
