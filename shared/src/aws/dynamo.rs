@@ -110,12 +110,22 @@ fn status_change(
         entry.insert("attempts".into(), n(attempts));
     }
     if let Some(reason) = reason {
-        entry.insert("reason".into(), s(reason));
+        entry.insert("reason".into(), s(clipped(reason, MAX_HISTORY_REASON)));
     }
     if let Some(id) = correlation_id {
         entry.insert("correlationId".into(), s(id));
     }
     AttributeValue::M(entry)
+}
+
+/// Characters of a reason each history entry keeps, so that retries cannot grow an event's item
+/// toward DynamoDB's 400 KB (the item's own `failureReason` keeps the latest in full).
+const MAX_HISTORY_REASON: usize = 500;
+
+fn clipped(text: &str, max_chars: usize) -> &str {
+    text.char_indices()
+        .nth(max_chars)
+        .map_or(text, |(end, _)| &text[..end])
 }
 
 fn read_history(item: &Item) -> Vec<StatusChange> {
@@ -489,5 +499,15 @@ impl CounterSink for DynamoCounters {
             }
         }
         Ok(totals)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn reasons_are_clipped_on_a_character_boundary() {
+        assert_eq!(super::clipped("short", 500), "short");
+        assert_eq!(super::clipped("ééé", 2), "éé");
+        assert_eq!(super::clipped(&"x".repeat(600), 500).len(), 500);
     }
 }
