@@ -15,7 +15,7 @@ use async_trait::async_trait;
 use serde::Deserialize;
 use tracing::{info, warn};
 
-use crate::observability::{Metrics, Unit};
+use crate::observability::Metrics;
 use crate::store::StoreError;
 use crate::stream_window::{ItemFailure, StreamRecord};
 
@@ -94,11 +94,7 @@ impl<S: ArchiveSink> Archiver<S> {
         metrics.count("ArchiveCalls", report.calls as u64);
         metrics.count("ArchiveResent", report.resent as u64);
         metrics.count("ArchiveFailed", report.failed as u64);
-        metrics.put(
-            "BatchDuration",
-            started.elapsed().as_secs_f64() * 1000.0,
-            Unit::Milliseconds,
-        );
+        metrics.duration("BatchDuration", started);
         info!(
             records = batch.records.len(),
             archived = report.archived,

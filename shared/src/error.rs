@@ -57,6 +57,16 @@ impl ApiError {
         }
     }
 
+    /// The analytics table did not answer (its error stays in the logs of the adapter).
+    pub fn analytics_down(_: crate::store::StoreError) -> Self {
+        Self::unavailable("analytics table")
+    }
+
+    /// The events table did not answer (its error stays in the logs of the adapter).
+    pub fn events_down(_: crate::store::StoreError) -> Self {
+        Self::unavailable("events table")
+    }
+
     pub fn validation(details: Vec<FieldError>) -> Self {
         let message = match details.len() {
             1 => "1 field is invalid".to_owned(),

@@ -121,6 +121,17 @@ impl HttpResponse {
     }
 }
 
+/// One raw path segment, percent-decoded; `None` when empty, nested or not UTF-8.
+pub fn path_segment(raw: &str) -> Option<String> {
+    if raw.is_empty() || raw.contains('/') {
+        return None;
+    }
+    percent_encoding::percent_decode_str(raw)
+        .decode_utf8()
+        .ok()
+        .map(|s| s.into_owned())
+}
+
 /// The request's `X-Correlation-Id` when it is well-formed, else a new UUIDv7.
 pub fn correlation_id(request: &HttpRequest) -> String {
     request

@@ -63,6 +63,15 @@ impl Metrics {
         }
     }
 
+    /// The time since `started`, in milliseconds.
+    pub fn duration(&mut self, name: &'static str, started: std::time::Instant) {
+        self.put(
+            name,
+            started.elapsed().as_secs_f64() * 1000.0,
+            Unit::Milliseconds,
+        );
+    }
+
     pub fn property(&mut self, key: &str, value: impl Into<Value>) {
         self.properties.insert(key.to_owned(), value.into());
     }

@@ -9,7 +9,7 @@ use tracing::{error, info, warn, Instrument};
 
 use crate::counters::{CounterDelta, CounterSink};
 use crate::event::{Event, FieldError, Limits};
-use crate::observability::{Metrics, Unit};
+use crate::observability::Metrics;
 use crate::queue::Envelope;
 use crate::store::{
     EventStatus, EventStore, FailureRecord, ProcessedRecord, Provenance, StoreOutcome,
@@ -134,11 +134,7 @@ impl<S: EventStore, C: CounterSink> Processor<S, C> {
         metrics.count("EventsRejected", delta.rejected);
         metrics.count("EventsFailed", delta.failed);
         metrics.count("EventsDeadLettered", delta.dead_lettered);
-        metrics.put(
-            "BatchDuration",
-            started.elapsed().as_secs_f64() * 1000.0,
-            Unit::Milliseconds,
-        );
+        metrics.duration("BatchDuration", started);
         if !delta.is_empty() {
             if let Err(e) = self.counters.add(&delta).await {
                 warn!(error = %e, "pipeline counters not updated");

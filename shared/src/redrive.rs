@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
 use tracing::{info, warn};
 
-use crate::observability::{Metrics, Unit};
+use crate::observability::Metrics;
 
 /// One message as received from the dead-letter queue.
 #[derive(Debug, Clone, PartialEq)]
@@ -186,11 +186,7 @@ impl<Q: RedriveQueues> Redriver<Q> {
         let mut metrics = Metrics::new("redrive");
         metrics.count("MessagesRedriven", report.moved);
         metrics.count("RedriveFailures", report.failed);
-        metrics.put(
-            "RedriveDuration",
-            started.elapsed().as_secs_f64() * 1000.0,
-            Unit::Milliseconds,
-        );
+        metrics.duration("RedriveDuration", started.into_std());
         info!(
             moved = report.moved,
             failed = report.failed,

@@ -129,7 +129,7 @@ pub(super) async fn list(
         let page = store
             .failed(ORDER[position.status], wanted, position.after.as_ref())
             .await
-            .map_err(|_| ApiError::unavailable("events table"))?;
+            .map_err(ApiError::events_down)?;
         events.extend(page.events);
         match page.next {
             Some(key) => {

@@ -36,13 +36,12 @@ pub(super) async fn metrics(
         .take_while(|d| *d <= now.date_naive())
         .map(|d| d.format("%Y-%m-%d").to_string())
         .collect();
-    let analytics_down = |_| ApiError::unavailable("analytics table");
     let (totals, rollups, work_depth, dead_depth) = futures::try_join!(
-        async { counters.totals().await.map_err(analytics_down) },
+        async { counters.totals().await.map_err(ApiError::analytics_down) },
         async {
             futures::future::try_join_all(days.iter().map(|d| aggregates.day(d)))
                 .await
-                .map_err(analytics_down)
+                .map_err(ApiError::analytics_down)
         },
         async {
             work.depth()

@@ -94,19 +94,9 @@ impl Route {
     }
 }
 
-/// One percent-decoded path segment.
+/// One percent-decoded path segment; an empty, nested or undecodable one names no route.
 fn decoded(segment: &str) -> Result<String, ApiError> {
-    if segment.is_empty() || segment.contains('/') {
-        return Err(ApiError::NotFound);
-    }
-    percent_encoding::percent_decode_str(segment)
-        .decode_utf8()
-        .map(|s| s.into_owned())
-        .map_err(|_| ApiError::NotFound)
-}
-
-fn events_down(_: crate::store::StoreError) -> ApiError {
-    ApiError::unavailable("events table")
+    crate::http::path_segment(segment).ok_or(ApiError::NotFound)
 }
 
 pub struct AdminApi {
@@ -164,7 +154,7 @@ impl AdminApi {
             .events
             .get(event_id)
             .await
-            .map_err(events_down)?
+            .map_err(ApiError::events_down)?
             .ok_or(ApiError::UnknownItem("no such event"))
     }
 
@@ -271,7 +261,7 @@ impl AdminApi {
                     .leads
                     .recompute_now(&lead_id, Utc::now())
                     .await
-                    .map_err(|_| ApiError::unavailable("analytics table"))?;
+                    .map_err(ApiError::analytics_down)?;
                 if !found {
                     return Err(ApiError::UnknownItem("no such lead"));
                 }
@@ -285,7 +275,7 @@ impl AdminApi {
                     .leads
                     .request_all(job_id.clone(), Utc::now())
                     .await
-                    .map_err(|_| ApiError::unavailable("analytics table"))?;
+                    .map_err(ApiError::analytics_down)?;
                 info!(job_id, leads, "recompute of every lead requested");
                 leads
             }

@@ -40,7 +40,7 @@ pub(crate) async fn write_all(
                 .return_consumed_capacity(ReturnConsumedCapacity::Total)
                 .send()
                 .await
-                .map_err(|e| StoreError::Unavailable(super::describe(&e)))?;
+                .map_err(|e| super::store_unavailable(&e))?;
             for c in output.consumed_capacity() {
                 meter(consumed_milli, Some(c));
             }

@@ -76,7 +76,7 @@ impl DynamoEventStore {
                 Some(UpdateItemError::ConditionalCheckFailedException(c)) => {
                     Ok(Some(c.item().cloned().unwrap_or_default()))
                 }
-                _ => Err(StoreError::Unavailable(super::describe(&e))),
+                _ => Err(super::store_unavailable(&e)),
             },
         }
     }
@@ -265,7 +265,7 @@ impl EventStore for DynamoEventStore {
             Err(e) => match e.as_service_error() {
                 // Processed meanwhile (or unknown): its history ends with how it was processed.
                 Some(UpdateItemError::ConditionalCheckFailedException(_)) => Ok(()),
-                _ => Err(StoreError::Unavailable(super::describe(&e))),
+                _ => Err(super::store_unavailable(&e)),
             },
         }
     }
@@ -279,7 +279,7 @@ impl EventStore for DynamoEventStore {
             .consistent_read(true)
             .send()
             .await
-            .map_err(|e| StoreError::Unavailable(super::describe(&e)))?;
+            .map_err(|e| super::store_unavailable(&e))?;
         let Some(item) = output.item else {
             return Ok(None);
         };
@@ -395,7 +395,7 @@ impl crate::scoring::LeadHistory for DynamoEventStore {
                 .limit(i32::try_from(older).unwrap_or(i32::MAX))
                 .send()
                 .await
-                .map_err(|e| StoreError::Unavailable(super::describe(&e)))?;
+                .map_err(|e| super::store_unavailable(&e))?;
             items.extend(output.items().iter().cloned());
         }
         scored_events(&items)
@@ -459,7 +459,7 @@ impl CounterSink for DynamoCounters {
             .send()
             .await
             .map(|_| ())
-            .map_err(|e| StoreError::Unavailable(super::describe(&e)))
+            .map_err(|e| super::store_unavailable(&e))
     }
 
     async fn totals(&self) -> Result<CounterDelta, StoreError> {
@@ -472,7 +472,7 @@ impl CounterSink for DynamoCounters {
             .consistent_read(true)
             .send()
             .await
-            .map_err(|e| StoreError::Unavailable(super::describe(&e)))?;
+            .map_err(|e| super::store_unavailable(&e))?;
         let mut totals = CounterDelta::default();
         for item in output.items() {
             for (name, value) in item {

@@ -35,7 +35,7 @@ impl FailedEvents for DynamoEventStore {
             .set_exclusive_start_key(start_key)
             .send()
             .await
-            .map_err(|e| StoreError::Unavailable(super::describe(&e)))?;
+            .map_err(|e| super::store_unavailable(&e))?;
         let events = output
             .items()
             .iter()

@@ -37,7 +37,7 @@ impl ArchiveSink for FirehoseArchive {
             .set_records(Some(records))
             .send()
             .await
-            .map_err(|e| StoreError::Unavailable(super::describe(&e)))?;
+            .map_err(|e| super::store_unavailable(&e))?;
         let answers: Vec<Option<String>> = output
             .request_responses()
             .iter()

@@ -49,7 +49,7 @@ pub(crate) async fn query_all(query: QueryFluentBuilder) -> Result<Vec<Item>, St
             .set_exclusive_start_key(start)
             .send()
             .await
-            .map_err(|e| StoreError::Unavailable(super::describe(&e)))?;
+            .map_err(|e| super::store_unavailable(&e))?;
         items.extend(output.items().iter().cloned());
         start = output.last_evaluated_key().cloned();
         if start.is_none() {

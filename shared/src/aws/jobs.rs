@@ -15,12 +15,6 @@ use crate::store::StoreError;
 const JOB_PK: &str = "JOB#recompute";
 const JOB_SK: &str = "current";
 
-fn unavailable<E: aws_sdk_dynamodb::error::ProvideErrorMetadata, R>(
-    e: &aws_sdk_dynamodb::error::SdkError<E, R>,
-) -> StoreError {
-    StoreError::Unavailable(super::describe(e))
-}
-
 #[async_trait]
 impl RecomputeJobs for DynamoLeads {
     async fn current_job(&self) -> Result<Option<RecomputeJob>, StoreError> {
@@ -33,7 +27,7 @@ impl RecomputeJobs for DynamoLeads {
             .consistent_read(true)
             .send()
             .await
-            .map_err(|e| unavailable(&e))?;
+            .map_err(|e| super::store_unavailable(&e))?;
         let Some(item) = output.item else {
             return Ok(None);
         };
@@ -66,7 +60,7 @@ impl RecomputeJobs for DynamoLeads {
             .send()
             .await
             .map(|_| ())
-            .map_err(|e| unavailable(&e))
+            .map_err(|e| super::store_unavailable(&e))
     }
 
     async fn advance_job(&self, job_id: &str, next_shard: u32) -> Result<bool, StoreError> {
@@ -86,7 +80,7 @@ impl RecomputeJobs for DynamoLeads {
             Ok(_) => Ok(true),
             Err(e) => match e.as_service_error() {
                 Some(UpdateItemError::ConditionalCheckFailedException(_)) => Ok(false),
-                _ => Err(unavailable(&e)),
+                _ => Err(super::store_unavailable(&e)),
             },
         }
     }
@@ -107,7 +101,7 @@ impl RecomputeJobs for DynamoLeads {
             Err(e) => match e.as_service_error() {
                 // A new request replaced it: that one is still to do.
                 Some(DeleteItemError::ConditionalCheckFailedException(_)) => Ok(()),
-                _ => Err(unavailable(&e)),
+                _ => Err(super::store_unavailable(&e)),
             },
         }
     }

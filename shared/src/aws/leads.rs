@@ -155,7 +155,7 @@ impl LeadStore for DynamoLeads {
             .limit(i32::try_from(limit).unwrap_or(i32::MAX))
             .send()
             .await
-            .map_err(|e| StoreError::Unavailable(super::describe(&e)))?;
+            .map_err(|e| super::store_unavailable(&e))?;
         output
             .items()
             .iter()
@@ -235,7 +235,7 @@ impl LeadStore for DynamoLeads {
             .consistent_read(true)
             .send()
             .await
-            .map_err(|e| StoreError::Unavailable(super::describe(&e)))?;
+            .map_err(|e| super::store_unavailable(&e))?;
         output
             .items()
             .first()
@@ -266,7 +266,7 @@ impl LeadStore for DynamoLeads {
             .await
             .map_err(|e| match e.as_service_error() {
                 Some(PutItemError::ConditionalCheckFailedException(_)) => LeadWriteError::Conflict,
-                _ => LeadWriteError::Store(StoreError::Unavailable(super::describe(&e))),
+                _ => LeadWriteError::Store(super::store_unavailable(&e)),
             })?;
         super::batch::meter(&self.consumed_milli, output.consumed_capacity());
         if board.version > 0 {
@@ -327,7 +327,7 @@ impl DynamoLeads {
                     .request_items(&self.table, request)
                     .send()
                     .await
-                    .map_err(|e| StoreError::Unavailable(super::describe(&e)))?;
+                    .map_err(|e| super::store_unavailable(&e))?;
                 if let Some(items) = output.responses().and_then(|r| r.get(&self.table)) {
                     found.extend(items.iter().cloned());
                 }

@@ -122,6 +122,13 @@ pub async fn sdk_config() -> SdkConfig {
     aws_config::defaults(BehaviorVersion::latest()).load().await
 }
 
+/// An SDK failure as the store's error, described as [`describe`] does.
+pub(crate) fn store_unavailable<E: ProvideErrorMetadata, R>(
+    error: &SdkError<E, R>,
+) -> crate::store::StoreError {
+    crate::store::StoreError::Unavailable(describe(error))
+}
+
 /// A short, log-safe description of an SDK failure: the error code, never the whole request.
 pub(crate) fn describe<E: ProvideErrorMetadata, R>(error: &SdkError<E, R>) -> String {
     match error {

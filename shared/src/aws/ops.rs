@@ -33,7 +33,7 @@ impl QueueStats for SqsQueueStats {
             .attribute_names(QueueAttributeName::ApproximateNumberOfMessagesNotVisible)
             .send()
             .await
-            .map_err(|e| StoreError::Unavailable(super::describe(&e)))?;
+            .map_err(|e| super::store_unavailable(&e))?;
         let count = |name: QueueAttributeName| {
             output
                 .attributes()
@@ -79,7 +79,7 @@ impl Dependency for DynamoTableProbe {
             .table_name(&self.table)
             .send()
             .await
-            .map_err(|e| StoreError::Unavailable(super::describe(&e)))?;
+            .map_err(|e| super::store_unavailable(&e))?;
         match output.table().and_then(|t| t.table_status()) {
             Some(TableStatus::Active | TableStatus::Updating) => Ok(()),
             other => Err(StoreError::Unavailable(format!("table status {other:?}"))),

@@ -36,7 +36,7 @@ impl RuleStore for DynamoRules {
             .consistent_read(true)
             .send()
             .await
-            .map_err(|e| StoreError::Unavailable(super::describe(&e)))?;
+            .map_err(|e| super::store_unavailable(&e))?;
         let Some(item) = output.item else {
             return Ok(None);
         };

@@ -175,7 +175,7 @@ pub(super) async fn read_windows<R: AggregateReader + ?Sized>(
         .buffered(READ_CONCURRENCY)
         .try_collect()
         .await
-        .map_err(super::analytics_down)?;
+        .map_err(ApiError::analytics_down)?;
     Ok(days.into_iter().flatten().collect())
 }
 

@@ -14,7 +14,6 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
-use super::analytics_down;
 use super::params::QueryParams;
 use crate::error::ApiError;
 use crate::event::{format_utc, FieldError};
@@ -73,7 +72,7 @@ impl Cursor {
 const CURSOR_EXPIRED: &str = "has expired; start again without a cursor";
 
 async fn rules(store: &dyn RuleStore) -> Result<VersionedRules, ApiError> {
-    load_or_init(store).await.map_err(analytics_down)
+    load_or_init(store).await.map_err(ApiError::analytics_down)
 }
 
 /// `GET /v1/leads?limit&cursor`.
@@ -105,7 +104,7 @@ pub(crate) async fn leaderboard(
         }
     };
     let (rules, boards) = futures::join!(rules(rule_store), boards);
-    let (rules, boards) = (rules?, boards.map_err(analytics_down)?);
+    let (rules, boards) = (rules?, boards.map_err(ApiError::analytics_down)?);
     let Some(boards) = boards else {
         return Err(ApiError::validation(vec![FieldError::new(
             "cursor".to_owned(),
@@ -122,7 +121,7 @@ pub(crate) async fn leaderboard(
     let end = order.len().min(start + limit as usize);
     let page = order.get(start..end).unwrap_or_default();
     let ids: Vec<&str> = page.iter().map(|(id, _, _)| *id).collect();
-    let states = leads.leads(&ids).await.map_err(analytics_down)?;
+    let states = leads.leads(&ids).await.map_err(ApiError::analytics_down)?;
 
     let rows: Vec<Value> = page
         .iter()
@@ -173,7 +172,7 @@ pub(crate) async fn lead(
     let (rules, stored) = futures::join!(rules(rule_store), leads.leads(&ids));
     let rules = rules?;
     let stored = stored
-        .map_err(analytics_down)?
+        .map_err(ApiError::analytics_down)?
         .remove(lead_id)
         .map(|r| r.state);
     let after = stored
@@ -183,7 +182,7 @@ pub(crate) async fn lead(
     let events = history
         .latest_events(lead_id, after, RECENT_EVENTS)
         .await
-        .map_err(|_| ApiError::unavailable("events table"))?;
+        .map_err(ApiError::events_down)?;
     let view = lead_view(stored, &events, &rules.rules).ok_or(ApiError::NotFound)?;
     let state = &view.state;
     let recent: Vec<Value> = view

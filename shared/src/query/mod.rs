@@ -110,21 +110,9 @@ impl Route {
     }
 }
 
-/// The analytics table did not answer (its error stays in the logs of the adapter).
-fn analytics_down(_: crate::store::StoreError) -> ApiError {
-    ApiError::unavailable("analytics table")
-}
-
 /// The one path segment after `prefix`, percent-decoded; `None` when empty, nested or not UTF-8.
 fn segment(path: &str, prefix: &str) -> Option<String> {
-    let raw = path.strip_prefix(prefix)?;
-    if raw.is_empty() || raw.contains('/') {
-        return None;
-    }
-    percent_encoding::percent_decode_str(raw)
-        .decode_utf8()
-        .ok()
-        .map(|s| s.into_owned())
+    crate::http::path_segment(path.strip_prefix(prefix)?)
 }
 
 /// What the query routes read and write, each behind its port.

@@ -52,7 +52,7 @@ pub(crate) async fn metrics(
             .map_err(|_| ApiError::unavailable(q.name))
     }));
     let (totals, depths) = futures::join!(counters.totals(), depths);
-    let totals = totals.map_err(super::analytics_down)?;
+    let totals = totals.map_err(ApiError::analytics_down)?;
     let depths = depths?;
     Ok(HttpResponse::text_as(
         200,

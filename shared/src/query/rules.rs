@@ -11,7 +11,9 @@ use crate::scoring::{load_or_init, put_rule, Rule, RuleStore, ScoreRules};
 
 /// `GET /v1/rules`.
 pub(crate) async fn get_rules(rules: &dyn RuleStore) -> Result<HttpResponse, ApiError> {
-    let current = load_or_init(rules).await.map_err(super::analytics_down)?;
+    let current = load_or_init(rules)
+        .await
+        .map_err(ApiError::analytics_down)?;
     Ok(HttpResponse::json(200, &current.rules.to_api_json()))
 }
 
@@ -37,7 +39,7 @@ pub(crate) async fn put(
     ScoreRules::validate_rule(&rule).map_err(ApiError::validation)?;
     put_rule(rules, rule.clone())
         .await
-        .map_err(super::analytics_down)?;
+        .map_err(ApiError::analytics_down)?;
     Ok(HttpResponse::json(
         200,
         &serde_json::to_value(&rule).unwrap_or(Value::Null),

@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
+use futures::{stream, StreamExt, TryStreamExt};
 
 use super::board::BOARD_SHARDS;
 use super::{load_or_init, LeadHistory, LeadStore, RuleStore, ScoreReport, Scorer};
@@ -125,10 +126,14 @@ where
     }
 
     async fn request_all(&self, job_id: String, now: DateTime<Utc>) -> Result<u64, StoreError> {
-        let mut leads = 0u64;
-        for shard in 0..BOARD_SHARDS {
-            leads += self.leads.get_board(shard).await?.entries.len() as u64;
-        }
+        let sizes: Vec<u64> = stream::iter(0..BOARD_SHARDS)
+            .map(|shard| async move {
+                Ok::<_, StoreError>(self.leads.get_board(shard).await?.entries.len() as u64)
+            })
+            .buffer_unordered(16)
+            .try_collect()
+            .await?;
+        let leads = sizes.iter().sum();
         let job = RecomputeJob {
             id: job_id,
             requested_at: now,
