@@ -44,6 +44,19 @@ pub fn parse(body: &[u8]) -> Result<Vec<CsvRow>, ApiError> {
             )])
         })?
         .clone();
+    // Each known column at most once: a longer header cannot be valid, and is refused before
+    // its columns are examined one by one.
+    if headers.len() > COLUMNS.len() {
+        return Err(ApiError::validation(vec![FieldError::new(
+            "/row/1",
+            format!(
+                "the header has {} columns; at most {} are known: {}",
+                headers.len(),
+                COLUMNS.len(),
+                COLUMNS.join(",")
+            ),
+        )]));
+    }
     let mut problems = Vec::new();
     let mut columns = Vec::with_capacity(headers.len());
     for (i, name) in headers.iter().enumerate() {
@@ -191,6 +204,25 @@ mod tests {
             parse(b"type\n").map(|_| ()).map_err(|e| e.status()),
             Err(400)
         );
+    }
+
+    #[test]
+    fn a_header_longer_than_the_known_columns_is_one_error() {
+        let header = vec!["x"; 100_000].join(",");
+        let error = parse(format!("{header}\nA\n").as_bytes()).err();
+        let details = match &error {
+            Some(ApiError::Validation { details, .. }) => details.clone(),
+            _ => Vec::new(),
+        };
+        assert_eq!(details.len(), 1, "{error:?}");
+        assert!(details[0].message.contains("100000 columns"), "{details:?}");
+        // Every known column once is still fine.
+        let all = format!(
+            "{}\n{}\n",
+            COLUMNS.join(","),
+            vec![""; COLUMNS.len()].join(",")
+        );
+        assert!(parse(all.as_bytes()).is_ok());
     }
 
     #[test]

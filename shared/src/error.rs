@@ -110,14 +110,28 @@ impl ApiError {
     }
 
     /// `{"error": {"code", "message", "details"}, "requestId"}` — the shape of every error.
+    /// At most [`MAX_DETAILS`] details are listed; `omittedDetails` counts the rest.
     pub fn body(&self, request_id: &str) -> Value {
         let details: &[FieldError] = match self {
             Self::Validation { details, .. } | Self::Unavailable { details, .. } => details,
             _ => &[],
         };
-        json!({
-            "error": {"code": self.code(), "message": self.to_string(), "details": details},
-            "requestId": request_id,
-        })
+        let mut error = json!({"code": self.code(), "message": self.to_string()});
+        list_details(&mut error, details, MAX_DETAILS);
+        json!({"error": error, "requestId": request_id})
     }
+}
+
+/// An error lists at most this many details, so that no answer nears Lambda's 6 MB limit.
+pub const MAX_DETAILS: usize = 100;
+
+/// Sets `details` on an error object to the first `max` of `details`, and `omittedDetails` to
+/// how many were left out (absent when none were). Returns how many were listed.
+pub fn list_details(error: &mut Value, details: &[FieldError], max: usize) -> usize {
+    let shown = details.len().min(max);
+    error["details"] = json!(&details[..shown]);
+    if shown < details.len() {
+        error["omittedDetails"] = json!(details.len() - shown);
+    }
+    shown
 }

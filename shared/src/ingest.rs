@@ -11,7 +11,7 @@ use crate::body::{self, MediaType, BATCH_LIMIT, MAX_BATCH_EVENTS, SINGLE_LIMIT};
 use crate::config::IngestConfig;
 use crate::counters::{CounterDelta, CounterSink};
 use crate::csv_rows;
-use crate::error::ApiError;
+use crate::error::{list_details, ApiError, MAX_DETAILS};
 use crate::event::{normalize, Event, FieldError, NormalizeContext};
 use crate::http::{serve, HttpRequest, HttpResponse};
 use crate::observability::Metrics;
@@ -81,6 +81,11 @@ pub struct Ingest<Q, C> {
     counters: C,
 }
 
+/// Error details listed in one batch result, all items together: 10,000 CSV rows of a dozen
+/// invalid fields each would otherwise answer about 10 MB, over Lambda's 6 MB response limit.
+/// Past it, a rejected item keeps its code and message and counts its `omittedDetails`.
+const MAX_RESULT_DETAILS: usize = 1_000;
+
 /// Where an item sits in the request: `index` for JSON and NDJSON, `row` for CSV.
 #[derive(Debug, Clone, Copy)]
 enum Position {
@@ -122,8 +127,12 @@ impl ItemError {
         }
     }
 
-    fn to_json(&self) -> Value {
-        json!({"code": self.code, "message": self.message, "details": self.details})
+    /// The error with at most `budget` of its details (and at most [`MAX_DETAILS`]); spends
+    /// what it lists from the budget.
+    fn to_json(&self, budget: &mut usize) -> Value {
+        let mut error = json!({"code": self.code, "message": self.message});
+        *budget -= list_details(&mut error, &self.details, (*budget).min(MAX_DETAILS));
+        error
     }
 }
 
@@ -171,6 +180,11 @@ impl<Q: EventQueue, C: CounterSink> Ingest<Q, C> {
                 self.config
                     .api_keys
                     .authorize(request.header("authorization"), Scope::Ingest)?;
+                let ids = IdPolicy::client(
+                    request.header("authorization"),
+                    route.name(),
+                    request.header(IDEMPOTENCY_HEADER),
+                )?;
                 let media = body::media_type(request.header("content-type"));
                 let limit = if route == Route::Single {
                     SINGLE_LIMIT
@@ -180,7 +194,7 @@ impl<Q: EventQueue, C: CounterSink> Ingest<Q, C> {
                 let items = match (&route, media) {
                     (Route::Single, Some(MediaType::Json)) => {
                         let body = decode(request, limit)?;
-                        return self.single(&body, correlation_id, now, metrics).await;
+                        return self.single(&body, &ids, correlation_id, now, metrics).await;
                     }
                     (Route::Batch, Some(MediaType::Json)) => {
                         json_items(&decode(request, limit)?, false)?
@@ -205,7 +219,8 @@ impl<Q: EventQueue, C: CounterSink> Ingest<Q, C> {
                         ))
                     }
                 };
-                self.accept(items, "api", correlation_id, now).await?
+                self.accept(items, Some(&ids), "api", correlation_id, now)
+                    .await?
             }
             Route::Facebook => return self.facebook(request, correlation_id, now, metrics).await,
             Route::TikTok => {
@@ -214,17 +229,24 @@ impl<Q: EventQueue, C: CounterSink> Ingest<Q, C> {
                     .tiktok_secret
                     .as_ref()
                     .ok_or(ApiError::NotFound)?;
-                let body = signed_json_body(request)?;
                 verify_timestamped(
                     std::slice::from_ref(secret),
                     request.header("tiktok-signature"),
                     "TikTok-Signature",
                     "s",
-                    &body,
+                    signed_raw_body(request)?,
                     now.timestamp(),
                 )?;
-                self.accept(json_items(&body, true)?, "tiktok", correlation_id, now)
-                    .await?
+                let ids = IdPolicy::webhook("tt:".into(), &request.body);
+                let body = decode(request, SINGLE_LIMIT)?;
+                self.accept(
+                    json_items(&body, true)?,
+                    Some(&ids),
+                    "tiktok",
+                    correlation_id,
+                    now,
+                )
+                .await?
             }
             Route::Generic(source) => {
                 let secrets = self
@@ -232,17 +254,24 @@ impl<Q: EventQueue, C: CounterSink> Ingest<Q, C> {
                     .webhook_secrets
                     .for_source(source)
                     .ok_or(ApiError::NotFound)?;
-                let body = signed_json_body(request)?;
                 verify_timestamped(
                     secrets,
                     request.header("x-signature"),
                     "X-Signature",
                     "v1",
-                    &body,
+                    signed_raw_body(request)?,
                     now.timestamp(),
                 )?;
-                self.accept(json_items(&body, true)?, source, correlation_id, now)
-                    .await?
+                let ids = IdPolicy::webhook(format!("wh:{source}:"), &request.body);
+                let body = decode(request, SINGLE_LIMIT)?;
+                self.accept(
+                    json_items(&body, true)?,
+                    Some(&ids),
+                    source,
+                    correlation_id,
+                    now,
+                )
+                .await?
             }
         };
         metrics.count("EventsAccepted", outcome.accepted as u64);
@@ -263,17 +292,20 @@ impl<Q: EventQueue, C: CounterSink> Ingest<Q, C> {
     async fn single(
         &self,
         body: &[u8],
+        ids: &IdPolicy,
         correlation_id: &str,
         now: DateTime<Utc>,
         metrics: &mut Metrics,
     ) -> Result<HttpResponse, ApiError> {
-        let value = parse_json(body)?;
+        let mut value = parse_json(body)?;
         if value.is_array() {
             return Err(ApiError::validation(vec![FieldError::new(
                 "",
                 "expected one event object; send arrays to /v1/events/batch",
             )]));
         }
+        ids.apply(&mut value, 0)
+            .map_err(|e| ApiError::validation(vec![e]))?;
         let ctx = NormalizeContext {
             received_at: now,
             limits: self.config.limits,
@@ -304,10 +336,12 @@ impl<Q: EventQueue, C: CounterSink> Ingest<Q, C> {
         ))
     }
 
-    /// Normalizes every item, queues the valid ones, and reports each item's fate in order.
+    /// Normalizes every item (after `ids` has checked, prefixed or derived its id), queues the
+    /// valid ones, and reports each item's fate in order.
     async fn accept(
         &self,
         items: Vec<Item>,
+        ids: Option<&IdPolicy>,
         default_source: &str,
         correlation_id: &str,
         now: DateTime<Utc>,
@@ -318,12 +352,17 @@ impl<Q: EventQueue, C: CounterSink> Ingest<Q, C> {
             default_source,
         };
         let mut results: Vec<Value> = Vec::with_capacity(items.len());
+        let mut details_budget = MAX_RESULT_DETAILS;
         let mut messages = Vec::new();
         // (position in `results`, event id, source) of each queued message, in send order.
         let mut queued = Vec::new();
         for item in items {
             let (key, number) = item.position.key();
-            let prepared = item.value.and_then(|value| {
+            let prepared = item.value.and_then(|mut value| {
+                if let Some(ids) = ids {
+                    ids.apply(&mut value, number)
+                        .map_err(|e| ItemError::validation(vec![e]))?;
+                }
                 let event = normalize(value, &ctx).map_err(ItemError::validation)?;
                 let json = event.to_canonical_json().map_err(|e| ItemError {
                     code: "PAYLOAD_TOO_LARGE",
@@ -345,8 +384,11 @@ impl<Q: EventQueue, C: CounterSink> Ingest<Q, C> {
                         .push(json!({key: number, "eventId": event.event_id, "status": "queued"}));
                     messages.push(message);
                 }
-                Err(error) => results
-                    .push(json!({key: number, "status": "rejected", "error": error.to_json()})),
+                Err(error) => results.push(json!({
+                    key: number,
+                    "status": "rejected",
+                    "error": error.to_json(&mut details_budget),
+                })),
             }
         }
 
@@ -428,14 +470,17 @@ impl<Q: EventQueue, C: CounterSink> Ingest<Q, C> {
         metrics: &mut Metrics,
     ) -> Result<HttpResponse, ApiError> {
         let facebook = self.config.facebook.as_ref().ok_or(ApiError::NotFound)?;
-        let body = signed_json_body(request)?;
         verify_facebook(
             &facebook.app_secret,
             request.header("x-hub-signature-256"),
-            &body,
+            signed_raw_body(request)?,
         )?;
+        let body = decode(request, SINGLE_LIMIT)?;
         let (items, ignored) = facebook_items(parse_json(&body)?)?;
-        let outcome = self.accept(items, "facebook", correlation_id, now).await?;
+        // Leadgen events are built here with their `fb:` ids; no client id to police.
+        let outcome = self
+            .accept(items, None, "facebook", correlation_id, now)
+            .await?;
         for rejected in outcome.results.iter().filter(|r| r["status"] == "rejected") {
             warn!(error = %rejected["error"], "facebook leadgen change rejected");
         }
@@ -477,14 +522,21 @@ fn decode(request: &HttpRequest, limit: usize) -> Result<Vec<u8>, ApiError> {
     body::decode(&request.body, request.header("content-encoding"), limit)
 }
 
-/// Webhook bodies are JSON (or unlabelled) and at most 1 MiB.
-fn signed_json_body(request: &HttpRequest) -> Result<Vec<u8>, ApiError> {
+/// The bytes a webhook signs: the body as received (still compressed, if it is), after the
+/// checks that cost nothing: JSON (or unlabelled) and at most 1 MiB. Nothing is inflated until
+/// the signature has been verified.
+fn signed_raw_body(request: &HttpRequest) -> Result<&[u8], ApiError> {
     if body::media_type(request.header("content-type")) != Some(MediaType::Json) {
         return Err(ApiError::UnsupportedMediaType(
             "Content-Type must be application/json".into(),
         ));
     }
-    decode(request, SINGLE_LIMIT)
+    if request.body.len() > SINGLE_LIMIT {
+        return Err(ApiError::PayloadTooLarge(format!(
+            "body exceeds {SINGLE_LIMIT} bytes"
+        )));
+    }
+    Ok(&request.body)
 }
 
 fn parse_json(body: &[u8]) -> Result<Value, ApiError> {
@@ -497,11 +549,12 @@ fn parse_json(body: &[u8]) -> Result<Value, ApiError> {
     })
 }
 
-/// A JSON array of events, or (webhooks only) a single event object.
+/// A JSON array of events, or (webhooks only) a single event object. Items are counted as they
+/// are parsed: the 501st stops the parse, so an oversized batch is never held in memory whole.
 fn json_items(body: &[u8], single_allowed: bool) -> Result<Vec<Item>, ApiError> {
-    let values = match parse_json(body)? {
-        Value::Array(values) => values,
-        Value::Object(event) if single_allowed => vec![Value::Object(event)],
+    let values = match bounded_json::parse(body, MAX_BATCH_EVENTS)? {
+        bounded_json::Body::Array(values) => values,
+        bounded_json::Body::Object(event) if single_allowed => vec![event],
         _ => {
             return Err(ApiError::validation(vec![FieldError::new(
                 "",
@@ -521,9 +574,11 @@ fn json_items(body: &[u8], single_allowed: bool) -> Result<Vec<Item>, ApiError> 
 }
 
 fn ndjson_items(body: &[u8]) -> Result<Vec<Item>, ApiError> {
+    // One past the limit is enough to refuse the batch.
     let lines: Vec<&[u8]> = body
         .split(|b| *b == b'\n')
         .filter(|line| !line.iter().all(u8::is_ascii_whitespace))
+        .take(MAX_BATCH_EVENTS + 1)
         .collect();
     check_count(lines.len(), MAX_BATCH_EVENTS)?;
     Ok(lines
@@ -644,5 +699,14 @@ fn leadgen_event(value: Value) -> Result<Value, ItemError> {
     Ok(Value::Object(event))
 }
 
+mod bounded_json;
+mod ids;
+
+pub use ids::RESERVED_PREFIXES;
+use ids::{IdPolicy, IDEMPOTENCY_HEADER};
+
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod accepted_tests;

@@ -50,6 +50,39 @@ pub struct NamedDependency {
 /// How long a readiness check waits for one dependency.
 const PING_TIMEOUT: Duration = Duration::from_secs(3);
 
+/// How long one readiness answer is reused. `/health/ready` needs no key, so without a cache
+/// every unauthenticated request would cost an AWS call per dependency.
+pub const READINESS_TTL: Duration = Duration::from_secs(5);
+
+/// The last readiness check of this execution environment, reused for its time to live;
+/// concurrent requests wait for one check rather than each making their own.
+pub struct ReadinessCache {
+    ttl: Duration,
+    last: tokio::sync::Mutex<Option<(tokio::time::Instant, Vec<&'static str>)>>,
+}
+
+impl ReadinessCache {
+    pub fn new(ttl: Duration) -> Self {
+        Self {
+            ttl,
+            last: tokio::sync::Mutex::new(None),
+        }
+    }
+
+    /// The dependencies that do not answer, as of at most `ttl` ago.
+    pub async fn unready(&self, dependencies: &[NamedDependency]) -> Vec<&'static str> {
+        let mut last = self.last.lock().await;
+        if let Some((at, failed)) = last.as_ref() {
+            if at.elapsed() < self.ttl {
+                return failed.clone();
+            }
+        }
+        let failed = unready(dependencies).await;
+        *last = Some((tokio::time::Instant::now(), failed.clone()));
+        failed
+    }
+}
+
 /// Pings every dependency at once; returns the names of those that failed or did not answer in
 /// time, in the order given.
 pub async fn unready(dependencies: &[NamedDependency]) -> Vec<&'static str> {

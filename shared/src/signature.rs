@@ -5,6 +5,7 @@ use std::collections::HashMap;
 
 use hmac::{Hmac, KeyInit, Mac};
 use sha2::Sha256;
+use subtle::ConstantTimeEq;
 
 use crate::error::ApiError;
 
@@ -78,15 +79,44 @@ fn mac(secret: &[u8], parts: &[&[u8]]) -> HmacSha256 {
     m
 }
 
-/// Constant-time check of a hex MAC over `parts`.
-fn matches(secret: &[u8], parts: &[&[u8]], presented_hex: &str) -> bool {
-    let Ok(presented) = hex::decode(presented_hex.trim()) else {
-        return false;
-    };
-    mac(secret, parts).verify_slice(&presented).is_ok()
+/// At most this many MAC values in one signature header (secret rotation needs two or three).
+pub const MAX_SIGNATURE_VALUES: usize = 5;
+/// A signature header longer than this is refused unread.
+pub const MAX_SIGNATURE_HEADER_BYTES: usize = 1024;
+/// Hex digits of an HMAC-SHA256.
+const MAC_HEX_LEN: usize = 64;
+
+type Tag = [u8; 32];
+
+/// A presented MAC: exactly 64 hex digits, else refused before any HMAC is computed.
+fn presented_tag(hex_digits: &str) -> Result<Tag, ApiError> {
+    let digits = hex_digits.trim();
+    let mut tag = [0u8; 32];
+    if digits.len() != MAC_HEX_LEN || hex::decode_to_slice(digits, &mut tag).is_err() {
+        return Err(ApiError::InvalidSignature(
+            "each signature must be 64 hex digits",
+        ));
+    }
+    Ok(tag)
 }
 
-/// `X-Hub-Signature-256: sha256=<hex>` over the raw body.
+/// Whether any presented tag is the MAC of `parts` under any secret. Each secret's MAC is
+/// computed once (the body is hashed once per secret, never per presented value), and every
+/// comparison is constant-time.
+fn any_matches(secrets: &[&[u8]], parts: &[&[u8]], presented: &[Tag]) -> bool {
+    secrets.iter().any(|secret| {
+        let expected = mac(secret, parts).finalize().into_bytes();
+        presented
+            .iter()
+            .fold(subtle::Choice::from(0), |found, tag| {
+                found | expected.as_slice().ct_eq(tag.as_slice())
+            })
+            .into()
+    })
+}
+
+/// `X-Hub-Signature-256: sha256=<hex>` over the raw body. The header's shape is checked before
+/// the body is hashed.
 pub fn verify_facebook(
     app_secret: &str,
     header: Option<&str>,
@@ -101,15 +131,91 @@ pub fn verify_facebook(
         .ok_or(ApiError::InvalidSignature(
             "X-Hub-Signature-256 must be sha256=<hex>",
         ))?;
-    if matches(app_secret.as_bytes(), &[body], hex) {
+    let tag = presented_tag(hex)?;
+    if any_matches(&[app_secret.as_bytes()], &[body], &[tag]) {
         Ok(())
     } else {
         Err(ApiError::InvalidSignature("signature does not match"))
     }
 }
 
-/// The timestamped schemes: `t=<unix seconds>` plus one or more MACs of `"<t>.<body>"` under
-/// `mac_key` (`s` for TikTok, `v1` for the generic route).
+/// A timestamped signature header whose shape and time have been checked (no HMAC yet).
+#[derive(Debug)]
+pub struct TimestampedSignature<'h> {
+    timestamp: &'h str,
+    tags: Vec<Tag>,
+}
+
+impl<'h> TimestampedSignature<'h> {
+    /// `t=<unix seconds>` plus one to [`MAX_SIGNATURE_VALUES`] MACs under `mac_key` (`s` for
+    /// TikTok, `v1` for the generic route), each 64 hex digits, `t` within the replay window.
+    pub fn parse(
+        header: Option<&'h str>,
+        header_name: &'static str,
+        mac_key: &str,
+        now_unix: i64,
+    ) -> Result<Self, ApiError> {
+        let header = header.ok_or(ApiError::MissingSignature(match header_name {
+            "TikTok-Signature" => "TikTok-Signature is required",
+            _ => "X-Signature is required",
+        }))?;
+        if header.len() > MAX_SIGNATURE_HEADER_BYTES {
+            return Err(ApiError::InvalidSignature(
+                "signature header is longer than 1024 bytes",
+            ));
+        }
+        let mut timestamp = None;
+        let mut tags = Vec::new();
+        for part in header.split(',') {
+            match part.trim().split_once('=') {
+                Some(("t", t)) => timestamp = Some(t.trim()),
+                Some((k, v)) if k == mac_key => {
+                    if tags.len() == MAX_SIGNATURE_VALUES {
+                        return Err(ApiError::InvalidSignature(
+                            "a signature header carries at most 5 signatures",
+                        ));
+                    }
+                    tags.push(presented_tag(v)?);
+                }
+                _ => {}
+            }
+        }
+        let t = timestamp.ok_or(ApiError::InvalidSignature(
+            "signature header has no t=<unix seconds>",
+        ))?;
+        let seconds: i64 = t
+            .parse()
+            .map_err(|_| ApiError::InvalidSignature("t must be unix seconds"))?;
+        let within = now_unix
+            .checked_sub(seconds)
+            .and_then(i64::checked_abs)
+            .is_some_and(|skew| skew <= REPLAY_WINDOW_SECONDS);
+        if !within {
+            return Err(ApiError::InvalidSignature(
+                "signature timestamp is outside the 300 s window",
+            ));
+        }
+        if tags.is_empty() {
+            return Err(ApiError::InvalidSignature(
+                "signature header carries no signature",
+            ));
+        }
+        Ok(Self { timestamp: t, tags })
+    }
+
+    /// The HMAC check over `"<t>.<raw body>"`, once per secret.
+    pub fn verify(&self, secrets: &[String], body: &[u8]) -> Result<(), ApiError> {
+        let secrets: Vec<&[u8]> = secrets.iter().map(String::as_bytes).collect();
+        let parts: [&[u8]; 3] = [self.timestamp.as_bytes(), b".", body];
+        if any_matches(&secrets, &parts, &self.tags) {
+            Ok(())
+        } else {
+            Err(ApiError::InvalidSignature("signature does not match"))
+        }
+    }
+}
+
+/// Parses and verifies a timestamped signature in one step.
 pub fn verify_timestamped(
     secrets: &[String],
     header: Option<&str>,
@@ -118,44 +224,7 @@ pub fn verify_timestamped(
     body: &[u8],
     now_unix: i64,
 ) -> Result<(), ApiError> {
-    let header = header.ok_or(ApiError::MissingSignature(match header_name {
-        "TikTok-Signature" => "TikTok-Signature is required",
-        _ => "X-Signature is required",
-    }))?;
-    let mut timestamp = None;
-    let mut macs = Vec::new();
-    for part in header.split(',') {
-        match part.trim().split_once('=') {
-            Some(("t", t)) => timestamp = Some(t.trim()),
-            Some((k, v)) if k == mac_key => macs.push(v),
-            _ => {}
-        }
-    }
-    let t = timestamp.ok_or(ApiError::InvalidSignature(
-        "signature header has no t=<unix seconds>",
-    ))?;
-    let seconds: i64 = t
-        .parse()
-        .map_err(|_| ApiError::InvalidSignature("t must be unix seconds"))?;
-    if (now_unix - seconds).abs() > REPLAY_WINDOW_SECONDS {
-        return Err(ApiError::InvalidSignature(
-            "signature timestamp is outside the 300 s window",
-        ));
-    }
-    if macs.is_empty() {
-        return Err(ApiError::InvalidSignature(
-            "signature header carries no signature",
-        ));
-    }
-    let parts: [&[u8]; 3] = [t.as_bytes(), b".", body];
-    let ok = secrets
-        .iter()
-        .any(|secret| macs.iter().any(|m| matches(secret.as_bytes(), &parts, m)));
-    if ok {
-        Ok(())
-    } else {
-        Err(ApiError::InvalidSignature("signature does not match"))
-    }
+    TimestampedSignature::parse(header, header_name, mac_key, now_unix)?.verify(secrets, body)
 }
 
 #[cfg(test)]
@@ -220,6 +289,54 @@ mod tests {
                 .map_err(|e| e.status()),
             Err(401)
         );
+    }
+
+    #[test]
+    fn more_than_five_values_or_malformed_lengths_are_refused_even_beside_a_match() {
+        let body = b"[]";
+        let now = 1_700_000_000;
+        let good = hmac_hex(b"k", &[now.to_string().as_bytes(), b".", body]);
+        let secrets = vec!["k".to_string()];
+        let check = |header: &str| {
+            verify_timestamped(&secrets, Some(header), "X-Signature", "v1", body, now)
+                .map_err(|e| e.to_string())
+        };
+        let five_wrong = format!(",v1={}", "0".repeat(64)).repeat(4);
+        assert_eq!(check(&format!("t={now}{five_wrong},v1={good}")), Ok(()));
+        let six = format!("t={now}{five_wrong},v1={},v1={good}", "1".repeat(64));
+        assert!(check(&six).is_err_and(|e| e.contains("at most 5")), "{six}");
+        for malformed in ["abc", &"0".repeat(63), &"0".repeat(65), &"g".repeat(64)] {
+            let header = format!("t={now},v1={malformed},v1={good}");
+            assert!(
+                check(&header).is_err_and(|e| e.contains("64 hex digits")),
+                "{header}"
+            );
+        }
+        let long = format!("t={now},v1={good},x={}", "y".repeat(1024));
+        assert!(check(&long).is_err_and(|e| e.contains("1024")));
+        let facebook = format!("sha256={}", &hmac_hex(b"k", &[body])[..62]);
+        assert!(verify_facebook("k", Some(&facebook), body)
+            .is_err_and(|e| e.to_string().contains("64 hex digits")));
+    }
+
+    #[test]
+    fn extreme_timestamps_are_outside_the_window_without_overflow() {
+        let body = b"[]";
+        let secrets = vec!["k".to_string()];
+        for (t, now) in [
+            (i64::MIN, 1_700_000_000),
+            (i64::MAX, -1_700_000_000),
+            (i64::MIN, i64::MAX),
+            (i64::MAX, i64::MIN),
+        ] {
+            let header = format!("t={t},v1={}", "0".repeat(64));
+            let result =
+                verify_timestamped(&secrets, Some(&header), "X-Signature", "v1", body, now);
+            assert!(
+                result.is_err_and(|e| e.to_string().contains("outside")),
+                "t={t} now={now}"
+            );
+        }
     }
 
     #[test]

@@ -105,7 +105,8 @@ async fn accepted_spellings_and_publisher_format_are_stored_canonically() -> Res
     assert_eq!(demo["leadId"], "email:dana.fox@example.com");
     assert!(p.store.get("sample-batch-4").await?.is_none());
 
-    let purchase = p.stored_event("sample-tt-1").await?;
+    // A webhook event's id carries its route's prefix.
+    let purchase = p.stored_event("tt:sample-tt-1").await?;
     assert_eq!(purchase["userId"], "tt-user-1");
     assert_eq!(purchase["campaignId"], "tt-campaign-7");
     assert_eq!(
@@ -408,7 +409,7 @@ async fn generic_webhook_and_gzip_sample() -> Result<()> {
     assert_eq!(r.status, 202, "{}", r.body);
     let gzip_event_id = body(&r)["eventId"].as_str().unwrap_or_default().to_owned();
     p.drain().await?;
-    let shop = p.stored_event("sample-shop-1").await?;
+    let shop = p.stored_event("wh:shop:sample-shop-1").await?;
     assert_eq!(
         (shop["source"].clone(), shop["revenue"]["currency"].clone()),
         (json!("shop"), json!("EUR"))

@@ -15,7 +15,7 @@ use tally::scoring::{
 };
 use tally_tests::stream::{fixture, store_all, workload, Fixture, Handler};
 
-/// The scoring semantics of API.md, spelled out without the library's fold: events in
+/// The scoring semantics of docs/api.md, spelled out without the library's fold: events in
 /// `(timestamp, eventId)` order, `maxPerDay` per type per UTC day, clamped after each event.
 fn reference_score(rules: &ScoreRules, events: &[&Event]) -> (i64, u64) {
     let mut sorted: Vec<&Event> = events.to_vec();

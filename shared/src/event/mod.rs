@@ -17,7 +17,7 @@ pub use money::Money;
 pub use normalize::{normalize, NormalizeContext};
 pub use rules::Limits;
 
-/// Largest canonical event, serialized (API.md).
+/// Largest canonical event, serialized (docs/api.md).
 pub const MAX_EVENT_BYTES: usize = 32 * 1024;
 
 /// One failing field: a JSON pointer into the submitted item and what is wrong with it.

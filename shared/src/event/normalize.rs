@@ -1,4 +1,4 @@
-//! Client JSON → [`Event`]: resolves every accepted spelling (API.md "Accepted spellings"),
+//! Client JSON → [`Event`]: resolves every accepted spelling (docs/api.md, "Other spellings accepted"),
 //! maps the marketing-publisher format, applies the field rules and reports every failing field
 //! with the path the client used.
 
@@ -196,8 +196,20 @@ pub fn normalize(value: Value, ctx: &NormalizeContext<'_>) -> Result<Event, Vec<
     else {
         return Err(vec![FieldError::new("", "event is incomplete")]);
     };
-    let lead_id = lead_id.or_else(|| derive_lead_id(lead.as_ref(), user_id.as_deref()));
-    Ok(Event {
+    let lead_id = match lead_id {
+        Some(id) => Some(id),
+        None => match derive_lead_id(lead.as_ref(), user_id.as_deref()) {
+            Some((id, from)) if rules::text(&id, 128).is_err() => {
+                return Err(vec![FieldError::new(
+                    from,
+                    "is too long to derive a leadId from (at most 128 characters with its \
+                     email: or user: prefix); send a shorter value or a leadId",
+                )]);
+            }
+            derived => derived.map(|(id, _)| id),
+        },
+    };
+    let event = Event {
         event_id,
         event_type,
         timestamp,
@@ -212,15 +224,23 @@ pub fn normalize(value: Value, ctx: &NormalizeContext<'_>) -> Result<Event, Vec<
         user,
         payload: payload.or(data),
         metadata,
-    })
+    };
+    // What `process` checks again when it stores the event, so nothing accepted here is
+    // rejected there (it re-validates against the same `receivedAt`).
+    rules::check_event(&event, &ctx.limits, ctx.received_at)?;
+    Ok(event)
 }
 
-/// `email:<lowercased email>`, else `user:<userId>`, else none (aggregated, not scored).
-fn derive_lead_id(lead: Option<&LeadProfile>, user_id: Option<&str>) -> Option<String> {
+/// `email:<lowercased email>`, else `user:<userId>`, else none (aggregated, not scored); with
+/// the path of the field it came from.
+fn derive_lead_id(
+    lead: Option<&LeadProfile>,
+    user_id: Option<&str>,
+) -> Option<(String, &'static str)> {
     if let Some(email) = lead.and_then(|l| l.email.as_deref()) {
-        return Some(format!("email:{}", email.to_lowercase()));
+        return Some((format!("email:{}", email.to_lowercase()), "/lead/email"));
     }
-    user_id.map(|u| format!("user:{u}"))
+    user_id.map(|u| (format!("user:{u}"), "/userId"))
 }
 
 #[derive(Default)]

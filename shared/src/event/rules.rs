@@ -1,4 +1,4 @@
-//! The field rules of API.md, written once and used both when client JSON is normalized and
+//! The field rules of `docs/api.md`, written once and used both when client JSON is normalized and
 //! when a typed event read back from the queue is re-validated.
 
 use chrono::{DateTime, Duration, Utc};
@@ -116,7 +116,7 @@ pub(crate) fn country(s: &str, allow_names: bool) -> Rule {
     Err("must be an ISO 3166-1 alpha-2 country code such as US")
 }
 
-/// Publisher events may carry country names instead of codes (API.md).
+/// Publisher events may carry country names instead of codes (docs/api.md).
 pub(crate) fn allows_country_names(source: &str) -> bool {
     matches!(source, "facebook" | "tiktok")
 }

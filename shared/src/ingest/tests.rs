@@ -11,6 +11,7 @@ use serde_json::json;
 
 use super::*;
 use crate::auth::ApiKeys;
+use crate::body::MAX_CSV_ROWS;
 use crate::config::FacebookConfig;
 use crate::event::Limits;
 use crate::queue::SendReport;
@@ -18,8 +19,8 @@ use crate::signature::{sign_facebook, sign_timestamped, WebhookSecrets};
 use crate::store::StoreError;
 
 #[derive(Default)]
-struct FakeQueue {
-    sent: Mutex<Vec<OutboundMessage>>,
+pub(super) struct FakeQueue {
+    pub(super) sent: Mutex<Vec<OutboundMessage>>,
     /// Events of this type cannot be queued.
     failing_type: Option<&'static str>,
 }
@@ -40,7 +41,7 @@ impl EventQueue for FakeQueue {
 }
 
 #[derive(Default)]
-struct FakeCounters(Mutex<CounterDelta>);
+pub(super) struct FakeCounters(Mutex<CounterDelta>);
 
 #[async_trait]
 impl CounterSink for FakeCounters {
@@ -56,7 +57,7 @@ impl CounterSink for FakeCounters {
     }
 }
 
-fn config() -> IngestConfig {
+pub(super) fn config() -> IngestConfig {
     let keys = format!(
         "{}:ingest,{}:read,{}:admin",
         ApiKeys::digest("ingest-key"),
@@ -82,7 +83,7 @@ fn service() -> Ingest<FakeQueue, FakeCounters> {
     Ingest::new(config(), FakeQueue::default(), FakeCounters::default())
 }
 
-fn request(
+pub(super) fn request(
     method: &str,
     path: &str,
     headers: &[(&str, &str)],
@@ -101,7 +102,7 @@ fn request(
     }
 }
 
-const INGEST: (&str, &str) = ("authorization", "Bearer ingest-key");
+pub(super) const INGEST: (&str, &str) = ("authorization", "Bearer ingest-key");
 
 fn body(r: &HttpResponse) -> Value {
     serde_json::from_str(&r.body).unwrap_or(Value::Null)
@@ -602,4 +603,246 @@ async fn tiktok_and_generic_signatures() {
     assert_eq!(r.status, 403);
     let sources: Vec<String> = sent(&s).into_iter().map(|m| m.source).collect();
     assert_eq!(sources, vec!["tiktok", "shop"]);
+}
+
+fn gzip(data: &[u8]) -> Vec<u8> {
+    let mut enc = GzEncoder::new(Vec::new(), Compression::default());
+    let _ = enc.write_all(data);
+    enc.finish().unwrap_or_default()
+}
+
+#[tokio::test]
+async fn webhooks_verify_the_raw_bytes_before_inflating_them() {
+    let s = service();
+    let now = Utc::now().timestamp();
+    let event = br#"{"type":"order.paid"}"#;
+    let compressed = gzip(event);
+    let post = |signature: String, body: Vec<u8>| {
+        request(
+            "POST",
+            "/v1/webhooks/shop",
+            &[("x-signature", &signature), ("content-encoding", "gzip")],
+            body,
+        )
+    };
+    // Signed over the bytes sent (compressed): accepted and inflated.
+    let raw_signed = sign_timestamped("new-secret", "v1", now, &compressed);
+    let r = s.handle(post(raw_signed, compressed.clone())).await;
+    assert_eq!(r.status, 202, "{}", r.body);
+    // Signed over the inflated JSON: not what was received.
+    let inflated_signed = sign_timestamped("new-secret", "v1", now, event);
+    let r = s.handle(post(inflated_signed, compressed)).await;
+    assert_eq!(r.status, 403, "{}", r.body);
+    // A bomb without a valid signature is refused by its signature (403), never inflated to
+    // the size limit first (which would answer 413).
+    let bomb = gzip(&vec![b' '; 8 * 1024 * 1024]);
+    let forged = sign_timestamped("guess", "v1", now, &bomb);
+    let r = s.handle(post(forged, bomb)).await;
+    assert_eq!(
+        (r.status, body(&r)["error"]["code"].clone()),
+        (403, json!("INVALID_SIGNATURE"))
+    );
+    // The raw body is bounded before it is hashed.
+    let huge = vec![b' '; SINGLE_LIMIT + 1];
+    let signed = sign_timestamped("new-secret", "v1", now, &huge);
+    let r = s
+        .handle(request(
+            "POST",
+            "/v1/webhooks/shop",
+            &[("x-signature", &signed)],
+            huge,
+        ))
+        .await;
+    assert_eq!(r.status, 413);
+}
+
+#[tokio::test]
+async fn a_batch_result_lists_at_most_a_thousand_error_details() {
+    // 10,000 rows, each with nine invalid fields: about 90,000 details in all.
+    let row = "a b,1x,not-a-time,BAD SOURCE,not-an-email,sideways,abc,usd1";
+    let csv = format!(
+        "eventId,type,timestamp,source,email,funnelStage,revenue,currency\n{}",
+        format!("{row}\n").repeat(MAX_CSV_ROWS)
+    );
+    let r = service()
+        .handle(request(
+            "POST",
+            "/v1/events/csv",
+            &[INGEST, ("content-type", "text/csv")],
+            csv,
+        ))
+        .await;
+    assert_eq!(r.status, 207, "{}", &r.body[..r.body.len().min(500)]);
+    let b = body(&r);
+    let results = b["results"].as_array().cloned().unwrap_or_default();
+    assert_eq!(results.len(), MAX_CSV_ROWS, "a result for every row");
+    let listed: usize = results
+        .iter()
+        .map(|r| r["error"]["details"].as_array().map_or(0, Vec::len))
+        .sum();
+    let omitted: u64 = results
+        .iter()
+        .filter_map(|r| r["error"]["omittedDetails"].as_u64())
+        .sum();
+    let per_row = results[0]["error"]["details"]
+        .as_array()
+        .map_or(0, Vec::len);
+    assert!(per_row >= 7, "{}", results[0]);
+    assert_eq!(listed, 1_000);
+    assert_eq!(listed as u64 + omitted, (per_row * MAX_CSV_ROWS) as u64);
+    assert!(
+        r.body.len() < 2 * 1024 * 1024,
+        "{} bytes answered",
+        r.body.len()
+    );
+}
+
+#[tokio::test]
+async fn an_error_lists_at_most_a_hundred_details() {
+    // One event with 300 unknown fields.
+    let mut event = serde_json::Map::new();
+    event.insert("type".into(), json!("A"));
+    for i in 0..300 {
+        event.insert(format!("f{i}"), json!(1));
+    }
+    let r = service()
+        .handle(request(
+            "POST",
+            "/v1/events",
+            &[INGEST],
+            serde_json::to_vec(&event).unwrap_or_default(),
+        ))
+        .await;
+    assert_eq!(r.status, 400);
+    let b = body(&r);
+    assert_eq!(b["error"]["details"].as_array().map(Vec::len), Some(100));
+    assert_eq!(b["error"]["omittedDetails"], 200);
+    assert_eq!(b["error"]["message"], "300 fields are invalid");
+}
+
+#[tokio::test]
+async fn an_oversized_json_batch_stops_at_the_first_item_past_the_limit() {
+    let items = vec![r#"{"type":"A"}"#; MAX_BATCH_EVENTS + 1].join(",");
+    // Whatever follows the 501st item is never parsed.
+    let body = format!("[{items}, this tail is not JSON");
+    let r = service()
+        .handle(request("POST", "/v1/events/batch", &[INGEST], body))
+        .await;
+    assert_eq!((r.status, body_code(&r)), (413, json!("PAYLOAD_TOO_LARGE")));
+}
+
+fn body_code(r: &HttpResponse) -> Value {
+    body(r)["error"]["code"].clone()
+}
+
+fn event_ids(r: &HttpResponse) -> Vec<Value> {
+    body(r)["results"]
+        .as_array()
+        .map(|results| results.iter().map(|r| r["eventId"].clone()).collect())
+        .unwrap_or_default()
+}
+
+#[tokio::test]
+async fn a_request_retried_with_its_idempotency_key_derives_the_same_ids() {
+    let s = service();
+    let batch = r#"[{"type":"A"},{"type":"B","eventId":"own-1"},{"type":"C"}]"#;
+    let post = |key: Option<&'static str>| {
+        let mut headers = vec![INGEST];
+        if let Some(key) = key {
+            headers.push(("idempotency-key", key));
+        }
+        request("POST", "/v1/events/batch", &headers, batch)
+    };
+    let first = s.handle(post(Some("order-42"))).await;
+    assert_eq!(first.status, 202, "{}", first.body);
+    let ids = event_ids(&first);
+    assert_eq!(ids[1], json!("own-1"));
+    assert!(ids[0]
+        .as_str()
+        .is_some_and(|id| id.starts_with("ik:") && id.ends_with(".0")));
+    assert_eq!(event_ids(&s.handle(post(Some("order-42"))).await), ids);
+    let other = event_ids(&s.handle(post(Some("order-43"))).await);
+    assert_ne!(other[0], ids[0]);
+    // Without a key every retry is new.
+    let a = event_ids(&s.handle(post(None)).await);
+    let b = event_ids(&s.handle(post(None)).await);
+    assert_ne!(a[0], b[0]);
+
+    // The single route too; a key that is not printable ASCII is a 400 naming the header.
+    let single = |key: &'static str| {
+        request(
+            "POST",
+            "/v1/events",
+            &[INGEST, ("idempotency-key", key)],
+            r#"{"type":"A"}"#,
+        )
+    };
+    let one = body(&s.handle(single("k1")).await)["eventId"].clone();
+    assert_eq!(body(&s.handle(single("k1")).await)["eventId"], one);
+    let bad = s.handle(single("")).await;
+    assert_eq!(bad.status, 400);
+    assert_eq!(body(&bad)["error"]["details"][0]["path"], "Idempotency-Key");
+}
+
+#[tokio::test]
+async fn webhook_id_prefixes_are_reserved_to_their_routes() {
+    let s = service();
+    let single = s
+        .handle(request(
+            "POST",
+            "/v1/events",
+            &[INGEST],
+            r#"{"type":"FORM_SUBMISSION","eventId":"fb:1234"}"#,
+        ))
+        .await;
+    assert_eq!(single.status, 400, "{}", single.body);
+    assert_eq!(body(&single)["error"]["details"][0]["path"], "/eventId");
+    let batch = s
+        .handle(request(
+            "POST",
+            "/v1/events/batch",
+            &[INGEST],
+            r#"[{"type":"A","eventId":"tt:1"},{"type":"A","eventId":"wh:shop:1"},{"type":"A","eventId":"ok:1"}]"#,
+        ))
+        .await;
+    assert_eq!(
+        body(&batch)["results"]
+            .as_array()
+            .map(|r| r.iter().map(|r| r["status"].clone()).collect::<Vec<_>>()),
+        Some(vec![json!("rejected"), json!("rejected"), json!("queued")])
+    );
+
+    // Webhook events carry their route's prefix; those without an id derive it from the
+    // signed body, so a redelivery (even signed at another time) derives the same.
+    let now = Utc::now().timestamp();
+    let tiktok = r#"[{"eventId":"tt-1","source":"tiktok","eventType":"ad.click"},{"source":"tiktok","eventType":"ad.click"}]"#;
+    let deliver = |t: i64| {
+        let sig = sign_timestamped("tt-secret", "s", t, tiktok.as_bytes());
+        request(
+            "POST",
+            "/v1/webhooks/tiktok",
+            &[("tiktok-signature", &sig)],
+            tiktok,
+        )
+    };
+    let first = s.handle(deliver(now)).await;
+    assert_eq!(first.status, 202, "{}", first.body);
+    let ids = event_ids(&first);
+    assert_eq!(ids[0], json!("tt:tt-1"));
+    assert!(ids[1]
+        .as_str()
+        .is_some_and(|id| id.starts_with("tt:") && id.ends_with(".1")));
+    assert_eq!(event_ids(&s.handle(deliver(now - 10)).await), ids);
+
+    let generic = r#"{"type":"order.paid","eventId":"o-9"}"#;
+    let sig = sign_timestamped("new-secret", "v1", now, generic.as_bytes());
+    let r = s
+        .handle(request(
+            "POST",
+            "/v1/webhooks/shop",
+            &[("x-signature", &sig)],
+            generic,
+        ))
+        .await;
+    assert_eq!(event_ids(&r), vec![json!("wh:shop:o-9")]);
 }

@@ -147,7 +147,9 @@ fn ceil(t: DateTime<Utc>, unit: Window) -> DateTime<Utc> {
     if floored == t {
         t
     } else {
-        floored + unit.length()
+        // Parameters are limited to years 1-9999, so this cannot overflow; if it could, the
+        // floor would be the safe answer, never a panic.
+        floored.checked_add_signed(unit.length()).unwrap_or(floored)
     }
 }
 

@@ -9,6 +9,7 @@ mod reports;
 mod rules;
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use chrono::Utc;
 use serde_json::json;
@@ -20,7 +21,7 @@ use crate::counters::CounterSink;
 use crate::error::ApiError;
 use crate::http::{serve, HttpRequest, HttpResponse};
 use crate::observability::Metrics;
-use crate::ops::{NamedDependency, NamedQueue};
+use crate::ops::{NamedDependency, NamedQueue, ReadinessCache, READINESS_TTL};
 use crate::scoring::{LeadHistory, LeadReader, RuleStore};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -134,11 +135,21 @@ pub struct QueryPorts {
 pub struct QueryApi {
     keys: ApiKeys,
     ports: QueryPorts,
+    readiness: ReadinessCache,
 }
 
 impl QueryApi {
     pub fn new(keys: ApiKeys, ports: QueryPorts) -> Self {
-        Self { keys, ports }
+        Self::with_readiness_ttl(keys, ports, READINESS_TTL)
+    }
+
+    /// As [`QueryApi::new`], reusing a readiness answer for `ttl` instead of the default.
+    pub fn with_readiness_ttl(keys: ApiKeys, ports: QueryPorts, ttl: Duration) -> Self {
+        Self {
+            keys,
+            ports,
+            readiness: ReadinessCache::new(ttl),
+        }
     }
 
     pub async fn handle(&self, request: HttpRequest) -> HttpResponse {
@@ -164,7 +175,7 @@ impl QueryApi {
         let aggregates = &*p.aggregates;
         let response = match &route {
             Route::Health => HttpResponse::json(200, &json!({"status": "ok"})),
-            Route::Ready => operations::ready(&p.dependencies, request).await?,
+            Route::Ready => operations::ready(&p.dependencies, &self.readiness, request).await?,
             Route::Metrics => operations::metrics(&*p.counters, &p.queues, request).await?,
             Route::Aggregations => aggregations::aggregations(aggregates, request).await?,
             Route::Top => aggregations::top(aggregates, request).await?,

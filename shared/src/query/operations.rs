@@ -8,16 +8,18 @@ use crate::counters::CounterSink;
 use crate::error::ApiError;
 use crate::event::FieldError;
 use crate::http::{HttpRequest, HttpResponse};
-use crate::ops::{prometheus, unready, NamedDependency, NamedQueue};
+use crate::ops::{prometheus, NamedDependency, NamedQueue, ReadinessCache};
 
 /// `200 {"status": "ok", "checks": {...}}` when every dependency answers; otherwise `503` naming
-/// the first that does not, with every failing one in `details`.
+/// the first that does not, with every failing one in `details`. The answer is at most the
+/// cache's time to live old.
 pub(crate) async fn ready(
     dependencies: &[NamedDependency],
+    cache: &ReadinessCache,
     request: &HttpRequest,
 ) -> Result<HttpResponse, ApiError> {
     QueryParams::new(request, &[]).finish(Some(()))?;
-    let failed = unready(dependencies).await;
+    let failed = cache.unready(dependencies).await;
     if let Some(first) = failed.first() {
         return Err(ApiError::Unavailable {
             dependency: first,

@@ -1,7 +1,7 @@
 //! Query-string parameters: each read once, every problem collected, and all of them answered in
 //! one 400 that names the fields.
 
-use chrono::{DateTime, NaiveDate, Utc};
+use chrono::{DateTime, Datelike, NaiveDate, Utc};
 
 use crate::error::ApiError;
 use crate::event::FieldError;
@@ -95,11 +95,20 @@ impl<'a> QueryParams<'a> {
                 Some(day)
             };
             if let Some(start) = day.and_then(|d| d.and_hms_opt(0, 0, 0)) {
-                return Some(start.and_utc());
+                let start = start.and_utc();
+                if within_years(start) {
+                    return Some(start);
+                }
+                self.error(name, OUT_OF_RANGE);
+                return None;
             }
         }
         match parse_instant(value) {
             Ok(t) => Some(t),
+            Err(OUT_OF_RANGE) => {
+                self.error(name, OUT_OF_RANGE);
+                None
+            }
             Err(_) => {
                 self.error(
                     name,
@@ -170,19 +179,33 @@ fn display_name(name: &str) -> String {
     }
 }
 
+const OUT_OF_RANGE: &str = "is out of range (years 1 to 9999)";
+
+/// Whether `t` is in years 1 to 9999. Ranges are aligned outward and walked day by day, so an
+/// instant near the end of what the clock type holds would overflow; no data lives there.
+fn within_years(t: DateTime<Utc>) -> bool {
+    (1..=9999).contains(&t.year())
+}
+
 fn parse_instant(value: &str) -> Result<DateTime<Utc>, &'static str> {
     let value = value.trim();
     let digits = value.strip_prefix('-').unwrap_or(value);
-    if !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit()) {
-        return value
+    let t = if !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit()) {
+        value
             .parse::<i64>()
             .ok()
             .and_then(DateTime::from_timestamp_millis)
-            .ok_or("is out of range");
+            .ok_or(OUT_OF_RANGE)?
+    } else {
+        DateTime::parse_from_rfc3339(value)
+            .map(|t| t.with_timezone(&Utc))
+            .map_err(|_| "must be an RFC 3339 time or epoch milliseconds")?
+    };
+    if within_years(t) {
+        Ok(t)
+    } else {
+        Err(OUT_OF_RANGE)
     }
-    DateTime::parse_from_rfc3339(value)
-        .map(|t| t.with_timezone(&Utc))
-        .map_err(|_| "must be an RFC 3339 time or epoch milliseconds")
 }
 
 #[cfg(test)]
@@ -208,6 +231,9 @@ mod tests {
             "12:00",
             "1e12",
             "99999999999999999999",
+            "8210298412799999",
+            "-8210266876800000",
+            "253402300800000",
         ] {
             assert!(parse_instant(bad).is_err(), "{bad:?}");
         }

@@ -3,6 +3,7 @@
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 use async_trait::async_trait;
 use serde_json::Value;
@@ -104,7 +105,7 @@ fn api(reader: CountingReader) -> Result<Fixture, String> {
         dependencies: vec![
             NamedDependency {
                 name: "analytics table",
-                dependency: Arc::new(FakeDependency(true)),
+                dependency: Arc::new(FakeDependency(true, Default::default())),
             },
             NamedDependency {
                 name: "work queue",
@@ -113,7 +114,8 @@ fn api(reader: CountingReader) -> Result<Fixture, String> {
         ],
     };
     Ok(Fixture {
-        api: QueryApi::new(keys, ports),
+        // Readiness answers are reused for 50 ms here, so a test sees a change after a sleep.
+        api: QueryApi::with_readiness_ttl(keys, ports, Duration::from_millis(50)),
         aggregates,
         leads,
         history,
@@ -164,17 +166,45 @@ impl Dependency for FakeOps {
     }
 }
 
-struct FakeDependency(bool);
+/// Always up or always down; counts its pings.
+#[derive(Default)]
+struct FakeDependency(bool, std::sync::atomic::AtomicUsize);
 
 #[async_trait]
 impl Dependency for FakeDependency {
     async fn ping(&self) -> Result<(), StoreError> {
+        self.1.fetch_add(1, Ordering::SeqCst);
         if self.0 {
             Ok(())
         } else {
             Err(StoreError::Unavailable("down".into()))
         }
     }
+}
+
+#[tokio::test]
+async fn readiness_answers_are_reused_for_their_time_to_live() {
+    let table = Arc::new(FakeDependency(true, Default::default()));
+    let cache = crate::ops::ReadinessCache::new(Duration::from_millis(200));
+    let dependencies = [NamedDependency {
+        name: "analytics table",
+        dependency: table.clone(),
+    }];
+    for _ in 0..20 {
+        assert!(cache.unready(&dependencies).await.is_empty());
+    }
+    assert_eq!(
+        table.1.load(Ordering::SeqCst),
+        1,
+        "one check for 20 requests"
+    );
+    tokio::time::sleep(Duration::from_millis(250)).await;
+    assert!(cache.unready(&dependencies).await.is_empty());
+    assert_eq!(
+        table.1.load(Ordering::SeqCst),
+        2,
+        "checked again once expired"
+    );
 }
 
 #[tokio::test]
@@ -208,6 +238,10 @@ async fn metrics_in_prometheus_text_and_readiness_naming_what_fails() -> Result<
     assert_eq!(body["checks"]["work queue"], "ok");
 
     f.ops.queue_down.store(true, Ordering::SeqCst);
+    // The answer is reused until it expires, then the failure shows.
+    let (status, _) = status_and_body(&f, get("/health/ready", &[], None)).await;
+    assert_eq!(status, 200);
+    tokio::time::sleep(Duration::from_millis(60)).await;
     let (status, body) = status_and_body(&f, get("/health/ready", &[], None)).await;
     assert_eq!(status, 503, "{body}");
     assert_eq!(body["error"]["message"], "work queue is unavailable");
@@ -331,6 +365,34 @@ async fn every_bad_parameter_is_a_400_naming_it_and_reads_nothing() -> Result<()
             "/v1/aggregations",
             with(&DAY, &[("start", "yesterday")]),
             &["start"],
+        ),
+        // The ends of what the clock holds (they once overflowed the hour alignment).
+        (
+            "/v1/aggregations",
+            with(
+                &DAY,
+                &[
+                    ("window", "hour"),
+                    ("start", "8210298412000000"),
+                    ("end", "8210298412799999"),
+                ],
+            ),
+            &["start", "end"],
+        ),
+        (
+            "/v1/aggregations",
+            with(&DAY, &[("start", "-8210266876800000")]),
+            &["start"],
+        ),
+        (
+            "/v1/reports/events",
+            vec![("from", "9999-12-31"), ("to", "+262143-12-31T23:59:59Z")],
+            &["to"],
+        ),
+        (
+            "/v1/reports/events",
+            vec![("from", "9999-12-31"), ("to", "9999-12-31")],
+            &["to"],
         ),
         (
             "/v1/aggregations",

@@ -261,7 +261,7 @@ pub enum BatchResult {
 ///
 /// The batch is put in fold order (one event per `eventId`); if every event then sorts strictly
 /// after the state's last applied event the result is [`BatchResult::Incremental`], which equals
-/// `fold(history ∪ batch)` given that `eventId`s are unique in the store (API.md: the first event
+/// `fold(history ∪ batch)` given that `eventId`s are unique in the store (docs/api.md: the first event
 /// stored with an id wins). Otherwise [`BatchResult::NeedsRecompute`], which is always safe.
 pub fn apply_batch(
     state: Option<LeadScore>,

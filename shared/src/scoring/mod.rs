@@ -1,5 +1,5 @@
 //! Lead scoring: the pure domain behind `GET /v1/rules`, `GET /v1/leads` and
-//! `GET /v1/leads/{leadId}` (API.md, "Scoring semantics").
+//! `GET /v1/leads/{leadId}` (docs/api.md, "Scoring").
 //!
 //! A lead's score is a pure function of its stored events and the rules, so every recompute gives
 //! the same answer:

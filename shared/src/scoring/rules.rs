@@ -17,7 +17,7 @@ pub const MAX_ABS_POINTS: i64 = 1_000_000;
 /// Most fraction digits of `percentPerDay`: keeps it exact as a JSON number.
 const MAX_PERCENT_SCALE: u32 = 4;
 
-/// Points for one event type. Wire form (API.md `GET /v1/rules`):
+/// Points for one event type. Wire form (docs/api.md, `GET /v1/rules`):
 /// `{"eventType": "PAGE_VIEW", "points": 5, "active": true, "maxPerDay": null}`;
 /// `maxPerDay` is `null` (or absent on input) when unlimited, `active` defaults to `true`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -138,7 +138,7 @@ impl Default for ScoreRules {
 }
 
 impl ScoreRules {
-    /// API.md defaults: `EMAIL_OPEN` +10, `PAGE_VIEW` +5, `FORM_SUBMISSION` +20, `DEMO_REQUEST`
+    /// The defaults (docs/api.md): `EMAIL_OPEN` +10, `PAGE_VIEW` +5, `FORM_SUBMISSION` +20, `DEMO_REQUEST`
     /// +50, `PURCHASE` +100, `REFUND` −100, all active and uncapped; score in 0..=1000; decay
     /// after 14 days, 2 % per day.
     pub fn defaults() -> Self {

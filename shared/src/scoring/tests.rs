@@ -1,4 +1,4 @@
-//! Hand-computed expectations for the scoring semantics of API.md.
+//! Hand-computed expectations for the scoring semantics of docs/api.md.
 
 use std::collections::BTreeMap;
 use std::error::Error;
@@ -587,7 +587,7 @@ fn rules_serialize_as_the_api_body() -> TestResult {
     });
     let defaults = ScoreRules::defaults();
     assert_eq!(defaults.to_api_json(), expected);
-    // Field order as API.md writes it.
+    // Field order as docs/api.md writes it.
     assert_eq!(
         serde_json::to_string(&defaults)?,
         concat!(

@@ -252,3 +252,34 @@ fn canonical_output_round_trips_and_revalidates() {
     let late = ctx().received_at + Duration::days(40);
     assert!(back.revalidate(&Limits::default(), late).is_err());
 }
+
+#[test]
+fn a_derived_lead_id_over_128_characters_names_its_source_field() {
+    // `email:` (6) + 123 characters = 129: the address itself is valid, the derived id is not.
+    let email = format!("{}@{}.example.com", "a".repeat(60), "b".repeat(50));
+    assert_eq!(email.len(), 123);
+    assert_eq!(
+        paths(json!({"type": "PAGE_VIEW", "lead": {"email": email}})),
+        vec!["/lead/email"]
+    );
+    let user_id = "u".repeat(124);
+    assert_eq!(
+        paths(json!({"type": "PAGE_VIEW", "userId": user_id})),
+        vec!["/userId"]
+    );
+    // One character less fits.
+    let fits = format!("{}@{}.example.com", "a".repeat(60), "b".repeat(49));
+    assert_eq!(
+        ok(json!({"type": "PAGE_VIEW", "lead": {"email": fits}}))
+            .lead_id
+            .map(|id| id.len()),
+        Some(128)
+    );
+    // An explicit leadId makes the long address fine.
+    let long = format!("{}@{}.example.com", "a".repeat(60), "b".repeat(50));
+    assert!(normalize(
+        json!({"type": "PAGE_VIEW", "leadId": "L1", "lead": {"email": long}}),
+        &ctx()
+    )
+    .is_ok());
+}
