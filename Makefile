@@ -1,12 +1,12 @@
 # The README's commands. Every target builds with the committed Cargo.lock.
-.PHONY: test lint fmt clippy template openapi fuzz bench bench-query build local publish
+.PHONY: test lint fmt clippy template checkov openapi fuzz bench bench-query build local publish
 
 # The whole test suite: unit tests plus integration tests against DynamoDB Local and moto,
 # which the test harness installs (into .local/) and starts itself.
 test:
 	cargo test --workspace --locked
 
-lint: fmt clippy template openapi
+lint: fmt clippy template checkov openapi
 
 fmt:
 	cargo fmt --all -- --check
@@ -16,6 +16,9 @@ clippy:
 
 template:
 	bash .ci/lint-template
+
+checkov:
+	bash .ci/checkov
 
 openapi:
 	bash .ci/check-openapi
