@@ -112,6 +112,7 @@ async fn main() -> Result<()> {
     let process_env = [
         ("EVENTS_TABLE", "events"),
         ("ANALYTICS_TABLE", "analytics"),
+        ("WORK_QUEUE_URL", "http://127.0.0.1:9/queue"),
         ("AWS_ACCESS_KEY_ID", "test"),
         ("AWS_SECRET_ACCESS_KEY", "test"),
     ];

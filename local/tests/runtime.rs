@@ -512,6 +512,7 @@ async fn real_process_binary_answers_an_empty_sqs_batch() -> Result<()> {
     spec.env = [
         ("EVENTS_TABLE", "events"),
         ("ANALYTICS_TABLE", "analytics"),
+        ("WORK_QUEUE_URL", "http://127.0.0.1:9/queue"),
         ("AWS_ACCESS_KEY_ID", "test"),
         ("AWS_SECRET_ACCESS_KEY", "test"),
         ("AWS_ENDPOINT_URL", "http://127.0.0.1:9"),

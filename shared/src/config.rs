@@ -4,6 +4,7 @@ use std::str::FromStr;
 
 use crate::auth::ApiKeys;
 use crate::event::Limits;
+use crate::retry::Backoff;
 use crate::signature::WebhookSecrets;
 
 #[derive(Debug, thiserror::Error)]
@@ -117,25 +118,44 @@ impl IngestConfig {
 pub struct ProcessConfig {
     pub events_table: String,
     pub analytics_table: String,
+    /// The queue whose failed messages get their retry delay (`WORK_QUEUE_URL`).
+    pub work_queue_url: String,
     /// Must equal the work queue's `maxReceiveCount`: the attempt that reaches it records
     /// `DEAD_LETTER` before SQS moves the message.
     pub max_receive_count: u32,
+    /// `RETRY_BASE_SECONDS` (default 2) and `RETRY_CAP_SECONDS` (default 60).
+    pub backoff: Backoff,
     pub limits: Limits,
 }
 
 impl ProcessConfig {
     pub fn load<F: Fn(&str) -> Option<String>>(env: &Env<F>) -> Result<Self, ConfigError> {
-        let max_receive_count = env.parsed("MAX_RECEIVE_COUNT", 5u32)?;
+        let max_receive_count = env.parsed("MAX_RECEIVE_COUNT", 10u32)?;
         if max_receive_count == 0 {
             return Err(ConfigError::Invalid {
                 name: "MAX_RECEIVE_COUNT",
                 reason: "must be at least 1".into(),
             });
         }
+        let defaults = Backoff::default();
+        let base: u64 = env.parsed("RETRY_BASE_SECONDS", defaults.base.as_secs())?;
+        let cap: u64 = env.parsed("RETRY_CAP_SECONDS", defaults.cap.as_secs())?;
+        // SQS takes visibility timeouts up to 12 hours.
+        if cap > 43_200 || base > cap {
+            return Err(ConfigError::Invalid {
+                name: "RETRY_CAP_SECONDS",
+                reason: "must be at least RETRY_BASE_SECONDS and at most 43200".into(),
+            });
+        }
         Ok(Self {
             events_table: env.required("EVENTS_TABLE")?,
             analytics_table: env.required("ANALYTICS_TABLE")?,
+            work_queue_url: env.required("WORK_QUEUE_URL")?,
             max_receive_count,
+            backoff: Backoff {
+                base: std::time::Duration::from_secs(base),
+                cap: std::time::Duration::from_secs(cap),
+            },
             limits: env.limits()?,
         })
     }
@@ -276,9 +296,14 @@ mod tests {
 
     #[test]
     fn process_config_reads_and_defaults() {
-        let c = ProcessConfig::load(&env(&[("EVENTS_TABLE", "e"), ("ANALYTICS_TABLE", "a")]));
+        let c = ProcessConfig::load(&env(&[
+            ("EVENTS_TABLE", "e"),
+            ("ANALYTICS_TABLE", "a"),
+            ("WORK_QUEUE_URL", "q"),
+        ]));
         let c = c.map_err(|e| e.to_string());
-        assert_eq!(c.as_ref().map(|c| c.max_receive_count), Ok(5));
+        assert_eq!(c.as_ref().map(|c| c.max_receive_count), Ok(10));
+        assert_eq!(c.as_ref().map(|c| c.backoff), Ok(Backoff::default()));
         assert_eq!(c.map(|c| c.limits.max_event_age_days), Ok(30));
     }
 
@@ -299,6 +324,18 @@ mod tests {
         .err()
         .map(|e| e.to_string());
         assert!(bad.is_some_and(|m| m.contains("MAX_RECEIVE_COUNT")));
+        for (base, cap) in [("10", "5"), ("1", "50000"), ("x", "5")] {
+            let bad = ProcessConfig::load(&env(&[
+                ("EVENTS_TABLE", "e"),
+                ("ANALYTICS_TABLE", "a"),
+                ("WORK_QUEUE_URL", "q"),
+                ("RETRY_BASE_SECONDS", base),
+                ("RETRY_CAP_SECONDS", cap),
+            ]))
+            .err()
+            .map(|e| e.to_string());
+            assert!(bad.is_some_and(|m| m.contains("RETRY_")), "{base} {cap}");
+        }
         let half_facebook = IngestConfig::load(&env(&[
             ("WORK_QUEUE_URL", "q"),
             ("ANALYTICS_TABLE", "a"),

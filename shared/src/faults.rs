@@ -13,11 +13,15 @@ use crate::store::{
 pub const FAIL_EVENT_PREFIXES_ENV: &str = "TALLY_FAULT_FAIL_EVENT_PREFIXES";
 /// A file path: when it does not exist, the next invocation creates it and exits the process.
 pub const EXIT_ONCE_ENV: &str = "TALLY_FAULT_EXIT_ONCE";
+/// A file path: while the file exists, every `store_processed` fails as if DynamoDB were down
+/// (an outage a bench can start and end from outside the function).
+pub const OUTAGE_FILE_ENV: &str = "TALLY_FAULT_OUTAGE_FILE";
 
 pub struct FaultyStore<S> {
     inner: S,
     failing_prefixes: Vec<String>,
     failing_ids: HashSet<String>,
+    outage_file: Option<std::path::PathBuf>,
 }
 
 impl<S> FaultyStore<S> {
@@ -26,6 +30,7 @@ impl<S> FaultyStore<S> {
             inner,
             failing_prefixes,
             failing_ids: HashSet::new(),
+            outage_file: None,
         }
     }
 
@@ -34,6 +39,7 @@ impl<S> FaultyStore<S> {
             inner,
             failing_prefixes: Vec::new(),
             failing_ids: ids.iter().map(|s| s.to_string()).collect(),
+            outage_file: None,
         }
     }
 
@@ -45,11 +51,16 @@ impl<S> FaultyStore<S> {
             .filter(|p| !p.is_empty())
             .map(str::to_owned)
             .collect();
-        Self::new(inner, prefixes)
+        let mut store = Self::new(inner, prefixes);
+        store.outage_file = std::env::var_os(OUTAGE_FILE_ENV)
+            .filter(|p| !p.is_empty())
+            .map(Into::into);
+        store
     }
 
     fn fails(&self, event_id: &str) -> bool {
-        self.failing_ids.contains(event_id)
+        self.outage_file.as_ref().is_some_and(|f| f.exists())
+            || self.failing_ids.contains(event_id)
             || self
                 .failing_prefixes
                 .iter()

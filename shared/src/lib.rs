@@ -23,6 +23,7 @@ pub mod query;
 pub mod queue;
 pub mod redrive;
 pub mod request_cost;
+pub mod retry;
 pub mod rollup;
 pub mod scoring;
 pub mod signature;

@@ -1,6 +1,8 @@
 //! The SQS-triggered processor: re-validate, store once, record failures, report exactly the
 //! messages worth retrying.
 
+use std::sync::Arc;
+
 use aws_lambda_events::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent};
 use chrono::{DateTime, Utc};
 use futures::stream::{self, StreamExt};
@@ -11,6 +13,7 @@ use crate::counters::{CounterDelta, CounterSink};
 use crate::event::{Event, FieldError, Limits};
 use crate::observability::Metrics;
 use crate::queue::Envelope;
+use crate::retry::{Backoff, MessageVisibility};
 use crate::store::{
     EventStatus, EventStore, FailureRecord, ProcessedRecord, Provenance, StoreOutcome,
 };
@@ -26,6 +29,8 @@ pub struct InboundMessage {
     pub body: String,
     /// SQS `ApproximateReceiveCount`: 1 on first delivery.
     pub receive_count: u32,
+    /// What SQS needs to change this delivery's visibility (empty when unknown).
+    pub receipt_handle: String,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -48,6 +53,7 @@ pub fn inbound_messages(event: SqsEvent) -> Result<Vec<InboundMessage>, MissingM
                 message_id: record.message_id.ok_or(MissingMessageId(i))?,
                 body: record.body.unwrap_or_default(),
                 receive_count,
+                receipt_handle: record.receipt_handle.unwrap_or_default(),
             })
         })
         .collect()
@@ -86,6 +92,8 @@ pub struct Processor<S, C> {
     counters: C,
     limits: Limits,
     max_receive_count: u32,
+    /// Without it, a failed message waits out the queue's visibility timeout.
+    backoff: Option<(Arc<dyn MessageVisibility>, Backoff)>,
 }
 
 impl<S: EventStore, C: CounterSink> Processor<S, C> {
@@ -95,16 +103,28 @@ impl<S: EventStore, C: CounterSink> Processor<S, C> {
             counters,
             limits,
             max_receive_count,
+            backoff: None,
         }
+    }
+
+    /// Failed messages come back after `backoff`'s delay for their delivery count instead of
+    /// the queue's visibility timeout.
+    pub fn with_backoff(
+        mut self,
+        visibility: Arc<dyn MessageVisibility>,
+        backoff: Backoff,
+    ) -> Self {
+        self.backoff = Some((visibility, backoff));
+        self
     }
 
     /// Processes a batch; returns the ids of the messages SQS should deliver again.
     pub async fn process(&self, messages: Vec<InboundMessage>) -> Vec<String> {
         let started = std::time::Instant::now();
-        let fates: Vec<(String, Fate)> = stream::iter(messages)
+        let fates: Vec<(InboundMessage, Fate)> = stream::iter(messages)
             .map(|m| async move {
                 let fate = self.one(&m).await;
-                (m.message_id, fate)
+                (m, fate)
             })
             .buffer_unordered(CONCURRENCY)
             .collect()
@@ -112,7 +132,8 @@ impl<S: EventStore, C: CounterSink> Processor<S, C> {
 
         let mut delta = CounterDelta::default();
         let mut failed = Vec::new();
-        for (message_id, fate) in fates {
+        let mut retries = Vec::new();
+        for (message, fate) in fates {
             match fate {
                 Fate::Stored { latency_ms } => {
                     delta.processed += 1;
@@ -124,7 +145,8 @@ impl<S: EventStore, C: CounterSink> Processor<S, C> {
                 Fate::Failed { dead } => {
                     delta.failed += 1;
                     delta.dead_lettered += u64::from(dead);
-                    failed.push(message_id);
+                    retries.push((message.receipt_handle, message.receive_count));
+                    failed.push(message.message_id);
                 }
             }
         }
@@ -134,6 +156,7 @@ impl<S: EventStore, C: CounterSink> Processor<S, C> {
         metrics.count("EventsRejected", delta.rejected);
         metrics.count("EventsFailed", delta.failed);
         metrics.count("EventsDeadLettered", delta.dead_lettered);
+        self.back_off(&retries, &mut metrics).await;
         metrics.duration("BatchDuration", started);
         if !delta.is_empty() {
             if let Err(e) = self.counters.add(&delta).await {
@@ -150,6 +173,33 @@ impl<S: EventStore, C: CounterSink> Processor<S, C> {
             "batch processed"
         );
         failed
+    }
+
+    /// Sets when each failed message comes back. A message whose visibility cannot be set is
+    /// still retried, only later (after the queue's visibility timeout), so this never fails
+    /// the batch.
+    async fn back_off(&self, retries: &[(String, u32)], metrics: &mut Metrics) {
+        let Some((visibility, backoff)) = &self.backoff else {
+            return;
+        };
+        let mut rng = fastrand::Rng::new();
+        let delays: Vec<(String, u32)> = retries
+            .iter()
+            .filter(|(receipt, _)| !receipt.is_empty())
+            .map(|(receipt, count)| (receipt.clone(), backoff.delay(*count, &mut rng)))
+            .collect();
+        if delays.is_empty() {
+            return;
+        }
+        let refused = match visibility.delay(&delays).await {
+            Ok(refused) => refused,
+            Err(e) => {
+                warn!(error = %e, "retry delays not set; the visibility timeout applies");
+                delays.len()
+            }
+        };
+        metrics.count("RetriesDelayed", (delays.len() - refused) as u64);
+        metrics.count("RetryDelayFailures", refused as u64);
     }
 
     async fn one(&self, message: &InboundMessage) -> Fate {

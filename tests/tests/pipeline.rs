@@ -187,6 +187,7 @@ async fn duplicates_are_stored_once_and_redeliveries_are_not_counted() -> Result
         message_id: message.message_id.clone().unwrap_or_default(),
         body: message.body.clone().unwrap_or_default(),
         receive_count: 1,
+        receipt_handle: message.receipt_handle.clone().unwrap_or_default(),
     };
     assert!(p.processor.process(vec![inbound.clone()]).await.is_empty());
     assert!(p.processor.process(vec![inbound]).await.is_empty());

@@ -614,3 +614,66 @@ async fn the_admin_route_recomputes_one_lead_now_and_every_lead_through_the_requ
     );
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lead_of_ten_thousand_types_fits_one_item_and_failed_leads_are_kept_for_repair(
+) -> Result<()> {
+    use tally::scoring::{LeadFailure, LeadFailures, LeadScore, ScoredEvent};
+    let f = fixture("scores_bounded", false).await?;
+    f.poller.stop().await;
+    // What one CSV of 10,000 rows with distinct types for one lead folds to: once over
+    // DynamoDB's 400 KB item limit, now a few kilobytes.
+    let start = Utc::now() - chrono::Duration::days(1);
+    let events = (0..10_000).map(|i| {
+        ScoredEvent::new(
+            format!("csv-{i:05}"),
+            format!("custom.{i:05}.{}", "t".repeat(50)),
+            start + chrono::Duration::seconds(i),
+        )
+    });
+    let (state, _) = LeadScore::fold(&ScoreRules::defaults(), events);
+    f.leads
+        .put_lead("email:many@types.example", &state, 0)
+        .await?;
+    let stored = f.leads.get_leads(&["email:many@types.example"]).await?;
+    assert_eq!(
+        stored
+            .get("email:many@types.example")
+            .map(|r| r.state.events),
+        Some(10_000)
+    );
+
+    // Failures round-trip through DynamoDB Local, in lead id order, and clear.
+    let at = Utc::now();
+    let failures: Vec<LeadFailure> = ["lead-b", "lead-a", "lead-c"]
+        .iter()
+        .map(|id| LeadFailure::new(*id, &"x".repeat(2_000), at))
+        .collect();
+    f.leads.record_failures(&failures).await?;
+    let listed = f.leads.failures(10).await?;
+    assert_eq!(
+        listed
+            .iter()
+            .map(|l| l.lead_id.as_str())
+            .collect::<Vec<_>>(),
+        vec!["lead-a", "lead-b", "lead-c"]
+    );
+    assert_eq!(
+        listed[0].reason.chars().count(),
+        500,
+        "reasons are cut at 500"
+    );
+    assert_eq!(f.leads.failures(2).await?.len(), 2);
+    f.leads
+        .clear_failures(&["lead-a".into(), "lead-c".into()])
+        .await?;
+    let left: Vec<String> = f
+        .leads
+        .failures(10)
+        .await?
+        .into_iter()
+        .map(|l| l.lead_id)
+        .collect();
+    assert_eq!(left, vec!["lead-b".to_owned()]);
+    Ok(())
+}

@@ -2,7 +2,9 @@
 
 use aws_lambda_events::sqs::{SqsBatchResponse, SqsEvent};
 use lambda_runtime::{run, service_fn, Error, LambdaEvent};
-use tally::aws::{sdk_config, DynamoCounters, DynamoEventStore};
+use std::sync::Arc;
+
+use tally::aws::{sdk_config, DynamoCounters, DynamoEventStore, SqsVisibility};
 use tally::config::{process_env, ProcessConfig};
 use tally::observability::init_logging;
 use tally::process::{batch_response, inbound_messages, Processor};
@@ -16,12 +18,14 @@ async fn main() -> Result<(), Error> {
     let store = DynamoEventStore::new(&aws, config.events_table.clone());
     #[cfg(feature = "faults")]
     let store = tally::faults::FaultyStore::from_env(store);
+    let visibility = Arc::new(SqsVisibility::new(&aws, config.work_queue_url.clone()));
     let processor = &Processor::new(
         store,
         DynamoCounters::new(&aws, config.analytics_table.clone()),
         config.limits,
         config.max_receive_count,
-    );
+    )
+    .with_backoff(visibility, config.backoff);
     run(service_fn(move |event: LambdaEvent<SqsEvent>| async move {
         let span = tracing::info_span!("invocation", request_id = %event.context.request_id);
         #[cfg(feature = "faults")]

@@ -1,6 +1,7 @@
 //! `GET /v1/admin/metrics`: the pipeline at a glance. The counters `ingest` and `process` keep
 //! (totals since the stack began, processing times as a histogram), the events of the last
-//! 24 hours by type (the hourly aggregates of today and yesterday), and the queues' depths.
+//! 24 hours by type (the hourly aggregates of today and yesterday), the queues' depths, and the
+//! leads the scorer could not write.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -16,15 +17,21 @@ use crate::http::HttpResponse;
 use crate::ops::QueueStats;
 use crate::query::aggregations::hour_start;
 use crate::rollup::Filter;
+use crate::scoring::LeadFailures;
 
 /// How far back `eventsByType` counts.
 const TYPES_WINDOW_HOURS: i64 = 24;
+
+/// Failed leads counted at most (`failedLeads`), and listed (`failures`).
+const MAX_FAILED_LEADS_COUNTED: usize = 10_000;
+const FAILED_LEADS_SHOWN: usize = 20;
 
 pub(super) async fn metrics(
     counters: &dyn CounterSink,
     aggregates: &dyn AggregateReader,
     work: &Arc<dyn QueueStats>,
     dead_letter: &Arc<dyn QueueStats>,
+    lead_failures: &dyn LeadFailures,
     now: DateTime<Utc>,
 ) -> Result<HttpResponse, ApiError> {
     let since = (now - Duration::hours(TYPES_WINDOW_HOURS))
@@ -36,7 +43,7 @@ pub(super) async fn metrics(
         .take_while(|d| *d <= now.date_naive())
         .map(|d| d.format("%Y-%m-%d").to_string())
         .collect();
-    let (totals, rollups, work_depth, dead_depth) = futures::try_join!(
+    let (totals, rollups, work_depth, dead_depth, failed_leads) = futures::try_join!(
         async { counters.totals().await.map_err(ApiError::analytics_down) },
         async {
             futures::future::try_join_all(days.iter().map(|d| aggregates.day(d)))
@@ -53,6 +60,12 @@ pub(super) async fn metrics(
                 .depth()
                 .await
                 .map_err(|_| ApiError::unavailable("dead-letter queue"))
+        },
+        async {
+            lead_failures
+                .failures(MAX_FAILED_LEADS_COUNTED)
+                .await
+                .map_err(ApiError::analytics_down)
         },
     )?;
 
@@ -100,6 +113,14 @@ pub(super) async fn metrics(
                 "workDepth": work_depth.visible,
                 "workInFlight": work_depth.in_flight,
                 "deadLetterDepth": dead_depth.visible,
+            },
+            "scoring": {
+                "failedLeads": failed_leads.len(),
+                "failures": failed_leads
+                    .iter()
+                    .take(FAILED_LEADS_SHOWN)
+                    .map(|f| json!({"leadId": f.lead_id, "reason": f.reason, "failedAt": format_utc(f.failed_at)}))
+                    .collect::<Vec<_>>(),
             },
         }),
     ))

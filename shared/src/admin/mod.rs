@@ -23,7 +23,7 @@ use crate::observability::Metrics;
 use crate::ops::QueueStats;
 use crate::queue::{Envelope, EventQueue, OutboundMessage};
 use crate::redrive::{RedriveQueues, RedriveRequest, Redriver};
-use crate::scoring::LeadRecompute;
+use crate::scoring::{LeadFailures, LeadRecompute};
 use crate::store::{EventStatus, EventStore, StatusChange, StoredEvent};
 
 pub use failed::{FailedEvent, FailedEvents, FailedKey, FailedPage};
@@ -44,6 +44,8 @@ pub struct AdminPorts {
     pub dead_letter_stats: Arc<dyn QueueStats>,
     /// Lead scores: one re-folded now, or all requested.
     pub leads: Arc<dyn LeadRecompute>,
+    /// Leads the scorer could not write.
+    pub lead_failures: Arc<dyn LeadFailures>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -135,6 +137,7 @@ impl AdminApi {
                     &*p.aggregates,
                     &p.work_queue_stats,
                     &p.dead_letter_stats,
+                    &*p.lead_failures,
                     Utc::now(),
                 )
                 .await?

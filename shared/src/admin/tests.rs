@@ -306,6 +306,7 @@ fn fixture() -> Result<Fixture, String> {
                 history,
                 Arc::new(MemoryRules::default()),
             )),
+            lead_failures: leads.clone(),
         },
     );
     Ok(Fixture {
@@ -601,6 +602,33 @@ async fn metrics_sum_the_counters_the_last_day_by_type_and_the_queues() -> Resul
     assert_eq!(
         body["queues"],
         serde_json::json!({"workDepth": 6, "workInFlight": 1, "deadLetterDepth": 4})
+    );
+    assert_eq!(
+        body["scoring"],
+        serde_json::json!({"failedLeads": 0, "failures": []})
+    );
+
+    // Leads the scorer could not write are counted and listed with their reasons.
+    let at = chrono::DateTime::parse_from_rfc3339("2026-11-02T10:00:00Z")
+        .map_err(|e| e.to_string())?
+        .with_timezone(&chrono::Utc);
+    let failures: Vec<crate::scoring::LeadFailure> = (0..25)
+        .map(|i| crate::scoring::LeadFailure::new(format!("lead-{i:02}"), "item too large", at))
+        .collect();
+    f.leads
+        .record_failures(&failures)
+        .await
+        .map_err(|e| e.to_string())?;
+    let (_, body) = call(&f.api, request("GET", "/v1/admin/metrics", &[], Some("a"))).await;
+    assert_eq!(body["scoring"]["failedLeads"], 25);
+    let listed = body["scoring"]["failures"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(listed.len(), 20);
+    assert_eq!(
+        listed[0],
+        serde_json::json!({"leadId": "lead-00", "reason": "item too large", "failedAt": "2026-11-02T10:00:00.000Z"})
     );
     Ok(())
 }

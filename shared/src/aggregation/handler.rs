@@ -258,6 +258,8 @@ fn score_result(task: &str, report: &ScoreReport, metrics: &mut Metrics) -> Valu
     metrics.count("LeadsRecomputed", report.recomputed as u64);
     metrics.count("LeadWriteConflicts", report.conflicts as u64);
     metrics.count("LeadsDecayed", report.decayed as u64);
+    metrics.count("LeadWriteFailures", report.failed as u64);
+    metrics.count("LeadsRepaired", report.repaired as u64);
     info!(
         task,
         parts = report.parts,
@@ -267,12 +269,15 @@ fn score_result(task: &str, report: &ScoreReport, metrics: &mut Metrics) -> Valu
         conflicts = report.conflicts,
         board_shards = report.board_shards,
         decayed = report.decayed,
+        failed = report.failed,
+        repaired = report.repaired,
         "scores updated"
     );
     json!({
         "task": task, "parts": report.parts, "events": report.events, "leads": report.leads,
         "recomputed": report.recomputed, "conflicts": report.conflicts,
         "boardShards": report.board_shards, "decayed": report.decayed,
+        "failed": report.failed, "repaired": report.repaired,
     })
 }
 

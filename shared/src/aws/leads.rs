@@ -39,7 +39,7 @@ const ATTEMPTS: u32 = 8;
 pub struct DynamoLeads {
     pub(super) client: aws_sdk_dynamodb::Client,
     pub(super) table: String,
-    consumed_milli: Arc<AtomicU64>,
+    pub(super) consumed_milli: Arc<AtomicU64>,
 }
 
 fn lead_pk(lead_id: &str) -> String {

@@ -9,6 +9,7 @@ mod failed;
 mod firehose;
 mod item;
 mod jobs;
+mod lead_failures;
 mod leads;
 mod ops;
 mod redrive;
@@ -22,7 +23,7 @@ pub use leads::DynamoLeads;
 pub use ops::{DynamoTableProbe, SqsQueueStats};
 pub use redrive::SqsRedrive;
 pub use rules::DynamoRules;
-pub use sqs::SqsEventQueue;
+pub use sqs::{SqsEventQueue, SqsVisibility};
 
 use aws_config::{BehaviorVersion, SdkConfig};
 use aws_sdk_dynamodb::error::{ProvideErrorMetadata, SdkError};
@@ -92,8 +93,9 @@ pub fn admin_ports(
     use std::sync::Arc;
 
     let events = Arc::new(DynamoEventStore::new(aws, config.events_table.clone()));
+    let leads = Arc::new(DynamoLeads::new(aws, config.analytics_table.clone()));
     let scorer = crate::scoring::Scorer::new(
-        Arc::new(DynamoLeads::new(aws, config.analytics_table.clone())),
+        leads.clone(),
         events.clone(),
         DynamoRules::new(aws, config.analytics_table.clone()),
     );
@@ -114,6 +116,7 @@ pub fn admin_ports(
             config.dead_letter_queue_url.clone(),
         )),
         leads: Arc::new(scorer),
+        lead_failures: leads,
     }
 }
 

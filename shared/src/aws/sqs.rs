@@ -1,11 +1,15 @@
 use std::time::Duration;
 
 use async_trait::async_trait;
-use aws_sdk_sqs::types::{MessageAttributeValue, SendMessageBatchRequestEntry};
+use aws_sdk_sqs::types::{
+    ChangeMessageVisibilityBatchRequestEntry, MessageAttributeValue, SendMessageBatchRequestEntry,
+};
 use futures::stream::{self, StreamExt};
 use tracing::warn;
 
 use crate::queue::{EventQueue, OutboundMessage, SendReport};
+use crate::retry::MessageVisibility;
+use crate::store::StoreError;
 
 /// SQS limits per `SendMessageBatch` call.
 const MAX_ENTRIES: usize = 10;
@@ -141,6 +145,60 @@ impl EventQueue for SqsEventQueue {
             .await;
         failed.sort_unstable();
         SendReport { failed }
+    }
+}
+
+/// Sets when failed messages of the work queue become visible again (the backoff of
+/// [`crate::retry`]), ten per `ChangeMessageVisibilityBatch`.
+pub struct SqsVisibility {
+    client: aws_sdk_sqs::Client,
+    queue_url: String,
+}
+
+impl SqsVisibility {
+    pub fn new(config: &aws_config::SdkConfig, queue_url: String) -> Self {
+        Self {
+            client: aws_sdk_sqs::Client::new(config),
+            queue_url,
+        }
+    }
+}
+
+#[async_trait]
+impl MessageVisibility for SqsVisibility {
+    async fn delay(&self, messages: &[(String, u32)]) -> Result<usize, StoreError> {
+        let mut refused = 0;
+        for chunk in messages.chunks(MAX_ENTRIES) {
+            let entries = chunk
+                .iter()
+                .enumerate()
+                .map(|(i, (receipt, seconds))| {
+                    ChangeMessageVisibilityBatchRequestEntry::builder()
+                        .id(i.to_string())
+                        .receipt_handle(receipt)
+                        .visibility_timeout(i32::try_from(*seconds).unwrap_or(i32::MAX))
+                        .build()
+                        .map_err(|e| StoreError::Unavailable(e.to_string()))
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            let output = self
+                .client
+                .change_message_visibility_batch()
+                .queue_url(&self.queue_url)
+                .set_entries(Some(entries))
+                .send()
+                .await
+                .map_err(|e| super::store_unavailable(&e))?;
+            for failure in output.failed() {
+                warn!(
+                    id = failure.id(),
+                    code = failure.code(),
+                    "visibility not changed"
+                );
+            }
+            refused += output.failed().len();
+        }
+        Ok(refused)
     }
 }
 

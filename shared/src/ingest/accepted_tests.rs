@@ -163,7 +163,12 @@ proptest! {
                 .unwrap_or_default()
                 .into_iter()
                 .enumerate()
-                .map(|(i, m)| InboundMessage { message_id: format!("m{i}"), body: m.body, receive_count: 1 })
+                .map(|(i, m)| InboundMessage {
+                    message_id: format!("m{i}"),
+                    body: m.body,
+                    receive_count: 1,
+                    receipt_handle: String::new(),
+                })
                 .collect();
             let store = Outcomes::default();
             let processor =

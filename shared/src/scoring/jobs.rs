@@ -74,11 +74,13 @@ where
         budget: Duration,
     ) -> Result<(ScoreReport, JobProgress), StoreError> {
         let started = Instant::now();
-        let mut report = ScoreReport::default();
+        // Leads that could not be written are retried on every run, job or not.
+        let mut report = self.repair_failed(now).await?;
         let mut progress = JobProgress::default();
         let Some(mut job) = self.leads.current_job().await? else {
             return Ok((report, progress));
         };
+        let failed = self.failed_leads().await?;
         if job.next_shard == 0 {
             // Leads whose first events are still in the log join the board first.
             report.add(&self.fold_pending(now).await?);
@@ -95,7 +97,11 @@ where
             if progress.shards_done > 0 && started.elapsed() >= budget {
                 break;
             }
-            report.add(&self.recompute_shard(&rules, job.next_shard, now).await?);
+            report.add(
+                &self
+                    .recompute_shard(&rules, job.next_shard, now, &failed)
+                    .await?,
+            );
             progress.shards_done += 1;
             if self.leads.advance_job(&job.id, job.next_shard + 1).await? {
                 job.next_shard += 1;

@@ -13,6 +13,15 @@ use crate::event::{Event, LeadProfile};
 /// How many of the latest applied events keep their points (`recentEvents` of `GET /v1/leads/{id}`).
 pub const RECENT_EVENTS: usize = 50;
 
+/// Event types a lead counts one by one (`eventCounts`); events of further types are counted
+/// together under [`OTHER_TYPES`]. Types are chosen by clients, so without this bound one lead
+/// sent thousands of distinct types would outgrow DynamoDB's 400 KB item.
+pub const MAX_COUNTED_TYPES: usize = 100;
+
+/// The `eventCounts` key of the types past [`MAX_COUNTED_TYPES`] (no event type can be spelled
+/// with parentheses).
+pub const OTHER_TYPES: &str = "(other)";
+
 /// What scoring needs of an event. Ordered by `(timestamp, eventId)` — the fold order — with the
 /// type (and profile) as last tie-breaks only so that the order agrees with `Eq`. Wire form
 /// `{"eventId", "type", "timestamp", "lead"?}`.
@@ -125,11 +134,11 @@ pub struct LeadScore {
     /// Sort key `(timestamp, eventId)` of the last applied event.
     #[serde(default, with = "last_key")]
     pub last: Option<(DateTime<Utc>, String)>,
-    /// Events per type on the UTC day of `last` (every event of the type counts, scored or not);
-    /// all `maxPerDay` needs to go forward.
+    /// Events per type on the UTC day of `last` (every event of the type counts, scored or not),
+    /// kept only for types whose rule has a `maxPerDay`: all the cap needs to go forward.
     #[serde(default)]
     pub day_counts: BTreeMap<String, u32>,
-    /// All applied events per type.
+    /// All applied events per type: at most [`MAX_COUNTED_TYPES`] types, then [`OTHER_TYPES`].
     #[serde(default)]
     pub event_counts: BTreeMap<String, u64>,
     /// All applied events.
@@ -159,10 +168,22 @@ impl LeadScore {
                 self.day_counts.clear();
             }
         }
-        let seen_today = self.day_counts.entry(e.event_type.clone()).or_insert(0);
-        let points = rules.points(&e.event_type, *seen_today);
-        *seen_today = seen_today.saturating_add(1);
-        let count = self.event_counts.entry(e.event_type.clone()).or_insert(0);
+        let points = if rules.caps_daily(&e.event_type) {
+            let seen_today = self.day_counts.entry(e.event_type.clone()).or_insert(0);
+            let points = rules.points(&e.event_type, *seen_today);
+            *seen_today = seen_today.saturating_add(1);
+            points
+        } else {
+            rules.points(&e.event_type, 0)
+        };
+        let counted_as = if self.event_counts.contains_key(&e.event_type)
+            || self.event_counts.len() < MAX_COUNTED_TYPES
+        {
+            e.event_type.clone()
+        } else {
+            OTHER_TYPES.to_owned()
+        };
+        let count = self.event_counts.entry(counted_as).or_insert(0);
         *count = count.saturating_add(1);
         self.events = self.events.saturating_add(1);
         self.score = rules.clamp_add(self.score, points);

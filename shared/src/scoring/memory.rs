@@ -9,8 +9,9 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
 use super::{
-    BoardShard, LeadEvent, LeadHistory, LeadLogPart, LeadLogSink, LeadReader, LeadRecord,
-    LeadScore, LeadStore, LeadWriteError, RecomputeJob, RecomputeJobs, ScoredEvent, BOARD_SHARDS,
+    BoardShard, LeadEvent, LeadFailure, LeadFailures, LeadHistory, LeadLogPart, LeadLogSink,
+    LeadReader, LeadRecord, LeadScore, LeadStore, LeadWriteError, RecomputeJob, RecomputeJobs,
+    ScoredEvent, BOARD_SHARDS,
 };
 use crate::store::StoreError;
 
@@ -28,6 +29,9 @@ struct Inner {
     /// Versioned writes to fail with a conflict before succeeding.
     conflicts_to_inject: usize,
     job: Option<RecomputeJob>,
+    /// Leads whose writes fail (as an item over DynamoDB's size limit would).
+    unwritable: std::collections::HashSet<String>,
+    failures: BTreeMap<String, LeadFailure>,
 }
 
 impl MemoryLeads {
@@ -38,6 +42,15 @@ impl MemoryLeads {
     /// Makes the next `n` lead writes fail as if someone else had written first.
     pub fn inject_conflicts(&self, n: usize) {
         self.lock().conflicts_to_inject = n;
+    }
+
+    /// Makes every write of `lead_id` fail until [`MemoryLeads::allow_writes`].
+    pub fn refuse_writes(&self, lead_id: &str) {
+        self.lock().unwritable.insert(lead_id.to_owned());
+    }
+
+    pub fn allow_writes(&self, lead_id: &str) {
+        self.lock().unwritable.remove(lead_id);
     }
 
     pub fn log_len(&self) -> usize {
@@ -108,6 +121,12 @@ impl LeadStore for MemoryLeads {
         expected: u64,
     ) -> Result<(), LeadWriteError> {
         let mut inner = self.lock();
+        if inner.unwritable.contains(lead_id) {
+            return Err(LeadWriteError::Store(StoreError::Unavailable(
+                "ValidationException: Item size has exceeded the maximum allowed size (injected)"
+                    .into(),
+            )));
+        }
         let stored = inner.leads.get(lead_id).map_or(0, |r| r.version);
         if inner.conflicts_to_inject > 0 {
             inner.conflicts_to_inject -= 1;
@@ -150,6 +169,27 @@ impl LeadStore for MemoryLeads {
         let mut stored = board.clone();
         stored.version = next;
         versions.insert(next, stored);
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl LeadFailures for MemoryLeads {
+    async fn record_failures(&self, failures: &[LeadFailure]) -> Result<(), StoreError> {
+        let mut inner = self.lock();
+        for f in failures {
+            inner.failures.insert(f.lead_id.clone(), f.clone());
+        }
+        Ok(())
+    }
+    async fn failures(&self, limit: usize) -> Result<Vec<LeadFailure>, StoreError> {
+        Ok(self.lock().failures.values().take(limit).cloned().collect())
+    }
+    async fn clear_failures(&self, lead_ids: &[String]) -> Result<(), StoreError> {
+        let mut inner = self.lock();
+        for id in lead_ids {
+            inner.failures.remove(id);
+        }
         Ok(())
     }
 }

@@ -14,6 +14,9 @@ use crate::event::FieldError;
 /// The largest magnitude of a rule's points.
 pub const MAX_ABS_POINTS: i64 = 1_000_000;
 
+/// The most rules one set holds: the set is one item, read by every scoring run and lead read.
+pub const MAX_RULES: usize = 500;
+
 /// Most fraction digits of `percentPerDay`: keeps it exact as a JSON number.
 const MAX_PERCENT_SCALE: u32 = 4;
 
@@ -181,6 +184,13 @@ impl ScoreRules {
         self.rules.insert(rule.event_type.clone(), rule)
     }
 
+    /// Whether events of `event_type` are counted per UTC day: only types whose rule has a
+    /// `maxPerDay` need it, so a lead's daily counts stay as few as the capped rules.
+    pub fn caps_daily(&self, event_type: &str) -> bool {
+        self.rule(event_type)
+            .is_some_and(|rule| rule.max_per_day.is_some())
+    }
+
     /// Points of an event of `event_type` that is the `seen_today`-th (0-based) event of its type
     /// on its UTC day; 0 for types without a rule.
     pub fn points(&self, event_type: &str, seen_today: u32) -> i64 {
@@ -228,6 +238,12 @@ impl ScoreRules {
     /// decimal places.
     pub fn validate(&self) -> Result<(), Vec<FieldError>> {
         let mut errors = Vec::new();
+        if self.rules.len() > MAX_RULES {
+            errors.push(FieldError::new(
+                "/rules",
+                format!("holds at most {MAX_RULES} rules; deactivate one instead of adding more"),
+            ));
+        }
         for (i, (key, rule)) in self.rules.iter().enumerate() {
             if let Err(rule_errors) = Self::validate_rule(rule) {
                 errors.extend(

@@ -9,17 +9,18 @@
 //! and a part is deleted only after its leads are written: a crash anywhere leaves parts that
 //! the next run folds again, harmlessly.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use futures::{stream, StreamExt, TryStreamExt};
+use futures::{stream, StreamExt};
 use tracing::warn;
 
 use super::board::{board_shard, BoardEntry, BoardShard, BOARD_SHARDS};
 use super::log::{LeadEvent, LeadLogPart};
 use super::{
-    apply_batch, load_or_init, BatchResult, LeadScore, RuleStore, ScoreRules, ScoredEvent,
+    apply_batch, load_or_init, BatchResult, LeadFailure, LeadFailures, LeadScore, RuleStore,
+    ScoreRules, ScoredEvent, REPAIR_BATCH,
 };
 use crate::store::StoreError;
 
@@ -46,9 +47,10 @@ pub trait LeadLogSink: Send + Sync {
     async fn put_log(&self, parts: &[LeadLogPart]) -> Result<(), StoreError>;
 }
 
-/// Where lead states, the lead log and the leaderboard live (the analytics table in AWS).
+/// Where lead states, the lead log, the leaderboard and the leads that could not be written live
+/// (the analytics table in AWS).
 #[async_trait]
-pub trait LeadStore: LeadLogSink {
+pub trait LeadStore: LeadLogSink + LeadFailures {
     /// Up to `limit` pending parts, oldest window first.
     async fn pending_log(&self, limit: usize) -> Result<Vec<LeadLogPart>, StoreError>;
     async fn delete_log(&self, parts: &[LeadLogPart]) -> Result<(), StoreError>;
@@ -92,6 +94,12 @@ struct LeadUpdate {
     conflicts: usize,
 }
 
+/// A page's report and the leads written in full (state and leaderboard entry).
+struct WrittenLeads {
+    summary: ScoreReport,
+    written_ids: Vec<String>,
+}
+
 /// Figures of one run, for logs and metrics.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ScoreReport {
@@ -105,6 +113,10 @@ pub struct ScoreReport {
     pub board_shards: usize,
     /// Leads whose materialised score is below their score (decay task).
     pub decayed: usize,
+    /// Leads that could not be written: recorded with their reason, repaired later.
+    pub failed: usize,
+    /// Leads recorded as failed before that were written now.
+    pub repaired: usize,
 }
 
 impl ScoreReport {
@@ -116,6 +128,8 @@ impl ScoreReport {
         self.conflicts += other.conflicts;
         self.board_shards += other.board_shards;
         self.decayed += other.decayed;
+        self.failed += other.failed;
+        self.repaired += other.repaired;
     }
 }
 
@@ -154,6 +168,7 @@ impl<L: LeadStore, H: LeadHistory, R: RuleStore> Scorer<L, H, R> {
     /// Folds pending lead-log parts into lead states and the board, oldest first.
     pub async fn fold_pending(&self, now: DateTime<Utc>) -> Result<ScoreReport, StoreError> {
         let rules = load_or_init(&self.rules).await?.rules;
+        let failed = self.failed_leads().await?;
         let mut report = ScoreReport::default();
         while report.parts < self.max_parts_per_run {
             let page = PARTS_PER_PAGE.min(self.max_parts_per_run - report.parts);
@@ -170,7 +185,9 @@ impl<L: LeadStore, H: LeadHistory, R: RuleStore> Scorer<L, H, R> {
                     .push(event.clone());
                 report.events += 1;
             }
-            let page = self.update_leads(&rules, by_lead, false, now).await?;
+            let page = self
+                .update_leads(&rules, by_lead, false, now, &failed)
+                .await?;
             report.add(&page);
             self.leads.delete_log(&parts).await?;
             report.parts += parts.len();
@@ -186,7 +203,33 @@ impl<L: LeadStore, H: LeadHistory, R: RuleStore> Scorer<L, H, R> {
     ) -> Result<ScoreReport, StoreError> {
         let rules = load_or_init(&self.rules).await?.rules;
         let targets = BTreeMap::from([(lead_id.to_owned(), Vec::new())]);
-        self.update_leads(&rules, targets, true, now).await
+        // Whether or not it failed before: a successful re-fold clears any record.
+        let failed = HashSet::from([lead_id.to_owned()]);
+        self.update_leads(&rules, targets, true, now, &failed).await
+    }
+
+    /// Re-folds the leads recorded as failed (the oldest [`REPAIR_BATCH`] by lead id) from
+    /// their stored events; those written are cleared, the others keep their new reason.
+    pub async fn repair_failed(&self, now: DateTime<Utc>) -> Result<ScoreReport, StoreError> {
+        let failures = self.leads.failures(REPAIR_BATCH).await?;
+        if failures.is_empty() {
+            return Ok(ScoreReport::default());
+        }
+        let rules = load_or_init(&self.rules).await?.rules;
+        let failed: HashSet<String> = failures.iter().map(|f| f.lead_id.clone()).collect();
+        let targets = failed.iter().map(|id| (id.clone(), Vec::new())).collect();
+        self.update_leads(&rules, targets, true, now, &failed).await
+    }
+
+    /// The ids of every lead recorded as failed (a run clears those it writes).
+    pub(super) async fn failed_leads(&self) -> Result<HashSet<String>, StoreError> {
+        Ok(self
+            .leads
+            .failures(usize::MAX)
+            .await?
+            .into_iter()
+            .map(|f| f.lead_id)
+            .collect())
     }
 
     /// Re-folds every lead of one leaderboard shard under `rules`.
@@ -195,6 +238,7 @@ impl<L: LeadStore, H: LeadHistory, R: RuleStore> Scorer<L, H, R> {
         rules: &ScoreRules,
         shard: u32,
         now: DateTime<Utc>,
+        failed: &HashSet<String>,
     ) -> Result<ScoreReport, StoreError> {
         let board = self.leads.get_board(shard).await?;
         let targets = board
@@ -202,7 +246,7 @@ impl<L: LeadStore, H: LeadHistory, R: RuleStore> Scorer<L, H, R> {
             .into_keys()
             .map(|id| (id, Vec::new()))
             .collect();
-        self.update_leads(rules, targets, true, now).await
+        self.update_leads(rules, targets, true, now, failed).await
     }
 
     /// Materialises every board entry's decayed score as of `now`.
@@ -238,36 +282,76 @@ impl<L: LeadStore, H: LeadHistory, R: RuleStore> Scorer<L, H, R> {
 
     /// Folds events into these leads: incrementally when they all sort after the stored state
     /// (unless `force_recompute`), otherwise by re-folding the lead's history plus them.
+    ///
+    /// A lead that cannot be written (nor its leaderboard shard) does not stop the others: it is
+    /// recorded as failed with its reason, and its events stay in the events table for the
+    /// repair to re-fold. Leads of `failed` (recorded as failed before) that are written now are
+    /// cleared. Only a failure to record a failure fails the run, so nothing is dropped unseen.
     async fn update_leads(
         &self,
         rules: &ScoreRules,
         by_lead: BTreeMap<String, Vec<ScoredEvent>>,
         force_recompute: bool,
         now: DateTime<Utc>,
+        failed: &HashSet<String>,
     ) -> Result<ScoreReport, StoreError> {
         let ids: Vec<&str> = by_lead.keys().map(String::as_str).collect();
         let mut stored = self.leads.get_leads(&ids).await?;
-        let results: Vec<Option<LeadUpdate>> = stream::iter(by_lead)
+        let results: Vec<(String, Result<Option<LeadUpdate>, StoreError>)> = stream::iter(by_lead)
             .map(|(lead_id, events)| {
                 let first = stored.remove(&lead_id);
                 async move {
-                    self.write_lead(rules, lead_id, events, force_recompute, first)
-                        .await
+                    let result = self
+                        .write_lead(rules, lead_id.clone(), events, force_recompute, first)
+                        .await;
+                    (lead_id, result)
                 }
             })
             .buffer_unordered(CONCURRENCY)
-            .try_collect()
-            .await?;
-        self.finish(rules, results.into_iter().flatten().collect(), now)
-            .await
+            .collect()
+            .await;
+        let mut written = Vec::new();
+        // Leads with neither a state nor events: nothing to write, nothing left to repair.
+        let mut empty = Vec::new();
+        let mut failures = Vec::new();
+        for (lead_id, result) in results {
+            match result {
+                Ok(Some(update)) => written.push(update),
+                Ok(None) => empty.push(lead_id),
+                Err(e) => {
+                    warn!(lead_id, error = %e, "lead not written; recorded for repair");
+                    failures.push(LeadFailure::new(lead_id, &e.to_string(), now));
+                }
+            }
+        }
+        let (mut report, board_failures) = self.finish(rules, written, now).await?;
+        failures.extend(board_failures);
+        if !failures.is_empty() {
+            self.leads.record_failures(&failures).await?;
+        }
+        let failed_now: HashSet<&str> = failures.iter().map(|f| f.lead_id.as_str()).collect();
+        let repaired: Vec<String> = report
+            .written_ids
+            .drain(..)
+            .chain(empty)
+            .filter(|id| failed.contains(id) && !failed_now.contains(id.as_str()))
+            .collect();
+        if !repaired.is_empty() {
+            self.leads.clear_failures(&repaired).await?;
+        }
+        report.summary.failed = failures.len();
+        report.summary.repaired = repaired.len();
+        Ok(report.summary)
     }
 
+    /// Writes the leaderboard entries of the leads written. A shard that cannot be written
+    /// records its leads as failed (a re-fold writes them again).
     async fn finish(
         &self,
         rules: &ScoreRules,
         results: Vec<LeadUpdate>,
         now: DateTime<Utc>,
-    ) -> Result<ScoreReport, StoreError> {
+    ) -> Result<(WrittenLeads, Vec<LeadFailure>), StoreError> {
         let mut report = ScoreReport {
             leads: results.len(),
             ..Default::default()
@@ -285,13 +369,37 @@ impl<L: LeadStore, H: LeadHistory, R: RuleStore> Scorer<L, H, R> {
                 ));
         }
         report.board_shards = by_shard.len();
-        let conflicts: Vec<usize> = stream::iter(by_shard)
-            .map(|(shard, entries)| self.update_board(shard, entries))
+        let outcomes: Vec<(Vec<String>, Result<usize, StoreError>)> = stream::iter(by_shard)
+            .map(|(shard, entries)| async move {
+                let ids = entries.iter().map(|(id, _)| id.clone()).collect();
+                (ids, self.update_board(shard, entries).await)
+            })
             .buffer_unordered(CONCURRENCY)
-            .try_collect()
-            .await?;
-        report.conflicts += conflicts.iter().sum::<usize>();
-        Ok(report)
+            .collect()
+            .await;
+        let mut written_ids = Vec::new();
+        let mut failures = Vec::new();
+        for (ids, outcome) in outcomes {
+            match outcome {
+                Ok(conflicts) => {
+                    report.conflicts += conflicts;
+                    written_ids.extend(ids);
+                }
+                Err(e) => {
+                    warn!(error = %e, leads = ids.len(), "leaderboard shard not written; its leads are recorded for repair");
+                    let reason = format!("leaderboard: {e}");
+                    failures.extend(ids.into_iter().map(|id| LeadFailure::new(id, &reason, now)));
+                }
+            }
+        }
+        report.leads -= failures.len();
+        Ok((
+            WrittenLeads {
+                summary: report,
+                written_ids,
+            },
+            failures,
+        ))
     }
 
     /// Folds and writes one lead until the versioned write succeeds (`first`: its stored

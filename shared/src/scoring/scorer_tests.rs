@@ -394,3 +394,65 @@ async fn recent_points_keep_the_latest_fifty() -> TestResult {
     assert_eq!(state.score, 30 * 5 + 30 * 10);
     Ok(())
 }
+
+#[tokio::test]
+async fn a_lead_that_cannot_be_written_does_not_stop_the_others_and_is_repaired() -> TestResult {
+    let mut w = World::new();
+    w.window(&[
+        ("good-1", ev("e1", "PAGE_VIEW", "2026-11-02T10:00:00Z")?),
+        ("huge", ev("e2", "PURCHASE", "2026-11-02T10:00:01Z")?),
+        ("good-2", ev("e3", "EMAIL_OPEN", "2026-11-02T10:00:02Z")?),
+    ])
+    .await?;
+    w.leads.refuse_writes("huge");
+    let now = at("2026-11-02T11:00:00Z")?;
+
+    // The run goes on past the lead that cannot be written and deletes its parts: the lead's
+    // events stay in the events table, and the lead is recorded with its reason.
+    let report = w.scorer.fold_pending(now).await?;
+    assert_eq!((report.leads, report.failed), (2, 1));
+    assert_eq!(w.leads.log_len(), 0, "no part is retried for ever");
+    assert_eq!(w.state("good-1"), Some(w.expected("good-1").await?));
+    assert_eq!(w.state("good-2"), Some(w.expected("good-2").await?));
+    assert_eq!(w.state("huge"), None);
+    let failures = w.leads.failures(10).await?;
+    assert_eq!(failures.len(), 1);
+    assert_eq!(failures[0].lead_id, "huge");
+    assert!(
+        failures[0].reason.contains("Item size"),
+        "{}",
+        failures[0].reason
+    );
+
+    // Later runs retry it (still failing: the failure is kept, nothing else is touched).
+    let (report, _) = w.scorer.run_requested(now, StdDuration::ZERO).await?;
+    assert_eq!((report.failed, report.repaired), (1, 0));
+    assert_eq!(w.leads.failures(10).await?.len(), 1);
+
+    // Once the cause is fixed, the scheduled run re-folds it from its events and clears it.
+    w.leads.allow_writes("huge");
+    let (report, _) = w.scorer.run_requested(now, StdDuration::ZERO).await?;
+    assert_eq!((report.failed, report.repaired), (0, 1));
+    assert_eq!(w.state("huge"), Some(w.expected("huge").await?));
+    assert!(w.leads.failures(10).await?.is_empty());
+    let board = w.leads.get_board(board_shard("huge")).await?;
+    assert!(
+        board.entries.contains_key("huge"),
+        "on the leaderboard once repaired"
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn recomputing_one_lead_clears_its_failure() -> TestResult {
+    let mut w = World::new();
+    w.window(&[("l1", ev("e1", "PAGE_VIEW", "2026-11-02T10:00:00Z")?)])
+        .await?;
+    w.leads.refuse_writes("l1");
+    let now = at("2026-11-02T11:00:00Z")?;
+    assert_eq!(w.scorer.fold_pending(now).await?.failed, 1);
+    w.leads.allow_writes("l1");
+    assert!(w.scorer.recompute_now("l1", now).await?);
+    assert!(w.leads.failures(10).await?.is_empty());
+    Ok(())
+}

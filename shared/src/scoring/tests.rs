@@ -710,7 +710,7 @@ fn lead_score_round_trips_through_json() -> TestResult {
         json!({
             "score": 5,
             "last": {"timestamp": "2024-03-01T10:00:00.123456789Z", "eventId": "b"},
-            "dayCounts": {"PAGE_VIEW": 1, "ad.click": 1},
+            "dayCounts": {},
             "eventCounts": {"PAGE_VIEW": 1, "ad.click": 1},
             "events": 2,
             "lastActivityAt": "2024-03-01T10:00:00.123456789Z",
@@ -734,4 +734,65 @@ fn lead_score_round_trips_through_json() -> TestResult {
         e
     );
     Ok(())
+}
+
+#[test]
+fn one_lead_with_ten_thousand_distinct_types_stays_a_small_item() -> TestResult {
+    let rules = ScoreRules::defaults().with_rule(Rule {
+        event_type: "PAGE_VIEW".into(),
+        points: 5,
+        active: true,
+        max_per_day: Some(2),
+    });
+    let start = at("2026-11-02T00:00:00Z")?;
+    let mut events: Vec<ScoredEvent> = (0..10_000)
+        .map(|i| {
+            ScoredEvent::new(
+                format!("e{i:05}"),
+                format!("custom.type.{i:05}.{}", "x".repeat(40)),
+                start + Duration::seconds(i),
+            )
+        })
+        .collect();
+    // Capped types are still counted per day, however many others there are.
+    for i in 0..3 {
+        events.push(ScoredEvent::new(
+            format!("p{i}"),
+            "PAGE_VIEW",
+            start + Duration::seconds(20_000 + i),
+        ));
+    }
+    let (state, applied) = LeadScore::fold(&rules, events);
+    assert_eq!(state.events, 10_003);
+    assert_eq!(points(&applied[10_000..]), vec![5, 5, 0]);
+    assert_eq!(state.event_counts.len(), MAX_COUNTED_TYPES + 1);
+    // 100 types one by one; the other 9,900 and the three page views together.
+    assert_eq!(state.event_counts.get(OTHER_TYPES), Some(&(9_900 + 3)));
+    assert_eq!(
+        state.event_counts.get("PAGE_VIEW"),
+        None,
+        "counted under (other)"
+    );
+    assert_eq!(
+        state.day_counts,
+        BTreeMap::from([("PAGE_VIEW".to_owned(), 3)]),
+        "only capped types are counted per day"
+    );
+    let bytes = serde_json::to_vec(&state)?.len();
+    assert!(bytes < 16 * 1024, "{bytes} bytes");
+    Ok(())
+}
+
+#[test]
+fn a_rule_set_holds_at_most_max_rules() {
+    let mut rules = ScoreRules::defaults();
+    let mut i = 0;
+    while rules.rules.len() < MAX_RULES {
+        rules.set_rule(Rule::new(format!("T{i}"), 1));
+        i += 1;
+    }
+    assert!(rules.validate().is_ok());
+    rules.set_rule(Rule::new("ONE_TOO_MANY", 1));
+    let errors = rules.validate().err().unwrap_or_default();
+    assert!(errors.iter().any(|e| e.path == "/rules"), "{errors:?}");
 }
