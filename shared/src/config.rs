@@ -3,6 +3,7 @@
 use std::str::FromStr;
 
 use crate::auth::ApiKeys;
+use crate::counters::CountedSources;
 use crate::event::Limits;
 use crate::retry::Backoff;
 use crate::signature::WebhookSecrets;
@@ -77,10 +78,18 @@ pub struct IngestConfig {
     pub facebook: Option<FacebookConfig>,
     pub tiktok_secret: Option<String>,
     pub webhook_secrets: WebhookSecrets,
+    /// `COUNTED_SOURCES` (default `web`): sources counted by name besides the built-in ones.
+    pub counted_sources: CountedSources,
     pub limits: Limits,
 }
 
 impl IngestConfig {
+    /// What `source` is counted under in the pipeline counters.
+    pub fn counter_label<'a>(&self, source: &'a str) -> &'a str {
+        self.counted_sources
+            .label(source, self.webhook_secrets.for_source(source).is_some())
+    }
+
     pub fn load<F: Fn(&str) -> Option<String>>(env: &Env<F>) -> Result<Self, ConfigError> {
         let invalid = |name, reason: String| ConfigError::Invalid { name, reason };
         let facebook =
@@ -109,6 +118,12 @@ impl IngestConfig {
                 &env.optional("WEBHOOK_SECRETS").unwrap_or_default(),
             )
             .map_err(|e| invalid("WEBHOOK_SECRETS", e))?,
+            counted_sources: match env.optional("COUNTED_SOURCES") {
+                Some(spec) => {
+                    CountedSources::parse(&spec).map_err(|e| invalid("COUNTED_SOURCES", e))?
+                }
+                None => CountedSources::default(),
+            },
             limits: env.limits()?,
         })
     }
@@ -335,6 +350,28 @@ mod tests {
             .err()
             .map(|e| e.to_string());
             assert!(bad.is_some_and(|m| m.contains("RETRY_")), "{base} {cap}");
+        }
+        for bad in [
+            "Web",
+            "a b",
+            &vec!["s"; 51]
+                .iter()
+                .enumerate()
+                .map(|(i, s)| format!("{s}{i}"))
+                .collect::<Vec<_>>()
+                .join(","),
+        ] {
+            let error = IngestConfig::load(&env(&[
+                ("WORK_QUEUE_URL", "q"),
+                ("ANALYTICS_TABLE", "a"),
+                ("COUNTED_SOURCES", bad),
+            ]))
+            .err()
+            .map(|e| e.to_string());
+            assert!(
+                error.is_some_and(|m| m.contains("COUNTED_SOURCES")),
+                "{bad}"
+            );
         }
         let half_facebook = IngestConfig::load(&env(&[
             ("WORK_QUEUE_URL", "q"),

@@ -1,10 +1,62 @@
 //! Pipeline counters, written once per request or batch rather than once per event.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use async_trait::async_trait;
 
 use crate::store::StoreError;
+
+/// Sources the accepted counter counts one by one. `source` is chosen by clients, and each
+/// source counted is an attribute of the counter items and a series of `/metrics`: the built-in
+/// routes' (`api`, `facebook`, `tiktok`), the configured webhook sources and the sources listed
+/// here are counted by name, every other under [`CountedSources::OTHER`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CountedSources(BTreeSet<String>);
+
+impl Default for CountedSources {
+    fn default() -> Self {
+        Self(BTreeSet::from(["web".to_owned()]))
+    }
+}
+
+impl CountedSources {
+    /// The label of every source not counted by name (no source can be spelled so).
+    pub const OTHER: &'static str = "(other)";
+    /// Sources a list may name.
+    pub const MAX: usize = 50;
+    const BUILT_IN: [&'static str; 3] = ["api", "facebook", "tiktok"];
+
+    /// Comma-separated source names, each `^[a-z0-9_-]{1,32}$`, at most [`Self::MAX`].
+    pub fn parse(spec: &str) -> Result<Self, String> {
+        let mut sources = BTreeSet::new();
+        for name in spec.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+            let valid = name.len() <= 32
+                && name.bytes().all(|b| {
+                    b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-'
+                });
+            if !valid {
+                return Err(format!(
+                    "{name:?} is not a source (1-32 of a-z, 0-9, _ and -)"
+                ));
+            }
+            sources.insert(name.to_owned());
+        }
+        if sources.len() > Self::MAX {
+            return Err(format!("at most {} sources", Self::MAX));
+        }
+        Ok(Self(sources))
+    }
+
+    /// The label `source` is counted under; `is_webhook` tells whether it is a configured
+    /// webhook source.
+    pub fn label<'a>(&self, source: &'a str, is_webhook: bool) -> &'a str {
+        if is_webhook || Self::BUILT_IN.contains(&source) || self.0.contains(source) {
+            source
+        } else {
+            Self::OTHER
+        }
+    }
+}
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct CounterDelta {

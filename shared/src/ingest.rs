@@ -326,7 +326,9 @@ impl<Q: EventQueue, C: CounterSink> Ingest<Q, C> {
             return Err(ApiError::unavailable("queue"));
         }
         let mut delta = CounterDelta::default();
-        delta.accepted_by_source.insert(event.source.clone(), 1);
+        delta
+            .accepted_by_source
+            .insert(self.config.counter_label(&event.source).to_owned(), 1);
         metrics.count("EventsAccepted", 1);
         self.count(&delta, metrics).await;
         info!(event_id = %event.event_id, "event queued");
@@ -413,7 +415,10 @@ impl<Q: EventQueue, C: CounterSink> Ingest<Q, C> {
 
         let mut delta = CounterDelta::default();
         for (_, _, source) in &queued {
-            *delta.accepted_by_source.entry(source.clone()).or_default() += 1;
+            *delta
+                .accepted_by_source
+                .entry(self.config.counter_label(source).to_owned())
+                .or_default() += 1;
         }
         let rejected = results.len() - queued.len();
         delta.rejected = rejected as u64;

@@ -93,8 +93,10 @@ pub struct StoredEvent {
     pub processed_at: Option<String>,
     pub failed_at: Option<String>,
     pub failure_reason: Option<String>,
-    /// Every change of status, oldest first.
+    /// Every change of status, oldest first (at most the adapter's cap).
     pub history: Vec<StatusChange>,
+    /// Changes not kept because the history was full.
+    pub history_omitted: u32,
 }
 
 /// One entry of an event's status history.

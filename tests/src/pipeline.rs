@@ -50,6 +50,7 @@ pub fn ingest_config(stack: &Stack) -> Result<IngestConfig> {
         tiktok_secret: Some(SAMPLE_TIKTOK_SECRET.into()),
         webhook_secrets: WebhookSecrets::parse(&format!("shop={SAMPLE_SHOP_SECRET}"))
             .map_err(anyhow::Error::msg)?,
+        counted_sources: Default::default(),
         limits: Limits::default(),
     })
 }

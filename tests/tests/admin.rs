@@ -239,3 +239,58 @@ fn history(event: &Value) -> Vec<(String, u64)> {
         })
         .collect()
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_event_history_keeps_fifty_entries_and_counts_the_rest() -> Result<()> {
+    use tally::store::{EventStore, FailureRecord};
+    let p = Pipeline::start("admin_history_cap", &[]).await?;
+    let r = p
+        .post(
+            HttpRequest::new("POST", "/v1/events")
+                .with_bearer(SAMPLE_INGEST_KEY)
+                .with_json(r#"{"eventId": "busy-1", "type": "PAGE_VIEW"}"#),
+        )
+        .await;
+    assert_eq!(r.status, 202, "{}", r.body);
+    // Sixty failures recorded for one event (as replays and redrives could pile up).
+    for attempt in 1..=60 {
+        p.store
+            .record_failure(&FailureRecord {
+                event_id: "busy-1".into(),
+                status: EventStatus::Failed,
+                reason: format!("attempt {attempt}: injected"),
+                failed_at: chrono::Utc::now(),
+                provenance: None,
+                event: None,
+                event_json: None,
+            })
+            .await?;
+    }
+    let stored = p.stored("busy-1").await?;
+    assert_eq!(stored.history.len(), 50);
+    assert_eq!(stored.history_omitted, 10);
+    assert_eq!(
+        stored
+            .history
+            .last()
+            .and_then(|h| h.reason.clone())
+            .as_deref(),
+        Some("attempt 50: injected"),
+        "the first fifty are kept"
+    );
+    assert_eq!(
+        stored.failure_reason.as_deref(),
+        Some("attempt 60: injected"),
+        "the status itself is always written"
+    );
+    p.store
+        .record_replay("busy-1", chrono::Utc::now(), "corr")
+        .await?;
+    assert_eq!(p.stored("busy-1").await?.history_omitted, 11);
+    // A full history never stops the event from being processed.
+    p.drain().await?;
+    let stored = p.stored("busy-1").await?;
+    assert_eq!(stored.status, EventStatus::Processed);
+    assert_eq!((stored.history.len(), stored.history_omitted), (50, 12));
+    Ok(())
+}

@@ -677,3 +677,60 @@ async fn a_lead_of_ten_thousand_types_fits_one_item_and_failed_leads_are_kept_fo
     assert_eq!(left, vec!["lead-b".to_owned()]);
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leaderboard_shard_of_any_size_is_stored_in_chunks_and_versions_stay_readable(
+) -> Result<()> {
+    use tally::scoring::{BoardEntry, BoardShard, LeadReader};
+    let f = fixture("scores_big_shard", false).await?;
+    f.poller.stop().await;
+    // 60,000 leads in one shard: about 2 MB compressed, five times DynamoDB's item limit.
+    let mut rng = fastrand::Rng::with_seed(9);
+    let entries: BTreeMap<String, BoardEntry> = (0..60_000)
+        .map(|i| {
+            let score = rng.i64(0..1000);
+            let entry = BoardEntry {
+                score,
+                last_activity_ms: 1_790_000_000_000 + rng.i64(0..10_000_000_000),
+                decayed: score,
+            };
+            (format!("email:lead{i}-{}@example.com", rng.u32(..)), entry)
+        })
+        .collect();
+    let first = BoardShard {
+        entries: entries.clone(),
+        decayed_as_of_ms: 1_790_000_000_000,
+        version: 0,
+    };
+    assert!(
+        first.compress().len() > 400 * 1024,
+        "{}",
+        first.compress().len()
+    );
+    f.leads.put_board(7, &first).await?;
+    let stored = f.leads.get_board(7).await?;
+    assert_eq!((stored.version, stored.entries.len()), (1, 60_000));
+    assert_eq!(stored.entries, entries);
+
+    // A second version; the first stays readable for cursors pinned to it.
+    let mut second = stored.clone();
+    second.entries.retain(|_, e| e.score >= 500);
+    f.leads.put_board(7, &second).await?;
+    assert_eq!(f.leads.get_board(7).await?.entries, second.entries);
+    let mut pinned = vec![0u64; 32];
+    pinned[7] = 1;
+    let boards = f
+        .leads
+        .boards_at(&pinned)
+        .await?
+        .context("version 1 kept")?;
+    assert_eq!(boards[7].entries, entries);
+
+    // A writer that lost the race for version 2 changes nothing.
+    assert!(matches!(
+        f.leads.put_board(7, &stored).await,
+        Err(tally::scoring::LeadWriteError::Conflict)
+    ));
+    assert_eq!(f.leads.get_board(7).await?.entries, second.entries);
+    Ok(())
+}

@@ -181,6 +181,7 @@ impl AdminApi {
                 "correlationId": stored.correlation_id,
                 "event": event,
                 "history": stored.history.iter().map(history_entry).collect::<Vec<_>>(),
+                "historyOmitted": stored.history_omitted,
             }),
         ))
     }

@@ -187,6 +187,7 @@ fn stored(id: &str, status: EventStatus, json: Option<&str>) -> StoredEvent {
             reason: Some("store unavailable: ProvisionedThroughputExceeded".into()),
             correlation_id: Some("corr-1".into()),
         }],
+        history_omitted: 0,
     }
 }
 

@@ -33,6 +33,10 @@ impl DynamoEventStore {
 
     /// Sets `set`, removes `remove` and appends `change` to the status history, unless the event
     /// is processed already; then it returns the stored item and changes nothing.
+    /// Sets `set`, removes `remove` and appends `change` to the history, unless the event is
+    /// processed. A history already [`MAX_HISTORY_ENTRIES`] long is not appended to: the write
+    /// is made again without the entry and counts it in `historyOmitted`, so a status write
+    /// never fails for the history's sake. Returns the stored item when the event is processed.
     async fn update_unless_processed(
         &self,
         event_id: &str,
@@ -40,16 +44,50 @@ impl DynamoEventStore {
         remove: &[&str],
         change: AttributeValue,
     ) -> Result<Option<Item>, StoreError> {
+        match self
+            .try_update(event_id, set.clone(), remove, Some(change))
+            .await?
+        {
+            Some(existing) if history_is_full(&existing) && !is_processed(&existing) => {
+                self.try_update(event_id, set, remove, None).await
+            }
+            outcome => Ok(outcome),
+        }
+    }
+
+    /// One attempt of [`Self::update_unless_processed`]; without `change`, the omitted entry is
+    /// counted instead of appended.
+    async fn try_update(
+        &self,
+        event_id: &str,
+        set: Item,
+        remove: &[&str],
+        change: Option<AttributeValue>,
+    ) -> Result<Option<Item>, StoreError> {
         let mut request = self
             .client
             .update_item()
             .table_name(&self.table)
             .key("eventId", s(event_id))
-            .condition_expression(UNLESS_PROCESSED)
             .expression_attribute_names("#status", "status")
             .expression_attribute_values(":processed", s(EventStatus::Processed.as_str()))
             .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld);
-        let mut clauses = vec![HISTORY_APPEND.to_owned()];
+        let mut clauses = Vec::new();
+        let mut counted = String::new();
+        request = match change {
+            Some(change) => {
+                clauses.push(HISTORY_APPEND.to_owned());
+                history_values(request, change)
+                    .condition_expression(format!("({UNLESS_PROCESSED}) AND {HISTORY_HAS_ROOM}"))
+                    .expression_attribute_values(":maxHistory", n(MAX_HISTORY_ENTRIES))
+            }
+            None => {
+                counted = " ADD historyOmitted :one".to_owned();
+                request
+                    .condition_expression(UNLESS_PROCESSED)
+                    .expression_attribute_values(":one", n(1))
+            }
+        };
         for (i, (name, value)) in set.into_iter().enumerate() {
             let placeholder = if name == "status" {
                 "#status".to_owned()
@@ -66,10 +104,8 @@ impl DynamoEventStore {
             expression.push_str(" REMOVE ");
             expression.push_str(&remove.join(", "));
         }
-        let result = history_values(request, change)
-            .update_expression(expression)
-            .send()
-            .await;
+        expression.push_str(&counted);
+        let result = request.update_expression(expression).send().await;
         match result {
             Ok(_) => Ok(None),
             Err(e) => match e.as_service_error() {
@@ -84,6 +120,20 @@ impl DynamoEventStore {
 
 /// Appends `:change` to the history (created on first use).
 const HISTORY_APPEND: &str = "#history = list_append(if_not_exists(#history, :noHistory), :change)";
+
+/// Entries an event's history keeps: its receive count's worth of failures (10 by default) and
+/// far more replays than ops ever make; later changes are counted in `historyOmitted`.
+pub const MAX_HISTORY_ENTRIES: usize = 50;
+
+const HISTORY_HAS_ROOM: &str = "(attribute_not_exists(#history) OR size(#history) < :maxHistory)";
+
+fn is_processed(item: &Item) -> bool {
+    text(item, "status") == Some(EventStatus::Processed.as_str())
+}
+
+fn history_is_full(item: &Item) -> bool {
+    matches!(item.get("history"), Some(AttributeValue::L(entries)) if entries.len() >= MAX_HISTORY_ENTRIES)
+}
 
 fn history_values(
     request: UpdateItemFluentBuilder,
@@ -247,27 +297,49 @@ impl EventStore for DynamoEventStore {
         correlation_id: &str,
     ) -> Result<(), StoreError> {
         let change = status_change(REPLAYED, at, None, None, Some(correlation_id));
-        let result = history_values(
-            self.client
+        let update = |append: bool| {
+            let request = self
+                .client
                 .update_item()
                 .table_name(&self.table)
-                .key("eventId", s(event_id)),
-            change,
-        )
-        .update_expression(format!("SET {HISTORY_APPEND}"))
-        .condition_expression("attribute_exists(eventId) AND #status <> :processed")
-        .expression_attribute_names("#status", "status")
-        .expression_attribute_values(":processed", s(EventStatus::Processed.as_str()))
-        .send()
-        .await;
-        match result {
-            Ok(_) => Ok(()),
-            Err(e) => match e.as_service_error() {
-                // Processed meanwhile (or unknown): its history ends with how it was processed.
-                Some(UpdateItemError::ConditionalCheckFailedException(_)) => Ok(()),
-                _ => Err(super::store_unavailable(&e)),
-            },
+                .key("eventId", s(event_id))
+                .expression_attribute_names("#status", "status")
+                .expression_attribute_values(":processed", s(EventStatus::Processed.as_str()))
+                .return_values_on_condition_check_failure(
+                    ReturnValuesOnConditionCheckFailure::AllOld,
+                );
+            const KNOWN: &str = "attribute_exists(eventId) AND #status <> :processed";
+            if append {
+                history_values(request, change.clone())
+                    .update_expression(format!("SET {HISTORY_APPEND}"))
+                    .condition_expression(format!("{KNOWN} AND {HISTORY_HAS_ROOM}"))
+                    .expression_attribute_values(":maxHistory", n(MAX_HISTORY_ENTRIES))
+            } else {
+                request
+                    .update_expression("ADD historyOmitted :one")
+                    .condition_expression(KNOWN)
+                    .expression_attribute_values(":one", n(1))
+            }
+        };
+        for append in [true, false] {
+            match update(append).send().await {
+                Ok(_) => return Ok(()),
+                Err(e) => match e.as_service_error() {
+                    // A full history: count the replay instead.
+                    Some(UpdateItemError::ConditionalCheckFailedException(c))
+                        if append
+                            && c.item()
+                                .is_some_and(|i| history_is_full(i) && !is_processed(i)) =>
+                    {
+                        continue
+                    }
+                    // Processed meanwhile (or unknown): its history ends with how it was processed.
+                    Some(UpdateItemError::ConditionalCheckFailedException(_)) => return Ok(()),
+                    _ => return Err(super::store_unavailable(&e)),
+                },
+            }
         }
+        Ok(())
     }
 
     async fn get(&self, event_id: &str) -> Result<Option<StoredEvent>, StoreError> {
@@ -307,6 +379,9 @@ impl EventStore for DynamoEventStore {
             failed_at: text("failedAt"),
             failure_reason: text("failureReason"),
             history: read_history(&item),
+            history_omitted: number(&item, "historyOmitted")
+                .and_then(|v| u32::try_from(v).ok())
+                .unwrap_or(0),
         }))
     }
 }

@@ -4,10 +4,11 @@
 //! - pk `LEADLOG`, sk `<window start ms>#<shard>#<first sequence>`: a window's lead-log part,
 //!   `body` the gzipped entries (binary);
 //! - pk `LEAD#<leadId>`, sk `STATE`: the lead's fold state as JSON (`state`) and `version`;
-//! - pk `BOARD#<shard>`, sk `v#<version>`: one version of a leaderboard shard, `body` gzipped,
-//!   `version`, `decayedAsOf`. Every write adds a version (conditional on it not existing, which is
-//!   the optimistic lock) and gives the one it supersedes an `expiresAt` (TTL) an hour and more
-//!   away, so a leaderboard cursor can page through the versions it started on;
+//! - pk `BOARD#<shard>`: the leaderboard shard's versions, each in chunks below the item limit
+//!   (`board.rs`). Every write adds a version (conditional on it not existing, which is the
+//!   optimistic lock) and gives the one it supersedes an `expiresAt` (TTL) two hours away, so a
+//!   leaderboard cursor can page through the versions it started on;
+//! - pk `LEADFAIL`, sk `<leadId>`: a lead that could not be written (`lead_failures.rs`);
 //! - pk `JOB#recompute`, sk `current`: the requested recompute of every lead (`jobs.rs`).
 
 use std::collections::HashMap;
@@ -21,6 +22,7 @@ use aws_sdk_dynamodb::primitives::Blob;
 use aws_sdk_dynamodb::types::{AttributeValue, KeysAndAttributes, ReturnConsumedCapacity};
 
 use super::batch::{delete, put, write_all};
+use super::board::{board_pk, board_sk, key};
 use super::item::{binary, n, number, s, text, Item};
 use futures::{StreamExt, TryStreamExt};
 
@@ -48,26 +50,6 @@ fn lead_pk(lead_id: &str) -> String {
 
 fn log_sk(p: &LeadLogPart) -> String {
     format!("{:013}#{}#{}", p.window_start_ms, p.shard, p.first_sequence)
-}
-
-fn board_pk(shard: u32) -> String {
-    format!("BOARD#{shard:03}")
-}
-
-fn board_sk(version: u64) -> String {
-    format!("v#{version:012}")
-}
-
-/// How long a superseded leaderboard version outlives its successor: longer than a cursor lives.
-const BOARD_VERSION_RETENTION_SECS: i64 = 2 * 3600;
-
-fn board_from_item(item: &Item) -> Result<BoardShard, StoreError> {
-    Ok(BoardShard {
-        entries: BoardShard::decompress(binary(item, "body").unwrap_or_default())
-            .map_err(unavailable)?,
-        decayed_as_of_ms: number(item, "decayedAsOf").unwrap_or_default(),
-        version: number(item, "version").unwrap_or_default().max(0) as u64,
-    })
 }
 
 fn unavailable(e: impl std::fmt::Display) -> StoreError {
@@ -224,85 +206,17 @@ impl LeadStore for DynamoLeads {
     }
 
     async fn get_board(&self, shard: u32) -> Result<BoardShard, StoreError> {
-        let output = self
-            .client
-            .query()
-            .table_name(&self.table)
-            .key_condition_expression("pk = :pk")
-            .expression_attribute_values(":pk", s(board_pk(shard)))
-            .scan_index_forward(false)
-            .limit(1)
-            .consistent_read(true)
-            .send()
-            .await
-            .map_err(|e| super::store_unavailable(&e))?;
-        output
-            .items()
-            .first()
-            .map_or(Ok(BoardShard::default()), board_from_item)
+        self.latest_board(shard).await
     }
 
     async fn put_board(&self, shard: u32, board: &BoardShard) -> Result<(), LeadWriteError> {
-        let next = board.version + 1;
-        let item = Item::from([
-            ("pk".to_owned(), s(board_pk(shard))),
-            ("sk".to_owned(), s(board_sk(next))),
-            (
-                "body".to_owned(),
-                AttributeValue::B(Blob::new(board.compress())),
-            ),
-            ("decayedAsOf".to_owned(), n(board.decayed_as_of_ms)),
-            ("leads".to_owned(), n(board.entries.len())),
-            ("version".to_owned(), n(next)),
-        ]);
-        let output = self
-            .client
-            .put_item()
-            .table_name(&self.table)
-            .set_item(Some(item))
-            .condition_expression("attribute_not_exists(pk)")
-            .return_consumed_capacity(ReturnConsumedCapacity::Total)
-            .send()
-            .await
-            .map_err(|e| match e.as_service_error() {
-                Some(PutItemError::ConditionalCheckFailedException(_)) => LeadWriteError::Conflict,
-                _ => LeadWriteError::Store(super::store_unavailable(&e)),
-            })?;
-        super::batch::meter(&self.consumed_milli, output.consumed_capacity());
-        if board.version > 0 {
-            self.expire_board_version(shard, board.version).await;
-        }
-        Ok(())
+        self.write_board(shard, board).await
     }
 }
 
 impl DynamoLeads {
-    /// Gives a superseded board version its expiry. Best effort: a version left without one
-    /// only costs storage.
-    async fn expire_board_version(&self, shard: u32, version: u64) {
-        let expires = chrono::Utc::now().timestamp() + BOARD_VERSION_RETENTION_SECS;
-        let result = self
-            .client
-            .update_item()
-            .table_name(&self.table)
-            .key("pk", s(board_pk(shard)))
-            .key("sk", s(board_sk(version)))
-            .update_expression("SET expiresAt = :t")
-            .condition_expression("attribute_exists(pk)")
-            .expression_attribute_values(":t", n(expires))
-            .return_consumed_capacity(ReturnConsumedCapacity::Total)
-            .send()
-            .await;
-        match result {
-            Ok(output) => super::batch::meter(&self.consumed_milli, output.consumed_capacity()),
-            Err(e) => {
-                tracing::warn!(shard, version, error = %super::describe(&e), "superseded leaderboard version left without expiry")
-            }
-        }
-    }
-
     /// `BatchGetItem` of any number of keys, 100 at a time, retrying unprocessed keys.
-    async fn batch_get(&self, keys: Vec<Item>) -> Result<Vec<Item>, StoreError> {
+    pub(super) async fn batch_get(&self, keys: Vec<Item>) -> Result<Vec<Item>, StoreError> {
         let mut found = Vec::with_capacity(keys.len());
         for group in keys.chunks(GET_BATCH) {
             let mut pending = Some(
@@ -366,7 +280,11 @@ impl LeadReader for DynamoLeads {
         let mut by_shard: HashMap<String, BoardShard> = HashMap::new();
         for item in self.batch_get(keys).await? {
             let pk = text(&item, "pk").unwrap_or_default().to_owned();
-            by_shard.insert(pk, board_from_item(&item)?);
+            let shard = pk
+                .strip_prefix("BOARD#")
+                .and_then(|s| s.parse().ok())
+                .unwrap_or_default();
+            by_shard.insert(pk, self.assemble(shard, &item).await?);
         }
         if by_shard.len() < wanted {
             return Ok(None);
@@ -378,8 +296,4 @@ impl LeadReader for DynamoLeads {
                 .collect(),
         ))
     }
-}
-
-fn key(pk: String, sk: String) -> Item {
-    Item::from([("pk".to_owned(), s(pk)), ("sk".to_owned(), s(sk))])
 }

@@ -3,6 +3,7 @@
 
 mod analytics;
 mod batch;
+mod board;
 mod cost;
 mod dynamo;
 mod failed;

@@ -75,6 +75,7 @@ pub(super) fn config() -> IngestConfig {
         tiktok_secret: Some("tt-secret".into()),
         webhook_secrets: WebhookSecrets::parse("shop=old-secret,shop=new-secret")
             .unwrap_or_default(),
+        counted_sources: crate::counters::CountedSources::default(),
         limits: Limits::default(),
     }
 }
@@ -845,4 +846,36 @@ async fn webhook_id_prefixes_are_reserved_to_their_routes() {
         ))
         .await;
     assert_eq!(event_ids(&r), vec![json!("wh:shop:o-9")]);
+}
+
+#[tokio::test]
+async fn sources_not_counted_by_name_share_one_counter() {
+    let s = service();
+    // A thousand client-chosen sources would each become a counter attribute and a series.
+    let events: Vec<Value> = (0..1000)
+        .map(|i| json!({"type": "A", "source": format!("src-{i}")}))
+        .chain([json!({"type": "A", "source": "web"}), json!({"type": "A"})])
+        .collect();
+    for chunk in events.chunks(MAX_BATCH_EVENTS) {
+        let r = s
+            .handle(request(
+                "POST",
+                "/v1/events/batch",
+                &[INGEST],
+                serde_json::to_vec(chunk).unwrap_or_default(),
+            ))
+            .await;
+        assert_eq!(r.status, 202, "{}", r.body);
+    }
+    let totals = s.counters.totals().await.unwrap_or_default();
+    assert_eq!(
+        totals.accepted_by_source,
+        std::collections::BTreeMap::from([
+            ("(other)".to_owned(), 1000),
+            ("api".to_owned(), 1),
+            ("web".to_owned(), 1),
+        ])
+    );
+    // The events keep their source; only the counter is shared.
+    assert!(sent(&s).iter().any(|m| m.source == "src-7"));
 }
