@@ -123,36 +123,8 @@ impl<S: ArchiveSink> Archiver<S> {
                 None => report.skipped += 1,
             }
         }
-        let mut pending: Vec<usize> = (0..lines.len()).collect();
-        for attempt in 0..self.max_attempts {
-            if pending.is_empty() {
-                break;
-            }
-            if attempt > 0 {
-                report.resent += pending.len();
-                tokio::time::sleep(self.backoff * 2u32.saturating_pow(attempt - 1)).await;
-            }
-            let mut refused = Vec::new();
-            for call in calls(&pending, |i| lines[i].1.len()) {
-                report.calls += 1;
-                let records = call.iter().map(|&i| lines[i].1.clone()).collect();
-                match self.sink.put_batch(records).await {
-                    Ok(results) => {
-                        for (n, &i) in call.iter().enumerate() {
-                            // A missing answer is a refusal: never assume delivery.
-                            if !matches!(results.get(n), Some(None)) {
-                                refused.push(i);
-                            }
-                        }
-                    }
-                    Err(error) => {
-                        warn!(%error, records = call.len(), "archive call failed");
-                        refused.extend_from_slice(call);
-                    }
-                }
-            }
-            pending = refused;
-        }
+        let line_bytes: Vec<&[u8]> = lines.iter().map(|(_, l)| l.as_slice()).collect();
+        let pending = self.deliver(&line_bytes, &mut report).await;
         report.failed = pending.len();
         report.archived = lines.len() - pending.len();
         if !pending.is_empty() {
@@ -173,6 +145,42 @@ impl<S: ArchiveSink> Archiver<S> {
             },
             report,
         )
+    }
+
+    /// Sends `lines`, resending only what Firehose refuses, up to `max_attempts` calls a line.
+    /// Returns the indexes of the lines still refused; counts calls and resends in `report`.
+    pub async fn deliver(&self, lines: &[&[u8]], report: &mut ArchiveReport) -> Vec<usize> {
+        let mut pending: Vec<usize> = (0..lines.len()).collect();
+        for attempt in 0..self.max_attempts {
+            if pending.is_empty() {
+                break;
+            }
+            if attempt > 0 {
+                report.resent += pending.len();
+                tokio::time::sleep(self.backoff * 2u32.saturating_pow(attempt - 1)).await;
+            }
+            let mut refused = Vec::new();
+            for call in calls(&pending, |i| lines[i].len()) {
+                report.calls += 1;
+                let records = call.iter().map(|&i| lines[i].to_vec()).collect();
+                match self.sink.put_batch(records).await {
+                    Ok(results) => {
+                        for (n, &i) in call.iter().enumerate() {
+                            // A missing answer is a refusal: never assume delivery.
+                            if !matches!(results.get(n), Some(None)) {
+                                refused.push(i);
+                            }
+                        }
+                    }
+                    Err(error) => {
+                        warn!(%error, records = call.len(), "archive call failed");
+                        refused.extend_from_slice(call);
+                    }
+                }
+            }
+            pending = refused;
+        }
+        pending
     }
 }
 

@@ -235,6 +235,34 @@ impl ArchiveConfig {
     }
 }
 
+/// The repair function: both stream consumers' failure queues, and what re-derives their work.
+#[derive(Debug, Clone)]
+pub struct RepairConfig {
+    pub events_table: String,
+    pub analytics_table: String,
+    pub rollup_failure_queue_url: String,
+    pub archive_failure_queue_url: String,
+    pub delivery_stream: String,
+    /// As the rollup's (`ROLLUP_SETTLE_SECONDS`): a day is reconciled only once settled.
+    pub settle: chrono::Duration,
+    pub limits: Limits,
+}
+
+impl RepairConfig {
+    pub fn load<F: Fn(&str) -> Option<String>>(env: &Env<F>) -> Result<Self, ConfigError> {
+        let rollup = RollupConfig::load(env)?;
+        Ok(Self {
+            events_table: rollup.events_table,
+            analytics_table: rollup.analytics_table,
+            rollup_failure_queue_url: env.required("ROLLUP_FAILURE_QUEUE_URL")?,
+            archive_failure_queue_url: env.required("ARCHIVE_FAILURE_QUEUE_URL")?,
+            delivery_stream: env.required("DELIVERY_STREAM_NAME")?,
+            settle: rollup.settle,
+            limits: env.limits()?,
+        })
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct RedriveConfig {
     pub dead_letter_queue_url: String,

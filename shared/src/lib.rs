@@ -22,6 +22,7 @@ pub mod process;
 pub mod query;
 pub mod queue;
 pub mod redrive;
+pub mod repair;
 pub mod request_cost;
 pub mod retry;
 pub mod rollup;

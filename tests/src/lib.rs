@@ -36,3 +36,39 @@ pub use tally_local::{
 pub fn fixture(name: &str) -> PathBuf {
     repo_root().join("tests").join("fixtures").join(name)
 }
+
+/// Every line of every object in `bucket` (the archive as Firehose wrote it), in listing order.
+pub async fn archived_lines(stack: &Stack, bucket: &str) -> anyhow::Result<Vec<String>> {
+    use anyhow::Context;
+    let mut lines = Vec::new();
+    let mut token = None;
+    loop {
+        let page = stack
+            .s3
+            .list_objects_v2()
+            .bucket(bucket)
+            .set_continuation_token(token)
+            .send()
+            .await?;
+        for object in page.contents() {
+            let key = object.key().context("object key")?;
+            let body = stack
+                .s3
+                .get_object()
+                .bucket(bucket)
+                .key(key)
+                .send()
+                .await?
+                .body
+                .collect()
+                .await?
+                .into_bytes();
+            let text = String::from_utf8(body.to_vec())?;
+            lines.extend(text.lines().map(str::to_owned));
+        }
+        token = page.next_continuation_token().map(str::to_owned);
+        if token.is_none() {
+            return Ok(lines);
+        }
+    }
+}

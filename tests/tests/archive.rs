@@ -18,7 +18,7 @@ use tally::store::{EventStatus, EventStore, FailureRecord, StoreError};
 use tally_local::invoke::{InvokeError, Invoker};
 use tally_local::sources::{StartingPosition, StreamMapping, StreamPoller};
 use tally_tests::stream::{events_stream_arn, store_all, workload};
-use tally_tests::{sdk_config, Stack};
+use tally_tests::{archived_lines, sdk_config, Stack};
 
 /// The real delivery stream, refusing chosen lines: every 5th line of the first call (Firehose's
 /// per-record refusals), and one event's line on its first two attempts.
@@ -88,41 +88,6 @@ impl Invoker for InProcess {
             error_type: "Serialize".into(),
             error_message: e.to_string(),
         })
-    }
-}
-
-/// Every line of every object under the bucket, by object.
-async fn archived_lines(stack: &Stack, bucket: &str) -> Result<Vec<String>> {
-    let mut lines = Vec::new();
-    let mut token = None;
-    loop {
-        let page = stack
-            .s3
-            .list_objects_v2()
-            .bucket(bucket)
-            .set_continuation_token(token)
-            .send()
-            .await?;
-        for object in page.contents() {
-            let key = object.key().context("object key")?;
-            let body = stack
-                .s3
-                .get_object()
-                .bucket(bucket)
-                .key(key)
-                .send()
-                .await?
-                .body
-                .collect()
-                .await?
-                .into_bytes();
-            let text = String::from_utf8(body.to_vec())?;
-            lines.extend(text.lines().map(str::to_owned));
-        }
-        token = page.next_continuation_token().map(str::to_owned);
-        if token.is_none() {
-            return Ok(lines);
-        }
     }
 }
 

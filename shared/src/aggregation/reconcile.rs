@@ -157,3 +157,10 @@ pub(crate) fn drift(expected: &Rollup, stored: &Rollup) -> (usize, u64) {
     }
     (counters, events)
 }
+
+#[async_trait::async_trait]
+impl<A: AggregateStore, H: HourlyEvents> crate::repair::DayReconcile for Reconciler<A, H> {
+    async fn reconcile(&self, day: &str, now: DateTime<Utc>) -> Result<bool, StoreError> {
+        Ok(self.reconcile_day(day, now).await?.settled)
+    }
+}

@@ -14,6 +14,7 @@ mod lead_failures;
 mod leads;
 mod ops;
 mod redrive;
+mod repair;
 mod rules;
 mod sqs;
 
@@ -23,6 +24,7 @@ pub use firehose::FirehoseArchive;
 pub use leads::DynamoLeads;
 pub use ops::{DynamoTableProbe, SqsQueueStats};
 pub use redrive::SqsRedrive;
+pub use repair::SqsFailureQueue;
 pub use rules::DynamoRules;
 pub use sqs::{SqsEventQueue, SqsVisibility};
 
@@ -118,6 +120,45 @@ pub fn admin_ports(
         )),
         leads: Arc::new(scorer),
         lead_failures: leads,
+    }
+}
+
+/// The repair's ports on the tables, the failure queues and the delivery stream; `messaging`
+/// is the SDK config for the queues and Firehose (in AWS the same as `aws`; locally another
+/// emulator's).
+pub fn repair_ports(
+    aws: &SdkConfig,
+    messaging: &SdkConfig,
+    config: &crate::config::RepairConfig,
+) -> crate::repair::RepairPorts {
+    use std::sync::Arc;
+
+    let events = Arc::new(DynamoEventStore::new(aws, config.events_table.clone()));
+    let scorer = crate::scoring::Scorer::new(
+        Arc::new(DynamoLeads::new(aws, config.analytics_table.clone())),
+        events.clone(),
+        DynamoRules::new(aws, config.analytics_table.clone()),
+    );
+    crate::repair::RepairPorts {
+        rollup_failures: Arc::new(SqsFailureQueue::new(
+            messaging,
+            config.rollup_failure_queue_url.clone(),
+        )),
+        archive_failures: Arc::new(SqsFailureQueue::new(
+            messaging,
+            config.archive_failure_queue_url.clone(),
+        )),
+        events: events.clone(),
+        days: Arc::new(crate::aggregation::Reconciler::new(
+            Arc::new(DynamoAggregates::new(aws, config.analytics_table.clone())),
+            events,
+            config.settle,
+        )),
+        leads: Arc::new(scorer),
+        archive: Arc::new(FirehoseArchive::new(
+            messaging,
+            config.delivery_stream.clone(),
+        )),
     }
 }
 

@@ -1,0 +1,135 @@
+//! The repair's adapters: stream failure queues (SQS) and events by processing time (the events
+//! table's `byHour` index, filtered on `processedAt`).
+
+use async_trait::async_trait;
+use chrono::{DateTime, Duration, DurationRound, Utc};
+use futures::{StreamExt, TryStreamExt};
+
+use super::dynamo::DynamoEventStore;
+use super::item::{query_all, s, text};
+use crate::event::{format_utc, Event};
+use crate::repair::{FailureMessage, FailureQueue, ProcessedEvents, RepairEvent};
+use crate::store::StoreError;
+
+/// Hours of the index read at once.
+const CONCURRENT_HOURS: usize = 16;
+
+#[async_trait]
+impl ProcessedEvents for DynamoEventStore {
+    async fn processed_between(
+        &self,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+        oldest_timestamp: DateTime<Utc>,
+    ) -> Result<Vec<RepairEvent>, StoreError> {
+        // Events are stamped at most 5 minutes ahead of their receipt, so none processed by `to`
+        // is stamped after its next hour.
+        let first = oldest_timestamp
+            .duration_trunc(Duration::hours(1))
+            .map_err(|e| StoreError::Unavailable(e.to_string()))?;
+        let hours: Vec<String> = (0..)
+            .map(|h| first + Duration::hours(h))
+            .take_while(|h| *h <= to + Duration::hours(1))
+            .map(|h| h.format("%Y-%m-%dT%H").to_string())
+            .collect();
+        let (from, to) = (format_utc(from), format_utc(to));
+        let pages: Vec<Vec<RepairEvent>> = futures::stream::iter(hours)
+            .map(|hour| {
+                let (from, to) = (from.clone(), to.clone());
+                async move {
+                    let items = query_all(
+                        self.client
+                            .query()
+                            .table_name(&self.table)
+                            .index_name("byHour")
+                            .key_condition_expression("#hour = :hour")
+                            .filter_expression("processedAt BETWEEN :from AND :to")
+                            .expression_attribute_names("#hour", "hour")
+                            .expression_attribute_names("#event", "event")
+                            .expression_attribute_values(":hour", s(hour))
+                            .expression_attribute_values(":from", s(from))
+                            .expression_attribute_values(":to", s(to))
+                            .projection_expression("#event"),
+                    )
+                    .await?;
+                    Ok::<_, StoreError>(
+                        items
+                            .iter()
+                            .filter_map(|item| {
+                                let json = text(item, "event")?;
+                                let event: Event = serde_json::from_str(json).ok()?;
+                                Some(RepairEvent {
+                                    event_id: event.event_id,
+                                    timestamp: event.timestamp,
+                                    lead_id: event.lead_id,
+                                    event_json: json.to_owned(),
+                                })
+                            })
+                            .collect(),
+                    )
+                }
+            })
+            .buffer_unordered(CONCURRENT_HOURS)
+            .try_collect()
+            .await?;
+        let mut events: Vec<RepairEvent> = pages.into_iter().flatten().collect();
+        events.sort_by(|a, b| a.event_id.cmp(&b.event_id));
+        Ok(events)
+    }
+}
+
+/// A stream consumer's failure queue.
+pub struct SqsFailureQueue {
+    client: aws_sdk_sqs::Client,
+    url: String,
+}
+
+impl SqsFailureQueue {
+    pub fn new(config: &aws_config::SdkConfig, url: String) -> Self {
+        Self {
+            client: aws_sdk_sqs::Client::new(config),
+            url,
+        }
+    }
+}
+
+/// How long a received reference stays hidden: longer than one run can take (15 minutes).
+const VISIBILITY_SECONDS: i32 = 900;
+
+#[async_trait]
+impl FailureQueue for SqsFailureQueue {
+    async fn receive(&self, max: usize) -> Result<Vec<FailureMessage>, StoreError> {
+        let output = self
+            .client
+            .receive_message()
+            .queue_url(&self.url)
+            .max_number_of_messages(i32::try_from(max.clamp(1, 10)).unwrap_or(10))
+            .visibility_timeout(VISIBILITY_SECONDS)
+            .wait_time_seconds(0)
+            .send()
+            .await
+            .map_err(|e| super::store_unavailable(&e))?;
+        Ok(output
+            .messages
+            .unwrap_or_default()
+            .into_iter()
+            .filter_map(|m| {
+                Some(FailureMessage {
+                    receipt: m.receipt_handle?,
+                    body: m.body.unwrap_or_default(),
+                })
+            })
+            .collect())
+    }
+
+    async fn delete(&self, receipt: &str) -> Result<(), StoreError> {
+        self.client
+            .delete_message()
+            .queue_url(&self.url)
+            .receipt_handle(receipt)
+            .send()
+            .await
+            .map_err(|e| super::store_unavailable(&e))?;
+        Ok(())
+    }
+}
