@@ -119,10 +119,49 @@ async fn main() -> Result<()> {
     println!(
         "cold starts (median of {COLD_STARTS}, release, as the emulator's REPORT lines give them):"
     );
-    let (init, duration, memory) =
-        cold_starts("ingest", release.join("ingest"), &ingest_env, verify).await?;
+    let (init, duration, memory) = cold_starts(
+        "ingest",
+        release.join("ingest"),
+        &ingest_env,
+        verify.clone(),
+    )
+    .await?;
     println!(
-        "  ingest   init {init:.1} ms, first invocation {duration:.1} ms, max memory {memory} MB"
+        "  ingest   init {init:.1} ms, first invocation {duration:.1} ms, max memory {memory} MB (secrets inline)"
+    );
+    // As deployed: the secrets in Secrets Manager (moto here), read on the first request.
+    let emulators = tally_local::emulators()?;
+    let secret_arn =
+        aws_sdk_secretsmanager::Client::new(&tally_local::sdk_config(&emulators.moto_endpoint))
+            .create_secret()
+            .name(format!("bench-{}", uuid::Uuid::new_v4().simple()))
+            .secret_string(
+                serde_json::json!({
+                    "facebookAppSecret": "sample-facebook-app-secret",
+                    "facebookVerifyToken": "sample-verify-token"
+                })
+                .to_string(),
+            )
+            .send()
+            .await?
+            .arn
+            .context("secret ARN")?;
+    let secret_env = [
+        ("WORK_QUEUE_URL", "http://127.0.0.1:9/queue"),
+        ("ANALYTICS_TABLE", "analytics"),
+        ("SECRETS_ARN", secret_arn.as_str()),
+        (
+            "AWS_ENDPOINT_URL_SECRETS_MANAGER",
+            emulators.moto_endpoint.as_str(),
+        ),
+        ("AWS_REGION", tally_local::REGION),
+        ("AWS_ACCESS_KEY_ID", "test"),
+        ("AWS_SECRET_ACCESS_KEY", "test"),
+    ];
+    let (init, duration, memory) =
+        cold_starts("ingest", release.join("ingest"), &secret_env, verify).await?;
+    println!(
+        "  ingest   init {init:.1} ms, first invocation {duration:.1} ms (reads the secret), max memory {memory} MB (secrets in Secrets Manager)"
     );
     let empty = serde_json::json!({"Records": []});
     let (init, duration, memory) =

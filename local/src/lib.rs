@@ -11,6 +11,7 @@ pub mod invoke;
 pub mod publish;
 pub mod queue_state;
 pub mod runtime;
+pub mod secrets;
 pub mod seed;
 pub mod sources;
 pub mod stack;

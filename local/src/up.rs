@@ -142,7 +142,20 @@ impl LocalStack {
         }
         let parameters = parameters(&template, &options.parameters);
         let stream_arns = stream_arns(&stack).await?;
-        let (refs, attributes) = resource_values(&stack, &functions, &stream_arns);
+        let (mut refs, attributes) = resource_values(&stack, &functions, &stream_arns);
+        let secrets = crate::secrets::create(
+            &text,
+            &LocalResources {
+                parameters: &parameters,
+                refs: &refs,
+                attributes: &attributes,
+            },
+            &emulators.moto_endpoint,
+            "tally",
+        )
+        .await
+        .context("creating the template's secrets")?;
+        refs.extend(secrets);
         let resources = LocalResources {
             parameters: &parameters,
             refs: &refs,
@@ -171,6 +184,10 @@ impl LocalStack {
                 ),
                 (
                     "AWS_ENDPOINT_URL_FIREHOSE".into(),
+                    emulators.moto_endpoint.clone(),
+                ),
+                (
+                    "AWS_ENDPOINT_URL_SECRETS_MANAGER".into(),
                     emulators.moto_endpoint.clone(),
                 ),
                 ("AWS_ACCESS_KEY_ID".into(), "test".into()),

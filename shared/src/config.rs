@@ -84,12 +84,6 @@ pub struct IngestConfig {
 }
 
 impl IngestConfig {
-    /// What `source` is counted under in the pipeline counters.
-    pub fn counter_label<'a>(&self, source: &'a str) -> &'a str {
-        self.counted_sources
-            .label(source, self.webhook_secrets.for_source(source).is_some())
-    }
-
     pub fn load<F: Fn(&str) -> Option<String>>(env: &Env<F>) -> Result<Self, ConfigError> {
         let invalid = |name, reason: String| ConfigError::Invalid { name, reason };
         let facebook =
@@ -127,6 +121,32 @@ impl IngestConfig {
             limits: env.limits()?,
         })
     }
+}
+
+/// `SECRETS_ARN`: the Secrets Manager secret holding the keys and webhook secrets (see
+/// `tally::secrets`). When it is set, the same values may not also come from plain environment
+/// variables.
+pub fn secrets_arn<F: Fn(&str) -> Option<String>>(
+    env: &Env<F>,
+) -> Result<Option<String>, ConfigError> {
+    let arn = env.optional("SECRETS_ARN");
+    if arn.is_some() {
+        for name in [
+            "API_KEY_DIGESTS",
+            "FACEBOOK_APP_SECRET",
+            "FACEBOOK_VERIFY_TOKEN",
+            "TIKTOK_WEBHOOK_SECRET",
+            "WEBHOOK_SECRETS",
+        ] {
+            if env.optional(name).is_some() {
+                return Err(ConfigError::Invalid {
+                    name,
+                    reason: "must not be set with SECRETS_ARN (the secret holds it)".into(),
+                });
+            }
+        }
+    }
+    Ok(arn)
 }
 
 #[derive(Debug, Clone)]

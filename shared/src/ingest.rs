@@ -16,6 +16,7 @@ use crate::event::{normalize, Event, FieldError, NormalizeContext};
 use crate::http::{serve, HttpRequest, HttpResponse};
 use crate::observability::Metrics;
 use crate::queue::{Envelope, EventQueue, OutboundMessage};
+use crate::secrets::{Secrets, SecretsCache};
 use crate::signature::{verify_facebook, verify_timestamped};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -77,6 +78,8 @@ impl Route {
 /// The ingest function's logic, generic over the queue and counter ports.
 pub struct Ingest<Q, C> {
     config: IngestConfig,
+    /// Keys and webhook secrets: the config's own, or read through from a secret store.
+    secrets: SecretsCache,
     queue: Q,
     counters: C,
 }
@@ -146,11 +149,32 @@ struct Outcome {
 
 impl<Q: EventQueue, C: CounterSink> Ingest<Q, C> {
     pub fn new(config: IngestConfig, queue: Q, counters: C) -> Self {
+        let secrets = SecretsCache::inline(Secrets {
+            api_keys: config.api_keys.clone(),
+            facebook: config.facebook.clone(),
+            tiktok_secret: config.tiktok_secret.clone(),
+            webhook_secrets: config.webhook_secrets.clone(),
+        });
         Self {
             config,
+            secrets,
             queue,
             counters,
         }
+    }
+
+    /// Reads keys and webhook secrets from `secrets` (on the first request that needs them,
+    /// then as often as its time to live says) instead of the config.
+    pub fn with_secrets(mut self, secrets: SecretsCache) -> Self {
+        self.secrets = secrets;
+        self
+    }
+
+    /// What `source` is counted under in the pipeline counters.
+    fn counter_label<'a>(&self, secrets: &Secrets, source: &'a str) -> &'a str {
+        self.config
+            .counted_sources
+            .label(source, secrets.webhook_secrets.for_source(source).is_some())
     }
 
     pub async fn handle(&self, request: HttpRequest) -> HttpResponse {
@@ -174,10 +198,11 @@ impl<Q: EventQueue, C: CounterSink> Ingest<Q, C> {
     ) -> Result<HttpResponse, ApiError> {
         let route = Route::resolve(&request.method, &request.path)?;
         info!(route = route.name(), "request");
+        let secrets = &*self.secrets.get().await?;
         let outcome = match &route {
-            Route::FacebookVerify => return self.facebook_handshake(request),
+            Route::FacebookVerify => return self.facebook_handshake(secrets, request),
             Route::Single | Route::Batch | Route::Csv => {
-                self.config
+                secrets
                     .api_keys
                     .authorize(request.header("authorization"), Scope::Ingest)?;
                 let ids = IdPolicy::client(
@@ -194,7 +219,9 @@ impl<Q: EventQueue, C: CounterSink> Ingest<Q, C> {
                 let items = match (&route, media) {
                     (Route::Single, Some(MediaType::Json)) => {
                         let body = decode(request, limit)?;
-                        return self.single(&body, &ids, correlation_id, now, metrics).await;
+                        return self
+                            .single(secrets, &body, &ids, correlation_id, now, metrics)
+                            .await;
                     }
                     (Route::Batch, Some(MediaType::Json)) => {
                         json_items(&decode(request, limit)?, false)?
@@ -219,16 +246,16 @@ impl<Q: EventQueue, C: CounterSink> Ingest<Q, C> {
                         ))
                     }
                 };
-                self.accept(items, Some(&ids), "api", correlation_id, now)
+                self.accept(secrets, items, Some(&ids), "api", correlation_id, now)
                     .await?
             }
-            Route::Facebook => return self.facebook(request, correlation_id, now, metrics).await,
+            Route::Facebook => {
+                return self
+                    .facebook(secrets, request, correlation_id, now, metrics)
+                    .await
+            }
             Route::TikTok => {
-                let secret = self
-                    .config
-                    .tiktok_secret
-                    .as_ref()
-                    .ok_or(ApiError::NotFound)?;
+                let secret = secrets.tiktok_secret.as_ref().ok_or(ApiError::NotFound)?;
                 verify_timestamped(
                     std::slice::from_ref(secret),
                     request.header("tiktok-signature"),
@@ -240,6 +267,7 @@ impl<Q: EventQueue, C: CounterSink> Ingest<Q, C> {
                 let ids = IdPolicy::webhook("tt:".into(), &request.body);
                 let body = decode(request, SINGLE_LIMIT)?;
                 self.accept(
+                    secrets,
                     json_items(&body, true)?,
                     Some(&ids),
                     "tiktok",
@@ -249,13 +277,12 @@ impl<Q: EventQueue, C: CounterSink> Ingest<Q, C> {
                 .await?
             }
             Route::Generic(source) => {
-                let secrets = self
-                    .config
+                let source_secrets = secrets
                     .webhook_secrets
                     .for_source(source)
                     .ok_or(ApiError::NotFound)?;
                 verify_timestamped(
-                    secrets,
+                    source_secrets,
                     request.header("x-signature"),
                     "X-Signature",
                     "v1",
@@ -265,6 +292,7 @@ impl<Q: EventQueue, C: CounterSink> Ingest<Q, C> {
                 let ids = IdPolicy::webhook(format!("wh:{source}:"), &request.body);
                 let body = decode(request, SINGLE_LIMIT)?;
                 self.accept(
+                    secrets,
                     json_items(&body, true)?,
                     Some(&ids),
                     source,
@@ -291,6 +319,7 @@ impl<Q: EventQueue, C: CounterSink> Ingest<Q, C> {
 
     async fn single(
         &self,
+        secrets: &Secrets,
         body: &[u8],
         ids: &IdPolicy,
         correlation_id: &str,
@@ -328,7 +357,7 @@ impl<Q: EventQueue, C: CounterSink> Ingest<Q, C> {
         let mut delta = CounterDelta::default();
         delta
             .accepted_by_source
-            .insert(self.config.counter_label(&event.source).to_owned(), 1);
+            .insert(self.counter_label(secrets, &event.source).to_owned(), 1);
         metrics.count("EventsAccepted", 1);
         self.count(&delta, metrics).await;
         info!(event_id = %event.event_id, "event queued");
@@ -342,6 +371,7 @@ impl<Q: EventQueue, C: CounterSink> Ingest<Q, C> {
     /// valid ones, and reports each item's fate in order.
     async fn accept(
         &self,
+        secrets: &Secrets,
         items: Vec<Item>,
         ids: Option<&IdPolicy>,
         default_source: &str,
@@ -417,7 +447,7 @@ impl<Q: EventQueue, C: CounterSink> Ingest<Q, C> {
         for (_, _, source) in &queued {
             *delta
                 .accepted_by_source
-                .entry(self.config.counter_label(source).to_owned())
+                .entry(self.counter_label(secrets, source).to_owned())
                 .or_default() += 1;
         }
         let rejected = results.len() - queued.len();
@@ -441,8 +471,12 @@ impl<Q: EventQueue, C: CounterSink> Ingest<Q, C> {
         }
     }
 
-    fn facebook_handshake(&self, request: &HttpRequest) -> Result<HttpResponse, ApiError> {
-        let facebook = self.config.facebook.as_ref().ok_or(ApiError::NotFound)?;
+    fn facebook_handshake(
+        &self,
+        secrets: &Secrets,
+        request: &HttpRequest,
+    ) -> Result<HttpResponse, ApiError> {
+        let facebook = secrets.facebook.as_ref().ok_or(ApiError::NotFound)?;
         let token_ok = request
             .query("hub.verify_token")
             .is_some_and(|t| bool::from(t.as_bytes().ct_eq(facebook.verify_token.as_bytes())));
@@ -469,12 +503,13 @@ impl<Q: EventQueue, C: CounterSink> Ingest<Q, C> {
 
     async fn facebook(
         &self,
+        secrets: &Secrets,
         request: &HttpRequest,
         correlation_id: &str,
         now: DateTime<Utc>,
         metrics: &mut Metrics,
     ) -> Result<HttpResponse, ApiError> {
-        let facebook = self.config.facebook.as_ref().ok_or(ApiError::NotFound)?;
+        let facebook = secrets.facebook.as_ref().ok_or(ApiError::NotFound)?;
         verify_facebook(
             &facebook.app_secret,
             request.header("x-hub-signature-256"),
@@ -484,7 +519,7 @@ impl<Q: EventQueue, C: CounterSink> Ingest<Q, C> {
         let (items, ignored) = facebook_items(parse_json(&body)?)?;
         // Leadgen events are built here with their `fb:` ids; no client id to police.
         let outcome = self
-            .accept(items, None, "facebook", correlation_id, now)
+            .accept(secrets, items, None, "facebook", correlation_id, now)
             .await?;
         for rejected in outcome.results.iter().filter(|r| r["status"] == "rejected") {
             warn!(error = %rejected["error"], "facebook leadgen change rejected");

@@ -27,6 +27,7 @@ pub mod request_cost;
 pub mod retry;
 pub mod rollup;
 pub mod scoring;
+pub mod secrets;
 pub mod signature;
 pub mod store;
 pub mod stream_window;

@@ -292,3 +292,45 @@ fn only_the_work_queue_may_dead_letter_into_the_dlq() -> Result<()> {
     );
     Ok(())
 }
+
+#[test]
+fn no_function_carries_a_secret_in_its_environment() -> Result<()> {
+    let resources = template()?;
+    let doc: Value = serde_yaml::from_str(&std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../template.yaml"
+    ))?)?;
+    let no_echo: Vec<&str> = doc
+        .get("Parameters")
+        .and_then(Value::as_mapping)
+        .into_iter()
+        .flatten()
+        .filter(|(_, p)| p.get("NoEcho").and_then(Value::as_bool) == Some(true))
+        .filter_map(|(name, _)| name.as_str())
+        .collect();
+    assert!(no_echo.len() >= 5, "{no_echo:?}");
+    let mut problems = Vec::new();
+    let mut reading = Vec::new();
+    for (id, function) in resources_of(&resources, "AWS::Serverless::Function") {
+        let variables = function
+            .get("Properties")
+            .and_then(|p| p.get("Environment"))
+            .and_then(|e| e.get("Variables"))
+            .and_then(Value::as_mapping);
+        for (name, value) in variables.into_iter().flatten() {
+            if target(value).is_some_and(|t| no_echo.contains(&t)) {
+                problems.push(format!("{id}: {name:?} is a NoEcho parameter"));
+            }
+            if name.as_str() == Some("SECRETS_ARN") {
+                reading.push(id);
+            }
+        }
+    }
+    assert!(problems.is_empty(), "{problems:#?}");
+    reading.sort_unstable();
+    assert_eq!(
+        reading,
+        vec!["AdminFunction", "IngestFunction", "QueryFunction"]
+    );
+    Ok(())
+}

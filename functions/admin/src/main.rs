@@ -3,18 +3,24 @@
 
 use lambda_http::{run, service_fn, Error, Request};
 use tally::admin::AdminApi;
-use tally::aws::{admin_ports, sdk_config};
-use tally::config::{process_env, AdminConfig};
+use tally::aws::{admin_ports, sdk_config, secrets_cache};
+use tally::config::{process_env, secrets_arn, AdminConfig};
 use tally::http::lambda::{from_lambda, to_lambda};
 use tally::observability::init_logging;
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
     init_logging();
-    let config = AdminConfig::load(&process_env())?;
+    let env = process_env();
+    let config = AdminConfig::load(&env)?;
+    let secrets_arn = secrets_arn(&env)?;
     let aws = sdk_config().await;
     let ports = admin_ports(&aws, &aws, &config);
-    let api = &AdminApi::new(config.api_keys, ports);
+    let mut api = AdminApi::new(config.api_keys, ports);
+    if let Some(secrets) = secrets_cache(&aws, secrets_arn) {
+        api = api.with_secrets(secrets);
+    }
+    let api = &api;
     run(service_fn(move |request: Request| async move {
         to_lambda(api.handle(from_lambda(request)).await)
     }))

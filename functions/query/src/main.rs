@@ -1,8 +1,8 @@
 //! `query`: the read routes of the HTTP API (API Gateway HTTP API, payload 2.0).
 
 use lambda_http::{run, service_fn, Error, Request};
-use tally::aws::{query_ports, sdk_config};
-use tally::config::{process_env, QueryConfig};
+use tally::aws::{query_ports, sdk_config, secrets_cache};
+use tally::config::{process_env, secrets_arn, QueryConfig};
 use tally::http::lambda::{from_lambda, to_lambda};
 use tally::observability::init_logging;
 use tally::query::QueryApi;
@@ -10,10 +10,16 @@ use tally::query::QueryApi;
 #[tokio::main]
 async fn main() -> Result<(), Error> {
     init_logging();
-    let config = QueryConfig::load(&process_env())?;
+    let env = process_env();
+    let config = QueryConfig::load(&env)?;
+    let secrets_arn = secrets_arn(&env)?;
     let aws = sdk_config().await;
     let ports = query_ports(&aws, &aws, &config);
-    let api = &QueryApi::new(config.api_keys, ports);
+    let mut api = QueryApi::new(config.api_keys, ports);
+    if let Some(secrets) = secrets_cache(&aws, secrets_arn) {
+        api = api.with_secrets(secrets);
+    }
+    let api = &api;
     run(service_fn(move |request: Request| async move {
         to_lambda(api.handle(from_lambda(request)).await)
     }))

@@ -24,6 +24,7 @@ use crate::ops::QueueStats;
 use crate::queue::{Envelope, EventQueue, OutboundMessage};
 use crate::redrive::{RedriveQueues, RedriveRequest, Redriver};
 use crate::scoring::{LeadFailures, LeadRecompute};
+use crate::secrets::{Secrets, SecretsCache};
 use crate::store::{EventStatus, EventStore, StatusChange, StoredEvent};
 
 pub use failed::{FailedEvent, FailedEvents, FailedKey, FailedPage};
@@ -102,13 +103,25 @@ fn decoded(segment: &str) -> Result<String, ApiError> {
 }
 
 pub struct AdminApi {
-    keys: ApiKeys,
+    keys: SecretsCache,
     ports: AdminPorts,
 }
 
 impl AdminApi {
     pub fn new(keys: ApiKeys, ports: AdminPorts) -> Self {
-        Self { keys, ports }
+        Self {
+            keys: SecretsCache::inline(Secrets {
+                api_keys: keys,
+                ..Secrets::default()
+            }),
+            ports,
+        }
+    }
+
+    /// Reads the keys from `secrets` instead.
+    pub fn with_secrets(mut self, secrets: SecretsCache) -> Self {
+        self.keys = secrets;
+        self
     }
 
     pub async fn handle(&self, request: HttpRequest) -> HttpResponse {
@@ -128,6 +141,9 @@ impl AdminApi {
         info!(route = route.name(), "request");
         metrics.property("route", route.name());
         self.keys
+            .get()
+            .await?
+            .api_keys
             .authorize(request.header("authorization"), Scope::Admin)?;
         let response = match &route {
             Route::Metrics => {

@@ -16,6 +16,7 @@ mod ops;
 mod redrive;
 mod repair;
 mod rules;
+mod secrets;
 mod sqs;
 
 pub use analytics::DynamoAggregates;
@@ -26,6 +27,7 @@ pub use ops::{DynamoTableProbe, SqsQueueStats};
 pub use redrive::SqsRedrive;
 pub use repair::SqsFailureQueue;
 pub use rules::DynamoRules;
+pub use secrets::{secrets_cache, SecretsManagerStore};
 pub use sqs::{SqsEventQueue, SqsVisibility};
 
 use aws_config::{BehaviorVersion, SdkConfig};

@@ -879,3 +879,74 @@ async fn sources_not_counted_by_name_share_one_counter() {
     // The events keep their source; only the counter is shared.
     assert!(sent(&s).iter().any(|m| m.source == "src-7"));
 }
+
+/// A secret store that answers with `value`, or fails when it is `None`.
+struct FixedSecret(Option<String>);
+
+#[async_trait]
+impl crate::secrets::SecretStore for FixedSecret {
+    async fn secret_string(&self) -> Result<String, StoreError> {
+        self.0
+            .clone()
+            .ok_or_else(|| StoreError::Unavailable("AccessDeniedException".into()))
+    }
+}
+
+#[tokio::test]
+async fn keys_and_webhook_secrets_come_from_the_secret_store_when_one_is_given() {
+    let secret = json!({
+        "apiKeyDigests": format!("{}:ingest", ApiKeys::digest("stored-key")),
+        "webhookSecrets": "crm=stored-secret"
+    })
+    .to_string();
+    let s = service().with_secrets(crate::secrets::SecretsCache::from_store(
+        std::sync::Arc::new(FixedSecret(Some(secret))),
+        crate::secrets::SECRETS_TTL,
+    ));
+    let post = |key: &str| {
+        request(
+            "POST",
+            "/v1/events",
+            &[("authorization", &format!("Bearer {key}"))],
+            r#"{"type":"A"}"#,
+        )
+    };
+    assert_eq!(s.handle(post("stored-key")).await.status, 202);
+    // The config's own keys and secrets no longer count.
+    assert_eq!(s.handle(post("ingest-key")).await.status, 401);
+    let now = Utc::now().timestamp();
+    let body = r#"{"type":"deal.won"}"#;
+    let sig = sign_timestamped("stored-secret", "v1", now, body.as_bytes());
+    let r = s
+        .handle(request(
+            "POST",
+            "/v1/webhooks/crm",
+            &[("x-signature", &sig)],
+            body,
+        ))
+        .await;
+    assert_eq!(r.status, 202, "{}", r.body);
+    let old = sign_timestamped("old-secret", "v1", now, body.as_bytes());
+    let r = s
+        .handle(request(
+            "POST",
+            "/v1/webhooks/shop",
+            &[("x-signature", &old)],
+            body,
+        ))
+        .await;
+    assert_eq!(r.status, 404, "shop is not in the stored secret");
+
+    // A store that cannot be read: 503 naming the secrets, nothing queued.
+    let down = service().with_secrets(crate::secrets::SecretsCache::from_store(
+        std::sync::Arc::new(FixedSecret(None)),
+        crate::secrets::SECRETS_TTL,
+    ));
+    let r = down.handle(post("ingest-key")).await;
+    assert_eq!(
+        (r.status, body_code(&r)),
+        (503, json!("SERVICE_UNAVAILABLE"))
+    );
+    assert!(!r.body.contains("AccessDenied"), "{}", r.body);
+    assert!(sent(&down).is_empty());
+}

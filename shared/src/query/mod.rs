@@ -23,6 +23,7 @@ use crate::http::{serve, HttpRequest, HttpResponse};
 use crate::observability::Metrics;
 use crate::ops::{NamedDependency, NamedQueue, ReadinessCache, READINESS_TTL};
 use crate::scoring::{LeadHistory, LeadReader, RuleStore};
+use crate::secrets::{Secrets, SecretsCache};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Route {
@@ -133,7 +134,7 @@ pub struct QueryPorts {
 
 /// The query function's logic.
 pub struct QueryApi {
-    keys: ApiKeys,
+    keys: SecretsCache,
     ports: QueryPorts,
     readiness: ReadinessCache,
 }
@@ -146,10 +147,19 @@ impl QueryApi {
     /// As [`QueryApi::new`], reusing a readiness answer for `ttl` instead of the default.
     pub fn with_readiness_ttl(keys: ApiKeys, ports: QueryPorts, ttl: Duration) -> Self {
         Self {
-            keys,
+            keys: SecretsCache::inline(Secrets {
+                api_keys: keys,
+                ..Secrets::default()
+            }),
             ports,
             readiness: ReadinessCache::new(ttl),
         }
+    }
+
+    /// Reads the keys from `secrets` instead (only for routes that need a key).
+    pub fn with_secrets(mut self, secrets: SecretsCache) -> Self {
+        self.keys = secrets;
+        self
     }
 
     pub async fn handle(&self, request: HttpRequest) -> HttpResponse {
@@ -169,6 +179,9 @@ impl QueryApi {
         metrics.property("route", route.name());
         if let Some(scope) = route.scope() {
             self.keys
+                .get()
+                .await?
+                .api_keys
                 .authorize(request.header("authorization"), scope)?;
         }
         let p = &self.ports;
