@@ -62,6 +62,9 @@ async fn main() -> Result<()> {
         parameters: vec![
             ("RollupWindowSeconds".into(), WINDOW_SECONDS.to_string()),
             ("RollupSettleSeconds".into(), SETTLE_SECONDS.to_string()),
+            // Latency is measured, not the API's throttling.
+            ("ApiRateLimit".into(), "1000000".into()),
+            ("ApiBurstLimit".into(), "1000000".into()),
         ],
         cargo_features: Vec::new(),
     })

@@ -37,6 +37,7 @@ use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
 use crate::invoke::{InvokeError, Invoker};
+use crate::throttle::{Buckets, Throttling};
 
 /// API Gateway's request payload quota for HTTP APIs.
 pub const MAX_BODY_BYTES: usize = 10 * 1024 * 1024;
@@ -89,6 +90,9 @@ pub struct GatewayConfig {
     pub integration_timeout: Duration,
     /// Largest accepted request body; larger bodies get 413. Default [`MAX_BODY_BYTES`].
     pub max_body_bytes: usize,
+    /// The HTTP API's throttling (the template's `DefaultRouteSettings` and `RouteSettings`).
+    /// Default: none.
+    pub throttling: Throttling,
 }
 
 impl Default for GatewayConfig {
@@ -96,6 +100,7 @@ impl Default for GatewayConfig {
         Self {
             integration_timeout: INTEGRATION_TIMEOUT,
             max_body_bytes: MAX_BODY_BYTES,
+            throttling: Throttling::default(),
         }
     }
 }
@@ -134,6 +139,7 @@ impl Gateway {
         let state = Arc::new(Shared {
             router,
             invoker,
+            buckets: Buckets::new(config.throttling.clone()),
             config,
             local_addr,
             next_id: AtomicU32::new(0),
@@ -374,6 +380,7 @@ fn more_specific(a: &CompiledRoute, b: &CompiledRoute) -> bool {
 struct Shared {
     router: RouteTable,
     invoker: Arc<dyn Invoker>,
+    buckets: Buckets,
     config: GatewayConfig,
     local_addr: SocketAddr,
     next_id: AtomicU32,
@@ -420,8 +427,11 @@ async fn handle(
         }
         BodyRead::Complete(body) => match shared.router.find(&method, &raw_path) {
             None => gateway_error(StatusCode::NOT_FOUND),
-            Some(matched) => {
+            Some(matched) => 'matched: {
                 route_key = matched.route_key.to_owned();
+                if let Err(wait) = shared.buckets.take(matched.route_key) {
+                    break 'matched throttled(wait, &request_id);
+                }
                 let event = build_event(&EventInput {
                     route_key: matched.route_key,
                     path_parameters: &matched.path_parameters,
@@ -538,6 +548,30 @@ async fn invoke(shared: &Shared, function: &str, event: Value) -> Response<Body>
 }
 
 /// API Gateway's own answers: `{"message":"<reason phrase>"}`.
+/// `429` in the API's error shape, with `Retry-After` (whole seconds until a token is back).
+fn throttled(wait: Duration, request_id: &str) -> Response<Body> {
+    let seconds = wait.as_secs_f64().ceil().max(1.0) as u64;
+    let body = json!({
+        "error": {
+            "code": "TOO_MANY_REQUESTS",
+            "message": format!("too many requests; retry after {seconds} s"),
+            "details": [],
+        },
+        "requestId": request_id,
+    });
+    let mut response = Response::new(Body::from(body.to_string()));
+    *response.status_mut() = StatusCode::TOO_MANY_REQUESTS;
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    if let Ok(value) = HeaderValue::from_str(&seconds.to_string()) {
+        headers.insert(header::RETRY_AFTER, value);
+    }
+    response
+}
+
 fn gateway_error(status: StatusCode) -> Response<Body> {
     let message = match status {
         StatusCode::NOT_FOUND => "Not Found",

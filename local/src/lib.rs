@@ -16,6 +16,7 @@ pub mod seed;
 pub mod sources;
 pub mod stack;
 pub mod template;
+pub mod throttle;
 pub mod up;
 
 pub use emulators::{emulators, EmulatorOptions, Emulators};

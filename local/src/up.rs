@@ -13,7 +13,7 @@ use serde_json::{json, Value};
 use tally::auth::ApiKeys;
 
 use crate::functions::{self, EventDef, FunctionDef, LocalResources};
-use crate::gateway::{Gateway, Route};
+use crate::gateway::{Gateway, GatewayConfig, Route};
 use crate::invoke::{InvokeError, Invoker};
 use crate::runtime::{FunctionSpec, Runtimes};
 use crate::sources::{
@@ -21,6 +21,7 @@ use crate::sources::{
     StreamPoller,
 };
 use crate::template::Template;
+use crate::throttle::Throttling;
 use crate::{EmulatorOptions, Emulators, Stack};
 
 /// API keys and webhook secrets of the local stack. Local-only values (printed at start-up),
@@ -282,7 +283,18 @@ impl LocalStack {
         let scheduler =
             Arc::new(Scheduler::start(schedules, runtimes.clone()).map_err(|e| anyhow!("{e}"))?);
         let _ = invoker.scheduler.set(scheduler.clone());
-        let gateway = Gateway::bind(options.api_addr, routes, invoker).await?;
+        let throttling = Throttling::from_template(&text, &resources)
+            .context("reading the HTTP API's throttling")?;
+        let gateway = Gateway::bind_with_config(
+            options.api_addr,
+            routes,
+            invoker,
+            GatewayConfig {
+                throttling,
+                ..GatewayConfig::default()
+            },
+        )
+        .await?;
         Ok(LocalStack {
             api_addr: gateway.local_addr(),
             stack,

@@ -780,3 +780,76 @@ async fn event_matches_payload_format_2_0() -> anyhow::Result<()> {
     gateway.shutdown().await;
     Ok(())
 }
+
+#[tokio::test]
+async fn throttled_routes_answer_429_with_retry_after_without_invoking() -> anyhow::Result<()> {
+    use tally_local::throttle::{Throttle, Throttling};
+    let fake = Fake::new(|_, _| Ok(json!({ "statusCode": 202, "body": "{}" })));
+    let config = GatewayConfig {
+        throttling: Throttling {
+            default: Some(Throttle {
+                rate: 100.0,
+                burst: 100,
+            }),
+            routes: [(
+                "POST /v1/events".to_owned(),
+                Throttle {
+                    rate: 1.0,
+                    burst: 2,
+                },
+            )]
+            .into(),
+        },
+        ..Default::default()
+    };
+    let (gateway, base) = start_with(webhook_routes(), &fake, config).await?;
+    let http = client()?;
+    let mut statuses = Vec::new();
+    let mut throttled = None;
+    for _ in 0..3 {
+        let response = http
+            .post(format!("{base}/v1/events"))
+            .body("{}")
+            .send()
+            .await?;
+        statuses.push(response.status().as_u16());
+        if response.status() == 429 {
+            let retry_after = response
+                .headers()
+                .get("retry-after")
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned);
+            throttled = Some((retry_after, response.json::<Value>().await?));
+        }
+    }
+    assert_eq!(statuses, vec![202, 202, 429]);
+    let (retry_after, body) = throttled.context("a throttled answer")?;
+    assert_eq!(retry_after.as_deref(), Some("1"));
+    assert_eq!(body["error"]["code"], "TOO_MANY_REQUESTS");
+    assert!(
+        body["requestId"].is_string() && body["error"]["details"].is_array(),
+        "{body}"
+    );
+    assert_eq!(
+        fake.calls()?.len(),
+        2,
+        "the throttled request never reached the function"
+    );
+    // Another route has its own bucket (the default).
+    let other = http
+        .post(format!("{base}/v1/webhooks/shop"))
+        .body("{}")
+        .send()
+        .await?;
+    assert_eq!(other.status(), 202);
+    // A second later the route has a token again.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let again = http
+        .post(format!("{base}/v1/events"))
+        .body("{}")
+        .send()
+        .await?;
+    assert_eq!(again.status(), 202);
+    gateway.shutdown().await;
+    Ok(())
+}

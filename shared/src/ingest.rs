@@ -750,3 +750,6 @@ mod tests;
 
 #[cfg(test)]
 mod accepted_tests;
+
+#[cfg(test)]
+mod fuzz_tests;

@@ -80,7 +80,7 @@ pub(super) fn config() -> IngestConfig {
     }
 }
 
-fn service() -> Ingest<FakeQueue, FakeCounters> {
+pub(super) fn service() -> Ingest<FakeQueue, FakeCounters> {
     Ingest::new(config(), FakeQueue::default(), FakeCounters::default())
 }
 

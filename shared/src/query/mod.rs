@@ -211,3 +211,6 @@ impl QueryApi {
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod fuzz_tests;

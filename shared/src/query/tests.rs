@@ -19,7 +19,7 @@ use crate::scoring::{MemoryHistory, MemoryLeads, MemoryRules};
 use crate::store::StoreError;
 
 #[derive(Default)]
-struct CountingReader {
+pub(super) struct CountingReader {
     /// Days read, by the hour or whole.
     reads: AtomicUsize,
     /// Of those, days read whole (their daily summary).
@@ -61,8 +61,8 @@ impl AggregateReader for CountingReader {
 type Api = QueryApi;
 
 /// The API over in-memory ports, with handles on them.
-struct Fixture {
-    api: QueryApi,
+pub(super) struct Fixture {
+    pub(super) api: QueryApi,
     aggregates: Arc<CountingReader>,
     leads: Arc<MemoryLeads>,
     history: Arc<MemoryHistory>,
@@ -78,7 +78,7 @@ impl std::ops::Deref for Fixture {
     }
 }
 
-fn api(reader: CountingReader) -> Result<Fixture, String> {
+pub(super) fn api(reader: CountingReader) -> Result<Fixture, String> {
     let keys = ApiKeys::parse(&format!(
         "{}:read,{}:admin,{}:ingest",
         ApiKeys::digest("r"),
