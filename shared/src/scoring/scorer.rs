@@ -392,7 +392,7 @@ impl<L: LeadStore, H: LeadHistory, R: RuleStore> Scorer<L, H, R> {
                 }
             }
         }
-        report.leads -= failures.len();
+        report.leads = report.leads.saturating_sub(failures.len());
         Ok((
             WrittenLeads {
                 summary: report,
