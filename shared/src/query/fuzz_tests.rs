@@ -57,7 +57,23 @@ fn value() -> impl Strategy<Value = String> {
         (0i64..=8_210_298_412_799_999).prop_map(|n| n.to_string()),
         "[ -~]{0,40}",
         "\\PC{0,20}",
+        forged_cursor(),
     ]
+}
+
+/// A cursor in the API's own encoding with any numbers in it (a forged one).
+fn forged_cursor() -> impl Strategy<Value = String> {
+    use base64::Engine as _;
+    (
+        any::<i64>(),
+        prop::collection::vec(any::<u64>(), 30..34),
+        any::<i64>(),
+        "\\PC{0,20}",
+    )
+        .prop_map(|(t, v, s, l)| {
+            let json = serde_json::json!({"t": t, "v": v, "s": s, "l": l});
+            base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(json.to_string())
+        })
 }
 
 fn is_error_shape(body: &Value) -> bool {

@@ -57,8 +57,12 @@ impl Cursor {
         if cursor.versions.len() != BOARD_SHARDS as usize {
             return Err("is not a cursor this API issued");
         }
-        let age_ms = now.timestamp_millis() - cursor.as_of_ms;
-        if !(0..=CURSOR_LIFETIME_SECS * 1000).contains(&age_ms) {
+        // Checked: the cursor is the client's to forge, and any `t` must be a 400, not a panic.
+        let fresh = now
+            .timestamp_millis()
+            .checked_sub(cursor.as_of_ms)
+            .is_some_and(|age_ms| (0..=CURSOR_LIFETIME_SECS * 1000).contains(&age_ms));
+        if !fresh {
             return Err(CURSOR_EXPIRED);
         }
         Ok(cursor)

@@ -984,6 +984,15 @@ mod leads {
             cursor(now, vec![0; 3]),
             cursor(now - chrono::Duration::hours(2), vec![0; shards]),
             cursor(now, gone),
+            // Forged times at the ends of i64 (once an overflow in the age check).
+            URL_SAFE_NO_PAD.encode(
+                serde_json::json!({"t": i64::MIN, "v": vec![0; shards], "s": 0, "l": "a"})
+                    .to_string(),
+            ),
+            URL_SAFE_NO_PAD.encode(
+                serde_json::json!({"t": i64::MAX, "v": vec![0; shards], "s": 0, "l": "a"})
+                    .to_string(),
+            ),
         ] {
             let (status, body) = page(&f, &[("cursor", &bad)]).await;
             assert_eq!(status, 400, "{bad}: {body}");
