@@ -122,6 +122,15 @@ impl ApiError {
     }
 }
 
+/// Whether an answer's body has the one error shape (tests of every route check it).
+#[cfg(test)]
+pub(crate) fn is_error_shape(body: &Value) -> bool {
+    body["error"]["code"].is_string()
+        && body["error"]["message"].is_string()
+        && body["error"]["details"].is_array()
+        && body["requestId"].is_string()
+}
+
 /// An error lists at most this many details, so that no answer nears Lambda's 6 MB limit.
 pub const MAX_DETAILS: usize = 100;
 

@@ -51,10 +51,12 @@ impl Secrets {
     /// Parses the secret's JSON; the error names the field, never a value.
     pub fn parse(json: &str) -> Result<Self, String> {
         let raw: SecretJson = serde_json::from_str(json).map_err(|e| {
-            format!(
-                "the secret is not the expected JSON object ({})",
-                e.classify_name()
-            )
+            // The category only: serde's message could quote part of a value.
+            let problem = match e.classify() {
+                serde_json::error::Category::Data => "unknown or mistyped field",
+                _ => "not JSON",
+            };
+            format!("the secret is not the expected JSON object ({problem})")
         })?;
         let set = |v: String| Some(v).filter(|v| !v.trim().is_empty());
         let facebook = match (set(raw.facebook_app_secret), set(raw.facebook_verify_token)) {
@@ -78,20 +80,6 @@ impl Secrets {
             webhook_secrets: WebhookSecrets::parse(&raw.webhook_secrets)
                 .map_err(|e| format!("webhookSecrets: {e}"))?,
         })
-    }
-}
-
-trait ClassifyName {
-    fn classify_name(&self) -> &'static str;
-}
-
-impl ClassifyName for serde_json::Error {
-    fn classify_name(&self) -> &'static str {
-        match self.classify() {
-            serde_json::error::Category::Io => "unreadable",
-            serde_json::error::Category::Syntax | serde_json::error::Category::Eof => "not JSON",
-            serde_json::error::Category::Data => "unknown or mistyped field",
-        }
     }
 }
 

@@ -35,6 +35,31 @@ fn failure_record(first: chrono::DateTime<Utc>, last: chrono::DateTime<Utc>) -> 
     .to_string()
 }
 
+/// One reference of each consumer for the batch stored between `first` and `last`, and one
+/// unreadable message in the rollup's queue.
+async fn send_references(
+    stack: &Stack,
+    rollup_queue: &str,
+    archive_queue: &str,
+    first: chrono::DateTime<Utc>,
+    last: chrono::DateTime<Utc>,
+) -> Result<()> {
+    for (url, body) in [
+        (rollup_queue, failure_record(first, last)),
+        (rollup_queue, "not a failure record".to_owned()),
+        (archive_queue, failure_record(first, last)),
+    ] {
+        stack
+            .sqs
+            .send_message()
+            .queue_url(url)
+            .message_body(body)
+            .send()
+            .await?;
+    }
+    Ok(())
+}
+
 async fn queue_depth(stack: &Stack, url: &str) -> Result<usize> {
     let mut bodies = Vec::new();
     // Messages received here are hidden for a second only, so repeated reads see them again.
@@ -68,19 +93,7 @@ async fn failed_batches_are_rederived_from_the_events_table_and_their_references
     let last = Utc::now();
     let rollup_queue = stack.queue("RollupFailureQueue")?.url.clone();
     let archive_queue = stack.queue("ArchiveFailureQueue")?.url.clone();
-    for (url, body) in [
-        (&rollup_queue, failure_record(first, last)),
-        (&rollup_queue, "not a failure record".to_owned()),
-        (&archive_queue, failure_record(first, last)),
-    ] {
-        stack
-            .sqs
-            .send_message()
-            .queue_url(url)
-            .message_body(body)
-            .send()
-            .await?;
-    }
+    send_references(&stack, &rollup_queue, &archive_queue, first, last).await?;
     let stream = stack.delivery_stream("ArchiveDeliveryStream")?;
     let bucket = stack.bucket(&stream.bucket_logical_id)?.name.clone();
     assert!(archived_lines(&stack, &bucket).await?.is_empty());
@@ -107,19 +120,7 @@ async fn failed_batches_are_rederived_from_the_events_table_and_their_references
     for url in [&rollup_queue, &archive_queue] {
         stack.sqs.purge_queue().queue_url(url).send().await?;
     }
-    for (url, body) in [
-        (&rollup_queue, failure_record(first, last)),
-        (&rollup_queue, "not a failure record".to_owned()),
-        (&archive_queue, failure_record(first, last)),
-    ] {
-        stack
-            .sqs
-            .send_message()
-            .queue_url(url)
-            .message_body(body)
-            .send()
-            .await?;
-    }
+    send_references(&stack, &rollup_queue, &archive_queue, first, last).await?;
 
     let report = repairer.invoke(json!({}), Utc::now()).await?;
     let rollup = report.rollup.context("rollup report")?;

@@ -1,13 +1,13 @@
-//! The repair's adapters: stream failure queues (SQS) and events by processing time (the events
-//! table's `byHour` index, filtered on `processedAt`).
+//! The repair's adapters: stream failure queues (SQS) and events by processing time (the hours
+//! of the events table's `byHour` index, as reconciliation reads them, kept by `processedAt`).
 
 use async_trait::async_trait;
 use chrono::{DateTime, Duration, DurationRound, Utc};
 use futures::{StreamExt, TryStreamExt};
 
 use super::dynamo::DynamoEventStore;
-use super::item::{query_all, s, text};
-use crate::event::{format_utc, Event};
+use crate::aggregation::HourlyEvents;
+use crate::event::Event;
 use crate::repair::{FailureMessage, FailureQueue, ProcessedEvents, RepairEvent};
 use crate::store::StoreError;
 
@@ -32,42 +32,26 @@ impl ProcessedEvents for DynamoEventStore {
             .take_while(|h| *h <= to + Duration::hours(1))
             .map(|h| h.format("%Y-%m-%dT%H").to_string())
             .collect();
-        let (from, to) = (format_utc(from), format_utc(to));
+        // The hour's processed events, as reconciliation reads them; kept when processed in
+        // the window.
         let pages: Vec<Vec<RepairEvent>> = futures::stream::iter(hours)
-            .map(|hour| {
-                let (from, to) = (from.clone(), to.clone());
-                async move {
-                    let items = query_all(
-                        self.client
-                            .query()
-                            .table_name(&self.table)
-                            .index_name("byHour")
-                            .key_condition_expression("#hour = :hour")
-                            .filter_expression("processedAt BETWEEN :from AND :to")
-                            .expression_attribute_names("#hour", "hour")
-                            .expression_attribute_names("#event", "event")
-                            .expression_attribute_values(":hour", s(hour))
-                            .expression_attribute_values(":from", s(from))
-                            .expression_attribute_values(":to", s(to))
-                            .projection_expression("#event"),
-                    )
-                    .await?;
-                    Ok::<_, StoreError>(
-                        items
-                            .iter()
-                            .filter_map(|item| {
-                                let json = text(item, "event")?;
-                                let event: Event = serde_json::from_str(json).ok()?;
-                                Some(RepairEvent {
-                                    event_id: event.event_id,
-                                    timestamp: event.timestamp,
-                                    lead_id: event.lead_id,
-                                    event_json: json.to_owned(),
-                                })
+            .map(|hour| async move {
+                let events = self.processed_in_hour(&hour).await?;
+                Ok::<_, StoreError>(
+                    events
+                        .into_iter()
+                        .filter(|e| (from..=to).contains(&e.processed_at))
+                        .filter_map(|e| {
+                            let event: Event = serde_json::from_str(&e.event_json).ok()?;
+                            Some(RepairEvent {
+                                event_id: event.event_id,
+                                timestamp: event.timestamp,
+                                lead_id: event.lead_id,
+                                event_json: e.event_json,
                             })
-                            .collect(),
-                    )
-                }
+                        })
+                        .collect(),
+                )
             })
             .buffer_unordered(CONCURRENT_HOURS)
             .try_collect()

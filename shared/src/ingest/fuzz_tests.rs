@@ -3,6 +3,7 @@
 //! signature headers and idempotency keys. An answer is a success or a 4xx in the error shape,
 //! never a panic or a 5xx (the queue here accepts everything).
 
+use crate::error::is_error_shape;
 use proptest::prelude::*;
 use serde_json::{Map, Value};
 
@@ -100,13 +101,6 @@ fn signature() -> impl Strategy<Value = Option<String>> {
         }),
         "[0-9a-f]{64}".prop_map(|m| Some(format!("sha256={m}"))),
     ]
-}
-
-fn is_error_shape(body: &Value) -> bool {
-    body["error"]["code"].is_string()
-        && body["error"]["message"].is_string()
-        && body["error"]["details"].is_array()
-        && body["requestId"].is_string()
 }
 
 proptest! {

@@ -2,6 +2,7 @@
 //! (ranges near the clock's limits, huge limits, garbage cursors, unknown and repeated names),
 //! an answer is a success or a 4xx in the error shape, never a panic or a 5xx.
 
+use crate::error::is_error_shape;
 use proptest::prelude::*;
 use serde_json::Value;
 
@@ -74,13 +75,6 @@ fn forged_cursor() -> impl Strategy<Value = String> {
             let json = serde_json::json!({"t": t, "v": v, "s": s, "l": l});
             base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(json.to_string())
         })
-}
-
-fn is_error_shape(body: &Value) -> bool {
-    body["error"]["code"].is_string()
-        && body["error"]["message"].is_string()
-        && body["error"]["details"].is_array()
-        && body["requestId"].is_string()
 }
 
 proptest! {
