@@ -43,6 +43,8 @@ pub trait FailureQueue: Send + Sync {
     /// Up to 10 references, hidden from other readers while this run works on them.
     async fn receive(&self, max: usize) -> Result<Vec<FailureMessage>, StoreError>;
     async fn delete(&self, receipt: &str) -> Result<(), StoreError>;
+    /// Makes a received reference visible again now.
+    async fn release(&self, receipt: &str) -> Result<(), StoreError>;
 }
 
 /// A stored event as the repair needs it.
@@ -253,6 +255,9 @@ impl Repairer {
             Consumer::Archive => &self.ports.archive_failures,
         };
         let mut report = QueueReport::default();
+        // A dry run changes nothing: it hands every reference it read back at the end, so the
+        // real run can follow at once.
+        let mut counted = Vec::new();
         while report.records < request.max_records {
             let messages = queue
                 .receive((request.max_records - report.records).min(10))
@@ -267,6 +272,9 @@ impl Repairer {
                         "a failure queue message is not a stream failure record; left for a person"
                     );
                     report.unreadable += 1;
+                    if request.dry_run {
+                        counted.push(message.receipt);
+                    }
                     continue;
                 };
                 let events = self
@@ -277,6 +285,7 @@ impl Repairer {
                 report.events += events.len();
                 if request.dry_run {
                     report.left += 1;
+                    counted.push(message.receipt);
                     continue;
                 }
                 let done = match consumer {
@@ -290,6 +299,9 @@ impl Repairer {
                     report.left += 1;
                 }
             }
+        }
+        for receipt in &counted {
+            queue.release(receipt).await?;
         }
         Ok(report)
     }

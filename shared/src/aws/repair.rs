@@ -106,6 +106,18 @@ impl FailureQueue for SqsFailureQueue {
             .collect())
     }
 
+    async fn release(&self, receipt: &str) -> Result<(), StoreError> {
+        self.client
+            .change_message_visibility()
+            .queue_url(&self.url)
+            .receipt_handle(receipt)
+            .visibility_timeout(0)
+            .send()
+            .await
+            .map_err(|e| super::store_unavailable(&e))?;
+        Ok(())
+    }
+
     async fn delete(&self, receipt: &str) -> Result<(), StoreError> {
         self.client
             .delete_message()

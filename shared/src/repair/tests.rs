@@ -10,6 +10,8 @@ use super::*;
 #[derive(Default)]
 struct Queue {
     messages: Mutex<BTreeMap<String, String>>,
+    /// Received and not deleted: back in `messages` when released.
+    hidden: Mutex<BTreeMap<String, String>>,
     deleted: Mutex<Vec<String>>,
 }
 
@@ -37,14 +39,25 @@ impl FailureQueue for Queue {
             .lock()
             .map_err(|_| StoreError::Unavailable("lock".into()))?;
         let taken: Vec<String> = messages.keys().take(max).cloned().collect();
-        Ok(taken
+        let received: Vec<FailureMessage> = taken
             .into_iter()
             .filter_map(|r| {
                 messages
                     .remove(&r)
                     .map(|body| FailureMessage { receipt: r, body })
             })
-            .collect())
+            .collect();
+        if let Ok(mut hidden) = self.hidden.lock() {
+            hidden.extend(received.iter().map(|m| (m.receipt.clone(), m.body.clone())));
+        }
+        Ok(received)
+    }
+    async fn release(&self, receipt: &str) -> Result<(), StoreError> {
+        let body = self.hidden.lock().ok().and_then(|mut h| h.remove(receipt));
+        if let (Some(body), Ok(mut messages)) = (body, self.messages.lock()) {
+            messages.insert(receipt.to_owned(), body);
+        }
+        Ok(())
     }
     async fn delete(&self, receipt: &str) -> Result<(), StoreError> {
         if let Ok(mut d) = self.deleted.lock() {
@@ -347,6 +360,13 @@ async fn a_dry_run_counts_and_unreadable_references_stay() -> Result<(), RepairE
         .map(|d| d.is_empty())
         .unwrap_or(false));
     assert!(report.dry_run);
+    // The dry run handed its references back: the real run that follows repairs at once.
+    let report = w
+        .repairer
+        .invoke(json!({"queue": "rollup"}), at(NOW))
+        .await?;
+    assert_eq!(report.rollup.map(|r| r.repaired), Some(1));
+    assert_eq!(w.rollup.deleted(), vec!["r0"]);
     Ok(())
 }
 
