@@ -132,25 +132,6 @@ async fn run(stack: &LocalStack, days: u32, events_per_day: u32, samples: usize)
         .map_or(0, |d| d.iter().filter(|d| d["written"] == true).count());
     println!("reconciled: {written} days compacted");
 
-    let started = Instant::now();
-    let mut scored = 0;
-    loop {
-        let run = invoke(stack, json!({"task": "scores"})).await?;
-        scored += run["events"].as_u64().unwrap_or(0);
-        if run["parts"].as_u64() == Some(0) {
-            break;
-        }
-    }
-    ensure!(
-        scored == seeded.events,
-        "scored {scored} of {} events",
-        seeded.events
-    );
-    println!(
-        "scored {scored} events in {:.1} s",
-        started.elapsed().as_secs_f64()
-    );
-
     let now = Utc::now();
     let month_start = (now - chrono::Duration::days(i64::from(days)))
         .duration_trunc(chrono::Duration::hours(1))?

@@ -3,8 +3,8 @@
 //! `ReturnConsumedCapacity`:
 //! - write units per event of the windowed parts (for several window lengths) and of the
 //!   reconciliation that compacts the day;
-//! - write units per event of scoring: the windows' lead-log parts, then the scheduled scorer's
-//!   lead states and leaderboard shards, for a 30 and a 60 minute scoring interval;
+//! - write units per event of real-time scoring (lead states and their leaderboard index
+//!   entries), with the stream batched over 1, 5 and 30 s, and for one hot lead at 100 events/s;
 //! - the naive baseline, one `ADD` per aggregate per event (measured on 1,000 events);
 //! - CPU time to aggregate one 10,000-record batch (`-- --cpu-only` measures only that).
 //!
@@ -25,10 +25,7 @@ use tally::aggregation::{
 use tally::aws::{DynamoAggregates, DynamoLeads, DynamoRules};
 use tally::event::{normalize, Event, Limits, NormalizeContext};
 use tally::rollup::{age_band, followers_band, Rollup};
-use tally::scoring::{
-    compress_entries, LeadLogPart, LeadLogSink, LeadScore, MemoryHistory, MemoryLeads, ScoreRules,
-    ScoredEvent, Scorer,
-};
+use tally::scoring::{LeadEvent, LeadScore, MemoryHistory, ScoreRules, ScoredEvent, Scorer};
 use tally::store::StoreError;
 use tally::stream_window::WindowEvent;
 use tally_tests::{sdk_config, Stack};
@@ -142,20 +139,6 @@ impl AggregateStore for NoStore {
     }
 }
 
-/// A lead-log sink that spends the CPU the DynamoDB adapter spends on a part (gzipping its
-/// entries) and keeps nothing.
-struct CompressingLog;
-
-#[async_trait]
-impl LeadLogSink for CompressingLog {
-    async fn put_log(&self, parts: &[LeadLogPart]) -> Result<(), StoreError> {
-        for part in parts {
-            std::hint::black_box(compress_entries(&part.entries));
-        }
-        Ok(())
-    }
-}
-
 /// The events of the workload as the events table's hourly index would return them.
 struct InMemoryHours(Vec<Event>);
 
@@ -219,10 +202,11 @@ async fn main() -> Result<()> {
     let day = hour.format("%Y-%m-%d").to_string();
     println!("reference workload: {EVENTS} events in {} (8 types, 20 campaigns, 5 regions, 2 sources, 3 stages, 2,000 leads)", hour.format("%Y-%m-%dT%H:00Z"));
 
-    // CPU: one 10,000-record batch: parse, aggregate, lead segments gzipped as the adapter
-    // does, then the state (a batch inside the window) or the encoded parts (its last batch).
+    // CPU: one 10,000-record batch: parse, aggregate, then the state (a batch inside the
+    // window) or the encoded parts (its last batch). Scoring's CPU is a fold per event; its
+    // cost is the writes, measured below.
     let batch: Vec<(usize, &Event)> = events.iter().enumerate().collect();
-    let processor = WindowProcessor::new(NoStore, CompressingLog);
+    let processor = WindowProcessor::new(NoStore);
     for is_final in [false, true] {
         let text =
             window_event(&batch, "shardId-cpu", hour, Duration::hours(1), is_final)?.to_string();
@@ -230,11 +214,12 @@ async fn main() -> Result<()> {
         for _ in 0..CPU_RUNS {
             let started = Instant::now();
             let event: WindowEvent = serde_json::from_str(&text)?;
-            let (response, outcome) = processor.handle(&event).await?;
+            let result = processor.handle(&event).await?;
             times.push(started.elapsed().as_secs_f64() * 1000.0);
-            assert_eq!(outcome.events, EVENTS);
-            assert_eq!(response.state.get("rollup").is_some(), !is_final);
-            assert_eq!(outcome.parts_written > 0, is_final);
+            assert_eq!(result.outcome.events, EVENTS);
+            assert_eq!(result.lead_events.len(), EVENTS);
+            assert_eq!(result.response.state.get("rollup").is_some(), !is_final);
+            assert_eq!(result.outcome.parts_written > 0, is_final);
         }
         times.sort_by(f64::total_cmp);
         let what = if is_final {
@@ -263,7 +248,7 @@ async fn main() -> Result<()> {
     let mut aggregates_300 = 0.0;
     for window_seconds in [60_i64, 300, 900] {
         let store = Arc::new(DynamoAggregates::new(&config, table.clone()));
-        let processor = WindowProcessor::new(store.clone(), MemoryLeads::default());
+        let processor = WindowProcessor::new(store.clone());
         let len = Duration::seconds(window_seconds);
         let mut sorted: Vec<(usize, &Event)> = events.iter().enumerate().collect();
         sorted.sort_by_key(|(_, e)| e.timestamp);
@@ -310,7 +295,7 @@ async fn main() -> Result<()> {
         &config,
         fresh.table("AnalyticsTable")?.to_owned(),
     ));
-    let processor = WindowProcessor::new(store.clone(), MemoryLeads::default());
+    let processor = WindowProcessor::new(store.clone());
     let len = Duration::seconds(300);
     let mut start = hour;
     while start < hour + Duration::hours(1) {
@@ -344,11 +329,15 @@ async fn main() -> Result<()> {
     );
 
     let mut scoring = Vec::new();
-    for interval_minutes in [30_i64, 60] {
+    for batching_seconds in [1_i64, 5, 30] {
         scoring.push((
-            interval_minutes,
-            scoring_run(&events, hour, interval_minutes).await?,
+            batching_seconds,
+            scoring_run("reference", &events, batching_seconds).await?,
         ));
+    }
+    let hot = hot_lead(hour)?;
+    for batching_seconds in [1_i64, 5] {
+        scoring_run("hot lead, 100 events/s", &hot, batching_seconds).await?;
     }
 
     // Naive baseline on 1,000 events: one UpdateItem ADD per aggregate (hour and day) per event.
@@ -389,33 +378,47 @@ async fn main() -> Result<()> {
     }
     let naive_per_event = naive / sample as f64;
     println!("naive baseline (ADD per aggregate per event), measured on {sample} events: {naive_per_event:.2} WCU/event");
-    for (interval, cost) in scoring {
-        let total = (aggregates_300 + reconcile_wcu + cost.log + cost.scorer) / EVENTS as f64;
+    for (batching, cost) in scoring {
+        let total = (aggregates_300 + reconcile_wcu + cost) / EVENTS as f64;
         println!(
-            "total with scoring every {interval} min: aggregates {:.4} + reconciliation {:.4} + lead log {:.4} + lead states and leaderboard {:.4} = {total:.4} WCU/event (target 0.5); naive / total = {:.0}x",
+            "total with the stream batched over {batching} s: aggregates {:.4} + reconciliation {:.4} + lead states and leaderboard {:.4} = {total:.4} WCU/event; naive / total = {:.0}x",
             aggregates_300 / EVENTS as f64,
             reconcile_wcu / EVENTS as f64,
-            cost.log / EVENTS as f64,
-            cost.scorer / EVENTS as f64,
+            cost / EVENTS as f64,
             naive_per_event / total
         );
     }
     Ok(())
 }
 
-struct ScoringCost {
-    log: f64,
-    scorer: f64,
+/// One lead at 100 events a second for 60 s, types as the reference workload mixes them.
+fn hot_lead(hour: DateTime<Utc>) -> Result<Vec<Event>> {
+    let mut rng = fastrand_like(11);
+    let ctx = NormalizeContext {
+        received_at: Utc::now(),
+        limits: Limits::default(),
+        default_source: "api",
+    };
+    (0..6_000)
+        .map(|i| {
+            let e = json!({
+                "eventId": format!("hot-{i}"),
+                "type": TYPES[(rng() % 8) as usize],
+                "timestamp": (hour + Duration::milliseconds(i * 10)).to_rfc3339(),
+                "leadId": "email:hot@example.com",
+            });
+            normalize(e, &ctx).map_err(|err| anyhow::anyhow!("{err:?}"))
+        })
+        .collect()
 }
 
-/// The hour through 300 s windows writing lead-log parts, with the scorer run every
-/// `interval_minutes`; checks every lead against a recomputation.
-async fn scoring_run(
-    events: &[Event],
-    hour: DateTime<Utc>,
-    interval_minutes: i64,
-) -> Result<ScoringCost> {
-    let stack = Stack::provision(&format!("bench_scores_{interval_minutes}")).await?;
+/// Scores `events` as the stream delivers them: in timestamp order, one batch per
+/// `batching_seconds` of traffic (the mapping's batching window), each scored at once. Returns
+/// the write units spent (lead states and their leaderboard index entries, as DynamoDB reports
+/// them, indexes included) and checks every lead against a recomputation.
+async fn scoring_run(name: &str, events: &[Event], batching_seconds: i64) -> Result<f64> {
+    let stack =
+        Stack::provision(&format!("bench_scores_{batching_seconds}_{}", events.len())).await?;
     let config = sdk_config(&stack.dynamodb_endpoint);
     let table = stack.table("AnalyticsTable")?.to_owned();
     let leads = Arc::new(DynamoLeads::new(&config, table.clone()));
@@ -425,31 +428,30 @@ async fn scoring_run(
             history.store(lead, ScoredEvent::from(e));
         }
     }
-    let processor = WindowProcessor::new(NoStore, leads.clone());
     let scorer = Scorer::new(leads.clone(), history, DynamoRules::new(&config, table));
-    let len = Duration::seconds(300);
-    let mut log = 0.0;
-    let mut scorer_wcu = 0.0;
-    let mut recomputed = 0;
-    let mut start = hour;
-    while start < hour + Duration::hours(1) {
-        let in_window: Vec<(usize, &Event)> = events
-            .iter()
-            .enumerate()
-            .filter(|(_, e)| e.timestamp >= start && e.timestamp < start + len)
-            .collect();
-        let event: WindowEvent =
-            serde_json::from_value(window_event(&in_window, "shardId-1", start, len, true)?)?;
-        let before = leads.consumed_write_units();
-        processor.handle(&event).await?;
-        log += leads.consumed_write_units() - before;
-        start += len;
-        if (start - hour).num_minutes() % interval_minutes == 0 {
-            let before = leads.consumed_write_units();
-            recomputed += scorer.fold_pending(start).await?.recomputed;
-            scorer_wcu += leads.consumed_write_units() - before;
+    let mut sorted: Vec<&Event> = events.iter().collect();
+    sorted.sort_by_key(|e| (e.timestamp, e.event_id.clone()));
+    let mut batches: std::collections::BTreeMap<i64, Vec<LeadEvent>> = Default::default();
+    for e in sorted {
+        if let Some(lead) = &e.lead_id {
+            batches
+                .entry(e.timestamp.timestamp() / batching_seconds)
+                .or_default()
+                .push(LeadEvent {
+                    lead_id: lead.clone(),
+                    event: ScoredEvent::from(e),
+                });
         }
     }
+    let scored: usize = batches.values().map(Vec::len).sum();
+    let invocations = batches.len();
+    let started = Instant::now();
+    let mut recomputed = 0;
+    for (_, batch) in batches {
+        recomputed += scorer.score_events(batch, Utc::now()).await?.recomputed;
+    }
+    let elapsed = started.elapsed();
+    let wcu = leads.consumed_write_units();
     let rules = ScoreRules::defaults();
     let mut by_lead: std::collections::BTreeMap<&str, Vec<ScoredEvent>> = Default::default();
     for e in events {
@@ -472,14 +474,11 @@ async fn scoring_run(
         .map(|r| serde_json::to_string(&r.state).map_or(0, |s| s.len()))
         .sum();
     println!(
-        "scoring every {interval_minutes} min: lead log {log:.0} WCU ({:.4}/event), lead states + leaderboard {scorer_wcu:.0} WCU ({:.4}/event), {} leads (mean state {} bytes), {recomputed} recomputed; every lead equals its recomputation",
-        log / EVENTS as f64,
-        scorer_wcu / EVENTS as f64,
+        "real-time scoring, {name}, stream batched over {batching_seconds} s: {scored} events in {invocations} batches, {wcu:.0} WCU = {:.4} WCU/event (lead states and leaderboard index), {} leads (mean state {} bytes), {recomputed} recomputed, {:.1} s; every lead equals its recomputation",
+        wcu / scored.max(1) as f64,
         stored.len(),
-        state_bytes / stored.len().max(1)
+        state_bytes / stored.len().max(1),
+        elapsed.as_secs_f64()
     );
-    Ok(ScoringCost {
-        log,
-        scorer: scorer_wcu,
-    })
+    Ok(wcu)
 }

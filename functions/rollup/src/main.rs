@@ -1,6 +1,6 @@
-//! `rollup`: the events stream's consumer (tumbling windows → idempotent aggregate and lead-log
-//! parts) and the scheduled tasks: reconciliation of settled days, folding the lead log into
-//! scores, decay materialisation and recomputes.
+//! `rollup`: the events stream's consumer (tumbling windows → idempotent aggregate parts; each
+//! batch's leads scored as it arrives) and the scheduled tasks: reconciliation of settled days
+//! and recomputes.
 
 use std::sync::Arc;
 

@@ -20,10 +20,6 @@ use crate::stream_window::WindowEvent;
 pub enum Task {
     /// Recompute settled days of aggregates from the events table, repair and report drift.
     Reconcile,
-    /// Fold the pending lead log into lead states and the leaderboard.
-    Scores,
-    /// Materialise decayed scores on the leaderboard.
-    Decay,
     /// Re-fold one lead (`leadId`) from its stored events under the current rules now, or
     /// request a recompute of every lead and start it.
     Recompute,
@@ -83,7 +79,7 @@ pub enum RollupError {
 }
 
 pub struct RollupHandler<A, L, H, R> {
-    window: WindowProcessor<Arc<A>, Arc<L>>,
+    window: WindowProcessor<Arc<A>>,
     reconciler: Reconciler<Arc<A>, Arc<H>>,
     scorer: Scorer<Arc<L>, Arc<H>, R>,
     recompute_budget: std::time::Duration,
@@ -104,7 +100,7 @@ where
         settle: Duration,
     ) -> Self {
         Self {
-            window: WindowProcessor::new(aggregates.clone(), leads.clone()),
+            window: WindowProcessor::new(aggregates.clone()),
             reconciler: Reconciler::new(aggregates, events.clone(), settle),
             scorer: Scorer::new(leads, events, rules),
             recompute_budget: std::time::Duration::from_secs(60),
@@ -154,14 +150,21 @@ where
                 is_final_invoke_for_window: input.is_final_invoke_for_window,
                 is_window_terminated_early: input.is_window_terminated_early,
             };
-            let (response, outcome) = self.window.handle(&event).await?;
+            let result = self.window.handle(&event).await?;
+            let outcome = &result.outcome;
             metrics.count("RollupRecords", outcome.records as u64);
             metrics.count("RollupEvents", outcome.events as u64);
             metrics.count("RollupSkippedRecords", outcome.skipped as u64);
             metrics.count("RollupPartsWritten", outcome.parts_written as u64);
-            metrics.count("LeadEvents", outcome.lead_events as u64);
-            metrics.count("LeadLogPartsWritten", outcome.lead_parts_written as u64);
-            serde_json::to_value(response).map_err(|e| RollupError::BadInput(e.to_string()))
+            metrics.count("LeadEvents", result.lead_events.len() as u64);
+            // Scores do not wait for the window: the batch's leads are written now. A failure
+            // here fails the batch, and Lambda retries it with the window state it had, so the
+            // aggregates count nothing twice and the leads re-fold to the same states.
+            if !result.lead_events.is_empty() {
+                let report = self.scorer.score_events(result.lead_events, now).await?;
+                score_metrics(&report, &mut metrics);
+            }
+            serde_json::to_value(result.response).map_err(|e| RollupError::BadInput(e.to_string()))
         };
         metrics.flush();
         result
@@ -198,14 +201,6 @@ where
                     }));
                 }
                 Ok(json!({"task": "reconcile", "days": reports}))
-            }
-            Task::Scores => {
-                let report = self.scorer.fold_pending(now).await?;
-                Ok(score_result("scores", &report, metrics))
-            }
-            Task::Decay => {
-                let report = self.scorer.materialise_decay(now).await?;
-                Ok(score_result("decay", &report, metrics))
             }
             Task::Recompute => match &task.lead_id {
                 Some(lead_id) => {
@@ -251,32 +246,30 @@ where
     }
 }
 
-fn score_result(task: &str, report: &ScoreReport, metrics: &mut Metrics) -> Value {
-    metrics.count("LeadLogParts", report.parts as u64);
+fn score_metrics(report: &ScoreReport, metrics: &mut Metrics) {
     metrics.count("LeadEventsScored", report.events as u64);
     metrics.count("LeadsWritten", report.leads as u64);
     metrics.count("LeadsRecomputed", report.recomputed as u64);
     metrics.count("LeadWriteConflicts", report.conflicts as u64);
-    metrics.count("LeadsDecayed", report.decayed as u64);
     metrics.count("LeadWriteFailures", report.failed as u64);
     metrics.count("LeadsRepaired", report.repaired as u64);
+}
+
+fn score_result(task: &str, report: &ScoreReport, metrics: &mut Metrics) -> Value {
+    score_metrics(report, metrics);
     info!(
         task,
-        parts = report.parts,
         events = report.events,
         leads = report.leads,
         recomputed = report.recomputed,
         conflicts = report.conflicts,
-        board_shards = report.board_shards,
-        decayed = report.decayed,
         failed = report.failed,
         repaired = report.repaired,
         "scores updated"
     );
     json!({
-        "task": task, "parts": report.parts, "events": report.events, "leads": report.leads,
+        "task": task, "events": report.events, "leads": report.leads,
         "recomputed": report.recomputed, "conflicts": report.conflicts,
-        "boardShards": report.board_shards, "decayed": report.decayed,
         "failed": report.failed, "repaired": report.repaired,
     })
 }

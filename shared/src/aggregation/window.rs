@@ -1,6 +1,6 @@
-//! The stream side: accumulate a tumbling window's aggregates and its leads' scored events in
-//! the window state, and flush them as idempotent parts on the final invoke (lead events also
-//! whenever [`MAX_LOG_ENTRIES`] of them have accumulated, to bound the state).
+//! The stream side: accumulate a tumbling window's aggregates in the window state and flush them
+//! as idempotent parts on the final invoke. Each batch's lead events are handed back to the
+//! caller, which scores them at once (scores do not wait for the window).
 
 use std::collections::BTreeMap;
 
@@ -10,9 +10,7 @@ use tracing::{info, warn};
 use super::stored::ParsedEvent;
 use super::{AggregatePart, AggregateStore};
 use crate::rollup::{Rollup, RollupAccumulator, WindowAggregates};
-use crate::scoring::{
-    decode_entries, encode_entries, LeadEvent, LeadLogPart, LeadLogSink, MAX_LOG_ENTRIES,
-};
+use crate::scoring::LeadEvent;
 use crate::store::StoreError;
 use crate::stream_window::{WindowEvent, WindowResponse};
 
@@ -36,9 +34,6 @@ struct WindowState {
     /// window start it names the parts, so a re-run of the same window writes the same keys.
     first: Option<String>,
     rollup: Rollup,
-    /// Sequence number of the first record of the current lead-log segment: names its part.
-    leads_first: Option<String>,
-    leads: Vec<LeadEvent>,
 }
 
 impl WindowState {
@@ -54,66 +49,31 @@ impl WindowState {
             Some(text) => Rollup::decode(text).map_err(|e| WindowError::BadState(e.to_string()))?,
             None => Rollup::default(),
         };
-        let leads_first = map
-            .get("leadsFirst")
-            .and_then(Value::as_str)
-            .map(str::to_owned);
-        let leads = match map.get("leads").and_then(Value::as_str) {
-            Some(text) => decode_entries(text).map_err(|e| WindowError::BadState(e.to_string()))?,
-            None => Vec::new(),
-        };
-        if rollup.is_empty() && leads.is_empty() {
-            return Err(WindowError::BadState("neither rollup nor leads".into()));
+        // A state written before scoring moved out of the window may hold only lead events
+        // ("leads"), which are no longer kept: after such an upgrade a recompute of every lead
+        // scores them (README, "Upgrading").
+        if rollup.is_empty() && !map.contains_key("leads") {
+            return Err(WindowError::BadState("no rollup".into()));
         }
-        if !leads.is_empty() && leads_first.is_none() {
-            return Err(WindowError::BadState(
-                "lead events without leadsFirst".into(),
-            ));
-        }
-        Ok(Self {
-            first,
-            rollup,
-            leads_first,
-            leads,
-        })
+        Ok(Self { first, rollup })
     }
 
-    /// Lambda's `state` is a JSON object; the rollup and the lead events ride in it as compact
-    /// strings.
+    /// Lambda's `state` is a JSON object; the rollup rides in it as a compact string.
     fn encode(&self) -> Value {
         let mut state = serde_json::Map::new();
         if !self.rollup.is_empty() {
             state.insert("first".into(), json!(self.first));
             state.insert("rollup".into(), json!(self.rollup.encode()));
         }
-        if !self.leads.is_empty() {
-            state.insert("leadsFirst".into(), json!(self.leads_first));
-            state.insert("leads".into(), json!(encode_entries(&self.leads)));
-        }
         if !state.is_empty() {
             state.insert("v".into(), json!(2));
         }
         Value::Object(state)
     }
-
-    /// The current lead segment as a part, emptying it.
-    fn take_leads(&mut self, window_start_ms: i64, shard: &str) -> Option<LeadLogPart> {
-        let first = self.leads_first.take()?;
-        if self.leads.is_empty() {
-            return None;
-        }
-        Some(LeadLogPart {
-            window_start_ms,
-            shard: shard.to_owned(),
-            first_sequence: first,
-            entries: std::mem::take(&mut self.leads),
-        })
-    }
 }
 
-pub struct WindowProcessor<A, L> {
+pub struct WindowProcessor<A> {
     store: A,
-    leads: L,
 }
 
 /// Per-invocation figures for logs and metrics.
@@ -123,20 +83,22 @@ pub struct WindowOutcome {
     pub events: usize,
     pub skipped: usize,
     pub parts_written: usize,
-    /// Scored events of leads seen (events without a lead are aggregated only).
-    pub lead_events: usize,
-    pub lead_parts_written: usize,
 }
 
-impl<A: AggregateStore, L: LeadLogSink> WindowProcessor<A, L> {
-    pub fn new(store: A, leads: L) -> Self {
-        Self { store, leads }
+/// What one invocation gives back: the answer to Lambda, its figures, and the batch's lead
+/// events (events without a lead are aggregated only) for the scorer.
+pub struct WindowResult {
+    pub response: WindowResponse,
+    pub outcome: WindowOutcome,
+    pub lead_events: Vec<LeadEvent>,
+}
+
+impl<A: AggregateStore> WindowProcessor<A> {
+    pub fn new(store: A) -> Self {
+        Self { store }
     }
 
-    pub async fn handle(
-        &self,
-        event: &WindowEvent,
-    ) -> Result<(WindowResponse, WindowOutcome), WindowError> {
+    pub async fn handle(&self, event: &WindowEvent) -> Result<WindowResult, WindowError> {
         let mut state = WindowState::decode(event.state.as_ref())?;
         let mut outcome = WindowOutcome {
             records: event.records.len(),
@@ -157,6 +119,7 @@ impl<A: AggregateStore, L: LeadLogSink> WindowProcessor<A, L> {
                 })
         };
         let mut batch = RollupAccumulator::default();
+        let mut lead_events = Vec::new();
         for record in &event.records {
             let Some(json) = record.processed_event_json() else {
                 continue;
@@ -168,18 +131,7 @@ impl<A: AggregateStore, L: LeadLogSink> WindowProcessor<A, L> {
                     batch.add(&parsed.facts());
                     outcome.events += 1;
                     if let Some(lead) = parsed.into_lead_event() {
-                        state.leads_first.get_or_insert_with(|| sequence.clone());
-                        state.leads.push(lead);
-                        outcome.lead_events += 1;
-                    }
-                    // A full segment is flushed now; a re-run from the same checkpoint cuts the
-                    // same segment under the same key.
-                    if state.leads.len() >= MAX_LOG_ENTRIES {
-                        let ws = window_start_ms()?;
-                        if let Some(part) = state.take_leads(ws, &shard) {
-                            self.leads.put_log(std::slice::from_ref(&part)).await?;
-                            outcome.lead_parts_written += 1;
-                        }
+                        lead_events.push(lead);
                     }
                 }
                 // Our own stored form failing to parse is a bug; reconciliation reports it as drift.
@@ -192,41 +144,34 @@ impl<A: AggregateStore, L: LeadLogSink> WindowProcessor<A, L> {
         state.rollup.absorb(batch);
         let closing = event.is_final_invoke_for_window || event.is_window_terminated_early;
         if !closing {
-            return Ok((
-                WindowResponse {
+            return Ok(WindowResult {
+                response: WindowResponse {
                     state: state.encode(),
                     batch_item_failures: Vec::new(),
                 },
                 outcome,
-            ));
+                lead_events,
+            });
         }
         if let (Some(first), false) = (&state.first, state.rollup.is_empty()) {
             let parts = parts(&state.rollup, window_start_ms()?, &shard, first)?;
             self.store.put_parts(&parts).await?;
             outcome.parts_written = parts.len();
         }
-        if !state.leads.is_empty() {
-            if let Some(part) = state.take_leads(window_start_ms()?, &shard) {
-                self.leads.put_log(std::slice::from_ref(&part)).await?;
-                outcome.lead_parts_written += 1;
-            }
-        }
-        if outcome.parts_written + outcome.lead_parts_written > 0 {
+        if outcome.parts_written > 0 {
             info!(
                 parts = outcome.parts_written,
-                lead_parts = outcome.lead_parts_written,
-                window_start,
-                shard,
-                "window flushed"
+                window_start, shard, "window flushed"
             );
         }
-        Ok((
-            WindowResponse {
+        Ok(WindowResult {
+            response: WindowResponse {
                 state: json!({}),
                 batch_item_failures: Vec::new(),
             },
             outcome,
-        ))
+            lead_events,
+        })
     }
 }
 

@@ -32,13 +32,6 @@ pub(crate) fn number(item: &Item, key: &str) -> Option<i64> {
     }
 }
 
-pub(crate) fn binary<'a>(item: &'a Item, key: &str) -> Option<&'a [u8]> {
-    match item.get(key) {
-        Some(AttributeValue::B(v)) => Some(v.as_ref()),
-        _ => None,
-    }
-}
-
 /// Every item the query matches, page after page.
 pub(crate) async fn query_all(query: QueryFluentBuilder) -> Result<Vec<Item>, StoreError> {
     let mut items = Vec::new();

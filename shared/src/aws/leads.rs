@@ -1,13 +1,11 @@
 //! The analytics table as the lead store.
 //!
 //! Layout:
-//! - pk `LEADLOG`, sk `<window start ms>#<shard>#<first sequence>`: a window's lead-log part,
-//!   `body` the gzipped entries (binary);
-//! - pk `LEAD#<leadId>`, sk `STATE`: the lead's fold state as JSON (`state`) and `version`;
-//! - pk `BOARD#<shard>`: the leaderboard shard's versions, each in chunks below the item limit
-//!   (`board.rs`). Every write adds a version (conditional on it not existing, which is the
-//!   optimistic lock) and gives the one it supersedes an `expiresAt` (TTL) two hours away, so a
-//!   leaderboard cursor can page through the versions it started on;
+//! - pk `LEAD#<leadId>`, sk `STATE`: the lead's fold state as JSON (`state`) and `version`, and
+//!   its leaderboard entry: `board` (`B#<shard>`, the `byBoard` index's partition key), `score`
+//!   (before decay) and `lastActivity` (epoch milliseconds), the only attributes the index
+//!   projects. Their keys never change, so a lead write costs its index one write, and none when
+//!   neither the score nor the last activity moved;
 //! - pk `LEADFAIL`, sk `<leadId>`: a lead that could not be written (`lead_failures.rs`);
 //! - pk `JOB#recompute`, sk `current`: the requested recompute of every lead (`jobs.rs`).
 
@@ -18,21 +16,19 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use aws_sdk_dynamodb::operation::put_item::PutItemError;
-use aws_sdk_dynamodb::primitives::Blob;
-use aws_sdk_dynamodb::types::{AttributeValue, KeysAndAttributes, ReturnConsumedCapacity};
+use aws_sdk_dynamodb::types::{KeysAndAttributes, ReturnConsumedCapacity};
 
-use super::batch::{delete, put, write_all};
-use super::board::{board_pk, board_sk, key};
-use super::item::{binary, n, number, s, text, Item};
+use super::item::{n, number, query_all, s, text, Item};
 use futures::{StreamExt, TryStreamExt};
 
 use crate::scoring::{
-    compress_entries, decompress_entries, BoardShard, LeadLogPart, LeadLogSink, LeadReader,
-    LeadRecord, LeadScore, LeadStore, LeadWriteError, BOARD_SHARDS,
+    board_shard, BoardEntry, LeadReader, LeadRecord, LeadScore, LeadStore, LeadWriteError,
+    BOARD_SHARDS,
 };
 use crate::store::StoreError;
 
-const LOG_PK: &str = "LEADLOG";
+/// The analytics table's leaderboard index.
+const BOARD_INDEX: &str = "byBoard";
 const STATE_SK: &str = "STATE";
 /// `BatchGetItem` takes at most 100 keys.
 const GET_BATCH: usize = 100;
@@ -48,8 +44,12 @@ fn lead_pk(lead_id: &str) -> String {
     format!("LEAD#{lead_id}")
 }
 
-fn log_sk(p: &LeadLogPart) -> String {
-    format!("{:013}#{}#{}", p.window_start_ms, p.shard, p.first_sequence)
+fn board_key(shard: u32) -> String {
+    format!("B#{shard:02}")
+}
+
+pub(super) fn key(pk: String, sk: String) -> Item {
+    Item::from([("pk".to_owned(), s(pk)), ("sk".to_owned(), s(sk))])
 }
 
 fn unavailable(e: impl std::fmt::Display) -> StoreError {
@@ -105,71 +105,7 @@ impl DynamoLeads {
 }
 
 #[async_trait]
-impl LeadLogSink for DynamoLeads {
-    async fn put_log(&self, parts: &[LeadLogPart]) -> Result<(), StoreError> {
-        let requests = parts
-            .iter()
-            .map(|p| {
-                put(Item::from([
-                    ("pk".to_owned(), s(LOG_PK)),
-                    ("sk".to_owned(), s(log_sk(p))),
-                    (
-                        "body".to_owned(),
-                        AttributeValue::B(Blob::new(compress_entries(&p.entries))),
-                    ),
-                ]))
-            })
-            .collect::<Result<Vec<_>, _>>()?;
-        write_all(&self.client, &self.table, requests, &self.consumed_milli).await
-    }
-}
-
-#[async_trait]
 impl LeadStore for DynamoLeads {
-    async fn pending_log(&self, limit: usize) -> Result<Vec<LeadLogPart>, StoreError> {
-        let output = self
-            .client
-            .query()
-            .table_name(&self.table)
-            .key_condition_expression("pk = :pk")
-            .expression_attribute_values(":pk", s(LOG_PK))
-            .consistent_read(true)
-            .limit(i32::try_from(limit).unwrap_or(i32::MAX))
-            .send()
-            .await
-            .map_err(|e| super::store_unavailable(&e))?;
-        output
-            .items()
-            .iter()
-            .map(|item| {
-                let sk = text(item, "sk").unwrap_or_default();
-                // `<ws>#<shard>#<first>`: shard ids contain no `#`; sequence numbers are digits.
-                let mut fields = sk.splitn(3, '#');
-                let (Some(ws), Some(shard), Some(first)) =
-                    (fields.next(), fields.next(), fields.next())
-                else {
-                    return Err(unavailable(format!("lead log key {sk:?} unreadable")));
-                };
-                let entries = decompress_entries(binary(item, "body").unwrap_or_default())
-                    .map_err(unavailable)?;
-                Ok(LeadLogPart {
-                    window_start_ms: ws.parse().map_err(unavailable)?,
-                    shard: shard.to_owned(),
-                    first_sequence: first.to_owned(),
-                    entries,
-                })
-            })
-            .collect()
-    }
-
-    async fn delete_log(&self, parts: &[LeadLogPart]) -> Result<(), StoreError> {
-        let requests = parts
-            .iter()
-            .map(|p| delete(LOG_PK, &log_sk(p)))
-            .collect::<Result<Vec<_>, _>>()?;
-        write_all(&self.client, &self.table, requests, &self.consumed_milli).await
-    }
-
     async fn get_leads(
         &self,
         lead_ids: &[&str],
@@ -197,20 +133,28 @@ impl LeadStore for DynamoLeads {
         expected: u64,
     ) -> Result<(), LeadWriteError> {
         let json = serde_json::to_string(state).map_err(unavailable)?;
-        let item = Item::from([
+        let entry = BoardEntry::of(state);
+        let mut item = Item::from([
             ("pk".to_owned(), s(lead_pk(lead_id))),
             ("sk".to_owned(), s(STATE_SK)),
             ("state".to_owned(), s(json)),
         ]);
+        // A lead without events (re-folded from a history that has none) leaves the board.
+        if state.events > 0 {
+            item.insert("board".to_owned(), s(board_key(board_shard(lead_id))));
+            item.insert("score".to_owned(), n(entry.score));
+            item.insert("lastActivity".to_owned(), n(entry.last_activity_ms));
+        }
         self.put_versioned(item, expected).await
     }
 
-    async fn get_board(&self, shard: u32) -> Result<BoardShard, StoreError> {
-        self.latest_board(shard).await
-    }
-
-    async fn put_board(&self, shard: u32, board: &BoardShard) -> Result<(), LeadWriteError> {
-        self.write_board(shard, board).await
+    async fn shard_leads(&self, shard: u32) -> Result<Vec<String>, StoreError> {
+        Ok(self
+            .board_shard(shard)
+            .await?
+            .into_iter()
+            .map(|(id, _)| id)
+            .collect())
     }
 }
 
@@ -262,38 +206,39 @@ impl LeadReader for DynamoLeads {
         self.get_leads(lead_ids).await
     }
 
-    async fn latest_boards(&self) -> Result<Vec<BoardShard>, StoreError> {
-        futures::stream::iter(0..BOARD_SHARDS)
-            .map(|shard| self.get_board(shard))
+    async fn board(&self) -> Result<Vec<(String, BoardEntry)>, StoreError> {
+        let shards: Vec<Vec<(String, BoardEntry)>> = futures::stream::iter(0..BOARD_SHARDS)
+            .map(|shard| self.board_shard(shard))
             .buffered(16)
             .try_collect()
-            .await
+            .await?;
+        Ok(shards.into_iter().flatten().collect())
     }
+}
 
-    async fn boards_at(&self, versions: &[u64]) -> Result<Option<Vec<BoardShard>>, StoreError> {
-        let keys: Vec<Item> = (0u32..)
-            .zip(versions)
-            .filter(|(_, v)| **v > 0)
-            .map(|(shard, v)| key(board_pk(shard), board_sk(*v)))
-            .collect();
-        let wanted = keys.len();
-        let mut by_shard: HashMap<String, BoardShard> = HashMap::new();
-        for item in self.batch_get(keys).await? {
-            let pk = text(&item, "pk").unwrap_or_default().to_owned();
-            let shard = pk
-                .strip_prefix("BOARD#")
-                .and_then(|s| s.parse().ok())
-                .unwrap_or_default();
-            by_shard.insert(pk, self.assemble(shard, &item).await?);
-        }
-        if by_shard.len() < wanted {
-            return Ok(None);
-        }
-        Ok(Some(
-            (0u32..)
-                .zip(versions)
-                .map(|(shard, _)| by_shard.remove(&board_pk(shard)).unwrap_or_default())
-                .collect(),
-        ))
+impl DynamoLeads {
+    /// One shard of the leaderboard index, every page of it.
+    async fn board_shard(&self, shard: u32) -> Result<Vec<(String, BoardEntry)>, StoreError> {
+        let query = self
+            .client
+            .query()
+            .table_name(&self.table)
+            .index_name(BOARD_INDEX)
+            .key_condition_expression("board = :board")
+            .expression_attribute_values(":board", s(board_key(shard)));
+        Ok(query_all(query)
+            .await?
+            .iter()
+            .filter_map(|item| {
+                let lead_id = text(item, "pk")?.strip_prefix("LEAD#")?;
+                Some((
+                    lead_id.to_owned(),
+                    BoardEntry {
+                        score: number(item, "score").unwrap_or_default(),
+                        last_activity_ms: number(item, "lastActivity").unwrap_or_default(),
+                    },
+                ))
+            })
+            .collect())
     }
 }

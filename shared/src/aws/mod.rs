@@ -3,7 +3,6 @@
 
 mod analytics;
 mod batch;
-mod board;
 mod cost;
 mod dynamo;
 mod failed;

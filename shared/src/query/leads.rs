@@ -1,10 +1,11 @@
 //! `GET /v1/leads` (the leaderboard) and `GET /v1/leads/{leadId}`.
 //!
-//! **Pages that neither skip nor repeat.** A leaderboard read ranks one *snapshot*: the shard
-//! versions current at the first page, with decay as of that page's time. The cursor names both,
-//! and every later page ranks the same versions as of the same time, so a lead whose score
-//! changes meanwhile keeps its place in this pagination. Superseded versions are kept longer
-//! than a cursor lives ([`CURSOR_LIFETIME_SECS`]).
+//! **A live board, paged by position.** Scores change within seconds of each event, so a page
+//! ranks the board as it is now, with decay as of the first page's time (the cursor carries it,
+//! so decay never moves a lead between pages). The cursor names the last lead shown by its score
+//! and id, and the next page starts after that place in the current order: a lead whose score
+//! changes between two pages may move across the boundary (shown twice or not at all), as on any
+//! live ranking; every lead that kept its score is shown exactly once.
 
 use std::cmp::Reverse;
 
@@ -16,27 +17,25 @@ use serde_json::{json, Value};
 
 use super::params::QueryParams;
 use crate::error::ApiError;
-use crate::event::{format_utc, FieldError};
+use crate::event::format_utc;
 use crate::http::{HttpRequest, HttpResponse};
 use crate::scoring::{
     lead_view, load_or_init, ranked, LeadHistory, LeadReader, RuleStore, VersionedRules,
-    BOARD_SHARDS, RECENT_EVENTS,
+    RECENT_EVENTS,
 };
 
 /// How long a leaderboard cursor can be used.
 pub(crate) const CURSOR_LIFETIME_SECS: i64 = 3600;
 const MAX_LEAD_ID_LEN: usize = 128;
 
-/// Where a leaderboard page ends: the snapshot and the last lead shown. Opaque to clients.
+/// Where a leaderboard page ends: the time decay is applied as of, and the last lead shown.
+/// Opaque to clients.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 struct Cursor {
-    /// The snapshot's time (decay is applied as of it), epoch milliseconds.
+    /// The first page's time (decay is applied as of it), epoch milliseconds.
     #[serde(rename = "t")]
     as_of_ms: i64,
-    /// The version of each shard the snapshot ranks.
-    #[serde(rename = "v")]
-    versions: Vec<u64>,
-    /// The last lead shown: its score in the snapshot and its id.
+    /// The last lead shown: its score as shown and its id.
     #[serde(rename = "s")]
     score: i64,
     #[serde(rename = "l")]
@@ -54,9 +53,6 @@ impl Cursor {
             .map_err(|_| "is not a cursor this API issued")?;
         let cursor: Cursor =
             serde_json::from_slice(&bytes).map_err(|_| "is not a cursor this API issued")?;
-        if cursor.versions.len() != BOARD_SHARDS as usize {
-            return Err("is not a cursor this API issued");
-        }
         // Checked: the cursor is the client's to forge, and any `t` must be a 400, not a panic.
         let fresh = now
             .timestamp_millis()
@@ -101,22 +97,10 @@ pub(crate) async fn leaderboard(
     let (limit, cursor) = params.finish(limit.zip(cursor))?;
 
     // The rules (for decay) and the board are independent reads.
-    let boards = async {
-        match &cursor {
-            None => Ok(Some(leads.latest_boards().await?)),
-            Some(c) => leads.boards_at(&c.versions).await,
-        }
-    };
-    let (rules, boards) = futures::join!(rules(rule_store), boards);
-    let (rules, boards) = (rules?, boards.map_err(ApiError::analytics_down)?);
-    let Some(boards) = boards else {
-        return Err(ApiError::validation(vec![FieldError::new(
-            "cursor".to_owned(),
-            CURSOR_EXPIRED.to_owned(),
-        )]));
-    };
+    let (rules, board) = futures::join!(rules(rule_store), leads.board());
+    let (rules, board) = (rules?, board.map_err(ApiError::analytics_down)?);
     let as_of = cursor.as_ref().map_or(now, Cursor::as_of);
-    let order = ranked(&boards, &rules.rules.decay, as_of);
+    let order = ranked(&board, &rules.rules.decay, as_of);
     let start = cursor.as_ref().map_or(0, |c| {
         order.partition_point(|(id, score, _)| {
             (Reverse(*score), *id) <= (Reverse(c.score), c.lead_id.as_str())
@@ -149,7 +133,6 @@ pub(crate) async fn leaderboard(
     if let Some((id, score, _)) = page.last().filter(|_| end < order.len()) {
         let next = Cursor {
             as_of_ms: as_of.timestamp_millis(),
-            versions: boards.iter().map(|b| b.version).collect(),
             score: *score,
             lead_id: (*id).to_owned(),
         };
@@ -158,8 +141,8 @@ pub(crate) async fn leaderboard(
     Ok(HttpResponse::json(200, &body))
 }
 
-/// `GET /v1/leads/{leadId}`: the stored state advanced by the events the scorer has not folded
-/// yet, so a lead is current as soon as its events are processed.
+/// `GET /v1/leads/{leadId}`: the stored state advanced by any processed event whose stream batch
+/// is still being scored, so a lead is current as soon as its events are processed.
 pub(crate) async fn lead(
     leads: &dyn LeadReader,
     history: &dyn LeadHistory,

@@ -848,32 +848,16 @@ mod leads {
 
     use super::*;
     use crate::event::LeadProfile;
-    use crate::scoring::{
-        board_shard, BoardEntry, LeadScore, LeadStore, RuleStore, ScoreRules, ScoredEvent,
-        BOARD_SHARDS,
-    };
+    use crate::scoring::{LeadScore, LeadStore, RuleStore, ScoreRules, ScoredEvent};
 
-    /// Sets each lead's board entry (a new version of its shard) and its stored state.
+    /// Sets each lead's stored state, and with it its leaderboard entry.
     async fn set_scores(f: &Fixture, scores: &[(&str, i64)]) -> Result<(), String> {
-        let now = Utc::now().timestamp_millis();
+        let now = Utc::now();
         for (id, score) in scores {
-            let shard = board_shard(id);
-            let mut board = f.leads.get_board(shard).await.map_err(|e| e.to_string())?;
-            board.entries.insert(
-                (*id).to_owned(),
-                BoardEntry {
-                    score: *score,
-                    last_activity_ms: now,
-                    decayed: *score,
-                },
-            );
-            f.leads
-                .put_board(shard, &board)
-                .await
-                .map_err(|e| e.to_string())?;
             let state = LeadScore {
                 score: *score,
                 events: 1,
+                last_activity_at: Some(now),
                 profile: LeadProfile {
                     email: Some(format!("{id}@example.com")),
                     ..LeadProfile::default()
@@ -910,8 +894,28 @@ mod leads {
             .unwrap_or_default()
     }
 
+    async fn paginate(
+        f: &Fixture,
+        limit: &str,
+        between: &[(&str, i64)],
+    ) -> Result<Vec<(u64, String, i64)>, String> {
+        let (status, first) = page(f, &[("limit", limit)]).await;
+        assert_eq!(status, 200, "{first}");
+        let mut seen = rows(&first);
+        let mut cursor = first["nextCursor"].as_str().map(str::to_owned);
+        set_scores(f, between).await?;
+        while let Some(c) = cursor {
+            let (status, body) = page(f, &[("limit", limit), ("cursor", &c)]).await;
+            assert_eq!(status, 200, "{body}");
+            seen.extend(rows(&body));
+            cursor = body["nextCursor"].as_str().map(str::to_owned);
+            assert_eq!(body["asOf"], first["asOf"]);
+        }
+        Ok(seen)
+    }
+
     #[tokio::test]
-    async fn pages_neither_skip_nor_repeat_a_lead_while_scores_change() -> Result<(), String> {
+    async fn pages_follow_the_live_board_by_position() -> Result<(), String> {
         let f = api(CountingReader::default())?;
         // Twenty leads, scores tied in pairs.
         let ids: Vec<String> = (0..20).map(|i| format!("l{i:02}")).collect();
@@ -921,38 +925,40 @@ mod leads {
             .map(|(i, id)| (id.as_str(), (i as i64 / 2) * 10))
             .collect();
         set_scores(&f, &scores).await?;
-        let mut snapshot: Vec<(&str, i64)> = scores.clone();
-        snapshot.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(b.0)));
+        let mut order: Vec<(&str, i64)> = scores.clone();
+        order.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(b.0)));
 
-        let (status, first) = page(&f, &[("limit", "6")]).await;
-        assert_eq!(status, 200, "{first}");
+        let (_, first) = page(&f, &[("limit", "6")]).await;
         assert_eq!(first["leads"][0]["email"], "l18@example.com");
         assert_eq!(first["leads"][0]["eventCount"], 1);
-        let mut seen = rows(&first);
-        let mut cursor = first["nextCursor"].as_str().map(str::to_owned);
-
-        // Meanwhile: the last lead jumps to the top, a lead already shown drops to the bottom,
-        // and a new lead appears. A live keyset would skip the first and repeat the second.
-        set_scores(&f, &[("l00", 1000), ("l19", 0), ("new", 500)]).await?;
-        while let Some(c) = cursor {
-            let (status, body) = page(&f, &[("limit", "6"), ("cursor", &c)]).await;
-            assert_eq!(status, 200, "{body}");
-            seen.extend(rows(&body));
-            cursor = body["nextCursor"].as_str().map(str::to_owned);
-            assert_eq!(body["asOf"], first["asOf"]);
-        }
-        let expected: Vec<(u64, String, i64)> = snapshot
+        // Unchanged, the pages list every lead once, in order, ties by id.
+        let seen = paginate(&f, "6", &[]).await?;
+        let expected: Vec<(u64, String, i64)> = order
             .iter()
             .enumerate()
             .map(|(i, (id, score))| (i as u64 + 1, (*id).to_owned(), *score))
             .collect();
         assert_eq!(seen, expected);
 
+        // Meanwhile a lead not shown yet jumps to the top and a new lead appears between the
+        // pages: the next pages continue after the last lead shown, by its place in the live
+        // order, so every lead that kept its score is still shown exactly once.
+        let seen = paginate(&f, "6", &[("l01", 1000), ("new", 45)]).await?;
+        let ids: Vec<&str> = seen.iter().map(|(_, id, _)| id.as_str()).collect();
+        for (id, _) in order.iter().filter(|(id, _)| *id != "l01") {
+            assert_eq!(ids.iter().filter(|s| *s == id).count(), 1, "{id}: {ids:?}");
+        }
+        assert!(
+            !ids.contains(&"l01"),
+            "it moved above the pages already read"
+        );
+        assert!(ids.contains(&"new"), "it sorts into a later page");
+
         // A new pagination sees the changes.
         let (_, fresh) = page(&f, &[("limit", "2")]).await;
         assert_eq!(
             rows(&fresh),
-            [(1, "l00".to_owned(), 1000), (2, "new".to_owned(), 500)]
+            [(1, "l01".to_owned(), 1000), (2, "l18".to_owned(), 90)]
         );
         // The end has no cursor.
         let (_, all) = page(&f, &[("limit", "100")]).await;
@@ -961,38 +967,28 @@ mod leads {
         Ok(())
     }
 
-    fn cursor(as_of: DateTime<Utc>, versions: Vec<u64>) -> String {
-        URL_SAFE_NO_PAD.encode(
-            json!({"t": as_of.timestamp_millis(), "v": versions, "s": 10, "l": "x"}).to_string(),
-        )
+    fn cursor(as_of: DateTime<Utc>) -> String {
+        URL_SAFE_NO_PAD
+            .encode(json!({"t": as_of.timestamp_millis(), "s": 10, "l": "x"}).to_string())
     }
 
     #[tokio::test]
-    async fn bad_expired_and_forgotten_cursors_are_a_400_naming_cursor() -> Result<(), String> {
+    async fn bad_and_expired_cursors_are_a_400_naming_cursor() -> Result<(), String> {
         let f = api(CountingReader::default())?;
         set_scores(&f, &[("a", 10)]).await?;
         let now = Utc::now();
-        let shards = BOARD_SHARDS as usize;
-        let gone = {
-            let mut v = vec![0; shards];
-            v[board_shard("a") as usize] = 99;
-            v
-        };
+        let (status, _) = page(&f, &[("cursor", &cursor(now))]).await;
+        assert_eq!(status, 200, "a fresh cursor is taken");
         for bad in [
             "not a cursor".to_owned(),
             URL_SAFE_NO_PAD.encode("{}"),
-            cursor(now, vec![0; 3]),
-            cursor(now - chrono::Duration::hours(2), vec![0; shards]),
-            cursor(now, gone),
+            cursor(now - chrono::Duration::hours(2)),
+            cursor(now + chrono::Duration::minutes(1)),
             // Forged times at the ends of i64 (once an overflow in the age check).
-            URL_SAFE_NO_PAD.encode(
-                serde_json::json!({"t": i64::MIN, "v": vec![0; shards], "s": 0, "l": "a"})
-                    .to_string(),
-            ),
-            URL_SAFE_NO_PAD.encode(
-                serde_json::json!({"t": i64::MAX, "v": vec![0; shards], "s": 0, "l": "a"})
-                    .to_string(),
-            ),
+            URL_SAFE_NO_PAD
+                .encode(serde_json::json!({"t": i64::MIN, "s": 0, "l": "a"}).to_string()),
+            URL_SAFE_NO_PAD
+                .encode(serde_json::json!({"t": i64::MAX, "s": 0, "l": "a"}).to_string()),
         ] {
             let (status, body) = page(&f, &[("cursor", &bad)]).await;
             assert_eq!(status, 400, "{bad}: {body}");
@@ -1026,7 +1022,7 @@ mod leads {
         for e in scored {
             f.history.store(id, e);
         }
-        // Processed, not yet folded by the scorer.
+        // Processed, its stream batch not scored yet.
         f.history.store(
             id,
             ScoredEvent::new("e3", "DEMO_REQUEST", t0 + chrono::Duration::minutes(2)),

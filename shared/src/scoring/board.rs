@@ -1,25 +1,24 @@
-//! The leaderboard index: every scored lead's score and last activity, in a fixed number of
-//! shards by a stable hash of the lead id. The scorer rewrites the shards its leads fall in; the
-//! daily decay task materialises each entry's decayed score; a leaderboard read merges the
-//! shards and applies decay as of the read.
+//! The leaderboard: every scored lead's score and last activity, kept on the lead item itself and
+//! read through a write-sharded index of the analytics table (`byBoard`, partition key the lead's
+//! shard, projecting only the score and the last activity). A leaderboard read merges the shards
+//! and applies decay as of the read.
 //!
-//! Why shards of compact entries rather than a secondary index on the lead items: an index whose
-//! sort key is the score costs two more write units (delete and put in the index) every time a
-//! lead's score changes, tripling the scorer's writes. A shard entry is ~40 bytes compressed.
-
-use std::collections::BTreeMap;
-use std::io::{Read, Write};
+//! Why an index whose keys never change rather than one sorted by score: an index entry whose
+//! sort key changes costs two writes (delete and put) on every score change, three in all with
+//! the lead; an entry whose keys stay put costs one, so a scored event costs two write units
+//! (README, "Real-time scoring"). Ranking needs decay as of the read, which no stored order
+//! gives anyway, so the read ranks in memory.
+//!
+//! Why shards: every lead write updates its index entry, and one index partition takes about
+//! 1,000 writes a second; the shard spreads the leads over [`BOARD_SHARDS`] partitions.
 
 use chrono::{DateTime, Utc};
-use flate2::read::GzDecoder;
-use flate2::write::GzEncoder;
-use flate2::Compression;
 use serde::{Deserialize, Serialize};
 
 use super::{Decay, LeadScore};
 
-/// Shards of the leaderboard. Changing it moves leads between shards: the recompute-all task
-/// rebuilds the board, but a change needs the old shards deleted first.
+/// Shards of the leaderboard index. Changing it moves leads between shards: every lead's item
+/// must then be rewritten (a recompute of every lead does it).
 pub const BOARD_SHARDS: u32 = 32;
 
 /// The shard of a lead: FNV-1a of its id, stable across processes and releases.
@@ -32,26 +31,20 @@ pub fn board_shard(lead_id: &str) -> u32 {
     hash % BOARD_SHARDS
 }
 
-/// One lead on the board. Wire form `{"s": score, "a": lastActivityMillis, "d": decayed}`.
+/// One lead on the board.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct BoardEntry {
     /// The score before decay.
-    #[serde(rename = "s")]
     pub score: i64,
     /// Last activity, epoch milliseconds.
-    #[serde(rename = "a")]
     pub last_activity_ms: i64,
-    /// The score after decay as of the shard's `decayed_as_of` (materialised daily).
-    #[serde(rename = "d")]
-    pub decayed: i64,
 }
 
 impl BoardEntry {
-    pub fn of(state: &LeadScore, decay: &Decay, now: DateTime<Utc>) -> Self {
+    pub fn of(state: &LeadScore) -> Self {
         Self {
             score: state.score,
             last_activity_ms: state.last_activity_at.map_or(0, |t| t.timestamp_millis()),
-            decayed: state.decayed_score(decay, now),
         }
     }
 
@@ -65,61 +58,14 @@ impl BoardEntry {
     }
 }
 
-/// One shard of the board, with the version its next write must be based on.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct BoardShard {
-    pub entries: BTreeMap<String, BoardEntry>,
-    /// When decay was last materialised for every entry (epoch milliseconds; 0: never).
-    pub decayed_as_of_ms: i64,
-    /// 0: not stored yet.
-    pub version: u64,
-}
-
-#[derive(Debug, thiserror::Error)]
-#[error("leaderboard shard unreadable: {0}")]
-pub struct BoardDecodeError(String);
-
-impl BoardShard {
-    /// Gzipped JSON `{"leadId": entry, ...}`; deterministic.
-    pub fn compress(&self) -> Vec<u8> {
-        let json = serde_json::to_vec(&self.entries).unwrap_or_default();
-        let mut encoder =
-            GzEncoder::new(Vec::with_capacity(json.len() / 3), Compression::default());
-        let _ = encoder.write_all(&json);
-        encoder.finish().unwrap_or_default()
-    }
-
-    pub fn decompress(body: &[u8]) -> Result<BTreeMap<String, BoardEntry>, BoardDecodeError> {
-        let mut json = Vec::new();
-        GzDecoder::new(body)
-            .take(64 << 20)
-            .read_to_end(&mut json)
-            .map_err(|e| BoardDecodeError(e.to_string()))?;
-        serde_json::from_slice(&json).map_err(|e| BoardDecodeError(e.to_string()))
-    }
-
-    /// Sets every entry's decayed score as of `now`; returns how many decayed below their score.
-    pub fn materialise_decay(&mut self, decay: &Decay, now: DateTime<Utc>) -> usize {
-        self.decayed_as_of_ms = now.timestamp_millis();
-        self.entries
-            .values_mut()
-            .map(|e| {
-                e.decayed = e.score_at(decay, now);
-                usize::from(e.decayed != e.score)
-            })
-            .sum()
-    }
-}
-
 /// The leaderboard order as of `now`: decayed score descending, then lead id ascending.
 pub fn ranked<'a>(
-    shards: impl IntoIterator<Item = &'a BoardShard>,
+    entries: impl IntoIterator<Item = &'a (String, BoardEntry)>,
     decay: &Decay,
     now: DateTime<Utc>,
 ) -> Vec<(&'a str, i64, BoardEntry)> {
-    let mut all: Vec<(&str, i64, BoardEntry)> = shards
+    let mut all: Vec<(&str, i64, BoardEntry)> = entries
         .into_iter()
-        .flat_map(|s| s.entries.iter())
         .map(|(id, e)| (id.as_str(), e.score_at(decay, now), *e))
         .collect();
     all.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(b.0)));
@@ -153,42 +99,28 @@ mod tests {
     }
 
     #[test]
-    fn shard_round_trips_compressed() -> Result<(), BoardDecodeError> {
-        let mut shard = BoardShard::default();
-        shard.entries.insert(
-            "l1".into(),
-            BoardEntry {
-                score: 120,
-                last_activity_ms: 1_764_000_000_000,
-                decayed: 100,
-            },
-        );
-        assert_eq!(BoardShard::decompress(&shard.compress())?, shard.entries);
-        assert!(BoardShard::decompress(b"nope").is_err());
-        Ok(())
-    }
-
-    #[test]
     fn ranking_applies_decay_as_of_the_read_and_breaks_ties_by_id() {
         let now = DateTime::<Utc>::from_timestamp(1_764_000_000, 0).unwrap_or_default();
-        let entry = |score, days_ago: i64| BoardEntry {
-            score,
-            last_activity_ms: (now - Duration::days(days_ago)).timestamp_millis(),
-            decayed: score,
+        let entry = |id: &str, score, days_ago: i64| {
+            (
+                id.to_owned(),
+                BoardEntry {
+                    score,
+                    last_activity_ms: (now - Duration::days(days_ago)).timestamp_millis(),
+                },
+            )
         };
-        let mut shard = BoardShard::default();
-        shard.entries.insert("b".into(), entry(100, 0));
-        shard.entries.insert("a".into(), entry(100, 0));
-        // 20 days idle: 6 days of 2 % decay, 100 × 0.98^6 = 88.58 → 89.
-        shard.entries.insert("old".into(), entry(100, 20));
-        shard.entries.insert("c".into(), entry(90, 1));
-        let order: Vec<(&str, i64)> = ranked([&shard], &decay(), now)
+        let entries = [
+            entry("b", 100, 0),
+            entry("a", 100, 0),
+            // 20 days idle: 6 days of 2 % decay, 100 × 0.98^6 = 88.58 → 89.
+            entry("old", 100, 20),
+            entry("c", 90, 1),
+        ];
+        let order: Vec<(&str, i64)> = ranked(&entries, &decay(), now)
             .into_iter()
             .map(|(id, s, _)| (id, s))
             .collect();
         assert_eq!(order, vec![("a", 100), ("b", 100), ("c", 90), ("old", 89)]);
-        assert_eq!(shard.materialise_decay(&decay(), now), 1);
-        assert_eq!(shard.entries["old"].decayed, 89);
-        assert_eq!(shard.entries["a"].decayed, 100);
     }
 }

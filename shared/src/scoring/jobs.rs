@@ -81,10 +81,6 @@ where
             return Ok((report, progress));
         };
         let failed = self.failed_leads().await?;
-        if job.next_shard == 0 {
-            // Leads whose first events are still in the log join the board first.
-            report.add(&self.fold_pending(now).await?);
-        }
         let mut rules = load_or_init(&self.rules).await?.rules;
         loop {
             progress.job_id = Some(job.id.clone());
@@ -134,7 +130,7 @@ where
     async fn request_all(&self, job_id: String, now: DateTime<Utc>) -> Result<u64, StoreError> {
         let sizes: Vec<u64> = stream::iter(0..BOARD_SHARDS)
             .map(|shard| async move {
-                Ok::<_, StoreError>(self.leads.get_board(shard).await?.entries.len() as u64)
+                Ok::<_, StoreError>(self.leads.shard_leads(shard).await?.len() as u64)
             })
             .buffer_unordered(16)
             .try_collect()

@@ -22,6 +22,13 @@ pub const MAX_COUNTED_TYPES: usize = 100;
 /// with parentheses).
 pub const OTHER_TYPES: &str = "(other)";
 
+/// A scored event of one lead, as the stream delivers it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LeadEvent {
+    pub lead_id: String,
+    pub event: ScoredEvent,
+}
+
 /// What scoring needs of an event. Ordered by `(timestamp, eventId)` — the fold order — with the
 /// type (and profile) as last tie-breaks only so that the order agrees with `Eq`. Wire form
 /// `{"eventId", "type", "timestamp", "lead"?}`.

@@ -9,9 +9,8 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
 use super::{
-    BoardShard, LeadEvent, LeadFailure, LeadFailures, LeadHistory, LeadLogPart, LeadLogSink,
-    LeadReader, LeadRecord, LeadScore, LeadStore, LeadWriteError, RecomputeJob, RecomputeJobs,
-    ScoredEvent, BOARD_SHARDS,
+    board_shard, BoardEntry, LeadFailure, LeadFailures, LeadHistory, LeadReader, LeadRecord,
+    LeadScore, LeadStore, LeadWriteError, RecomputeJob, RecomputeJobs, ScoredEvent,
 };
 use crate::store::StoreError;
 
@@ -22,10 +21,7 @@ pub struct MemoryLeads {
 
 #[derive(Debug, Default)]
 struct Inner {
-    log: BTreeMap<(i64, String, String), Vec<LeadEvent>>,
     leads: HashMap<String, LeadRecord>,
-    /// Every version of every shard, as the analytics table keeps them.
-    boards: HashMap<u32, BTreeMap<u64, BoardShard>>,
     /// Versioned writes to fail with a conflict before succeeding.
     conflicts_to_inject: usize,
     job: Option<RecomputeJob>,
@@ -53,56 +49,13 @@ impl MemoryLeads {
         self.lock().unwritable.remove(lead_id);
     }
 
-    pub fn log_len(&self) -> usize {
-        self.lock().log.len()
-    }
-
     pub fn lead(&self, lead_id: &str) -> Option<LeadRecord> {
         self.lock().leads.get(lead_id).cloned()
     }
 }
 
 #[async_trait]
-impl LeadLogSink for MemoryLeads {
-    async fn put_log(&self, parts: &[LeadLogPart]) -> Result<(), StoreError> {
-        let mut inner = self.lock();
-        for p in parts {
-            inner.log.insert(
-                (p.window_start_ms, p.shard.clone(), p.first_sequence.clone()),
-                p.entries.clone(),
-            );
-        }
-        Ok(())
-    }
-}
-
-#[async_trait]
 impl LeadStore for MemoryLeads {
-    async fn pending_log(&self, limit: usize) -> Result<Vec<LeadLogPart>, StoreError> {
-        Ok(self
-            .lock()
-            .log
-            .iter()
-            .take(limit)
-            .map(|((ws, shard, first), entries)| LeadLogPart {
-                window_start_ms: *ws,
-                shard: shard.clone(),
-                first_sequence: first.clone(),
-                entries: entries.clone(),
-            })
-            .collect())
-    }
-
-    async fn delete_log(&self, parts: &[LeadLogPart]) -> Result<(), StoreError> {
-        let mut inner = self.lock();
-        for p in parts {
-            inner
-                .log
-                .remove(&(p.window_start_ms, p.shard.clone(), p.first_sequence.clone()));
-        }
-        Ok(())
-    }
-
     async fn get_leads(
         &self,
         lead_ids: &[&str],
@@ -149,27 +102,16 @@ impl LeadStore for MemoryLeads {
         Ok(())
     }
 
-    async fn get_board(&self, shard: u32) -> Result<BoardShard, StoreError> {
-        Ok(self
+    async fn shard_leads(&self, shard: u32) -> Result<Vec<String>, StoreError> {
+        let mut ids: Vec<String> = self
             .lock()
-            .boards
-            .get(&shard)
-            .and_then(|versions| versions.values().next_back())
-            .cloned()
-            .unwrap_or_default())
-    }
-
-    async fn put_board(&self, shard: u32, board: &BoardShard) -> Result<(), LeadWriteError> {
-        let mut inner = self.lock();
-        let versions = inner.boards.entry(shard).or_default();
-        let next = board.version + 1;
-        if versions.contains_key(&next) {
-            return Err(LeadWriteError::Conflict);
-        }
-        let mut stored = board.clone();
-        stored.version = next;
-        versions.insert(next, stored);
-        Ok(())
+            .leads
+            .iter()
+            .filter(|(id, r)| r.state.events > 0 && board_shard(id) == shard)
+            .map(|(id, _)| id.clone())
+            .collect();
+        ids.sort();
+        Ok(ids)
     }
 }
 
@@ -231,28 +173,14 @@ impl LeadReader for MemoryLeads {
         self.get_leads(lead_ids).await
     }
 
-    async fn latest_boards(&self) -> Result<Vec<BoardShard>, StoreError> {
-        let mut boards = Vec::with_capacity(BOARD_SHARDS as usize);
-        for shard in 0..BOARD_SHARDS {
-            boards.push(self.get_board(shard).await?);
-        }
-        Ok(boards)
-    }
-
-    async fn boards_at(&self, versions: &[u64]) -> Result<Option<Vec<BoardShard>>, StoreError> {
-        let inner = self.lock();
-        let mut boards = Vec::with_capacity(versions.len());
-        for (shard, version) in (0u32..).zip(versions) {
-            if *version == 0 {
-                boards.push(BoardShard::default());
-                continue;
-            }
-            match inner.boards.get(&shard).and_then(|v| v.get(version)) {
-                Some(board) => boards.push(board.clone()),
-                None => return Ok(None),
-            }
-        }
-        Ok(Some(boards))
+    async fn board(&self) -> Result<Vec<(String, BoardEntry)>, StoreError> {
+        Ok(self
+            .lock()
+            .leads
+            .iter()
+            .filter(|(_, r)| r.state.events > 0)
+            .map(|(id, r)| (id.clone(), BoardEntry::of(&r.state)))
+            .collect())
     }
 }
 

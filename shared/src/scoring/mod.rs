@@ -24,7 +24,6 @@ mod board;
 mod failures;
 mod jobs;
 mod lead;
-mod log;
 #[cfg(any(test, feature = "test-utils"))]
 mod memory;
 mod reader;
@@ -33,24 +32,18 @@ mod scorer;
 mod serde_util;
 mod store;
 
-pub use board::{board_shard, ranked, BoardEntry, BoardShard, BOARD_SHARDS};
+pub use board::{board_shard, ranked, BoardEntry, BOARD_SHARDS};
 pub use failures::{LeadFailure, LeadFailures, MAX_REASON_CHARS, REPAIR_BATCH};
 pub use jobs::{JobProgress, LeadRecompute, RecomputeJob, RecomputeJobs};
 pub use lead::{
-    apply_batch, ApplyOutcome, BatchResult, LeadScore, ScoredEvent, MAX_COUNTED_TYPES, OTHER_TYPES,
-    RECENT_EVENTS,
-};
-pub use log::{
-    compress_entries, decode_entries, decompress_entries, encode_entries, LeadEvent, LeadLogPart,
-    LogDecodeError, MAX_LOG_ENTRIES,
+    apply_batch, ApplyOutcome, BatchResult, LeadEvent, LeadScore, ScoredEvent, MAX_COUNTED_TYPES,
+    OTHER_TYPES, RECENT_EVENTS,
 };
 #[cfg(any(test, feature = "test-utils"))]
 pub use memory::{MemoryHistory, MemoryLeads, MemoryRules};
 pub use reader::{lead_view, LeadReader, LeadView, RecentEvent};
 pub use rules::{Decay, Rule, ScoreRules, MAX_ABS_POINTS, MAX_RULES};
-pub use scorer::{
-    LeadHistory, LeadLogSink, LeadRecord, LeadStore, LeadWriteError, ScoreReport, Scorer,
-};
+pub use scorer::{LeadHistory, LeadRecord, LeadStore, LeadWriteError, ScoreReport, Scorer};
 pub use store::{load_or_init, put_rule, RuleStore, RuleStoreError, VersionedRules};
 
 #[cfg(test)]

@@ -1,23 +1,20 @@
-//! The read side of scoring: what the query API reads (lead states, leaderboard versions) and how
-//! one lead is shown as of the read — its stored state advanced by the events processed since
-//! the scorer last ran.
+//! The read side of scoring: what the query API reads (lead states, the leaderboard) and how one
+//! lead is shown as of the read — its stored state advanced by any event processed but not yet
+//! folded (its stream batch is in flight).
 
 use std::collections::HashMap;
 
-use super::{ApplyOutcome, BoardShard, LeadRecord, LeadScore, ScoreRules, ScoredEvent};
+use super::{ApplyOutcome, BoardEntry, LeadRecord, LeadScore, ScoreRules, ScoredEvent};
 use crate::store::StoreError;
 use async_trait::async_trait;
 
-/// Lead states and leaderboard versions, for reads.
+/// Lead states and the leaderboard, for reads.
 #[async_trait]
 pub trait LeadReader: Send + Sync {
     /// The stored states of these leads (absent ones left out).
     async fn leads(&self, lead_ids: &[&str]) -> Result<HashMap<String, LeadRecord>, StoreError>;
-    /// The newest version of every shard, indexed by shard.
-    async fn latest_boards(&self) -> Result<Vec<BoardShard>, StoreError>;
-    /// Version `versions[shard]` of every shard (`0`: empty), or `None` when one of them is no
-    /// longer kept.
-    async fn boards_at(&self, versions: &[u64]) -> Result<Option<Vec<BoardShard>>, StoreError>;
+    /// Every lead's leaderboard entry, in no particular order.
+    async fn board(&self) -> Result<Vec<(String, BoardEntry)>, StoreError>;
 }
 
 /// One event of `recentEvents`, with the points the rules gave it.
@@ -33,7 +30,7 @@ pub struct LeadView {
     pub state: LeadScore,
     /// Newest first, at most [`super::RECENT_EVENTS`].
     pub recent: Vec<RecentEvent>,
-    /// Events processed but not yet folded by the scorer, now applied.
+    /// Events processed but not yet folded into the stored state, now applied.
     pub pending: usize,
 }
 

@@ -7,8 +7,8 @@ use chrono::{DateTime, Duration, Utc};
 use super::*;
 use crate::event::LeadProfile;
 use crate::scoring::{
-    put_rule, LeadRecompute, MemoryHistory, MemoryLeads, MemoryRules, RecomputeJobs, Rule,
-    BOARD_SHARDS, RECENT_EVENTS,
+    put_rule, LeadReader, LeadRecompute, MemoryHistory, MemoryLeads, MemoryRules, RecomputeJobs,
+    Rule, BOARD_SHARDS, RECENT_EVENTS,
 };
 
 type TestResult = Result<(), Box<dyn Error>>;
@@ -22,7 +22,6 @@ struct World {
     leads: Arc<MemoryLeads>,
     history: Arc<MemoryHistory>,
     rules: Arc<MemoryRules>,
-    next_part: usize,
 }
 
 impl World {
@@ -33,30 +32,36 @@ impl World {
             leads,
             history,
             rules,
-            next_part: 0,
         }
     }
 
-    /// Stores the events (the source of truth) and logs them in one part, as a window would.
-    async fn window(&mut self, events: &[(&str, ScoredEvent)]) -> Result<LeadLogPart, StoreError> {
+    /// Stores the events (the source of truth) and scores them as one stream batch.
+    async fn batch(
+        &self,
+        events: &[(&str, ScoredEvent)],
+        now: DateTime<Utc>,
+    ) -> Result<ScoreReport, StoreError> {
         for (lead, e) in events {
             self.history.store(lead, e.clone());
         }
-        self.next_part += 1;
-        let part = LeadLogPart {
-            window_start_ms: self.next_part as i64,
-            shard: "shard-1".into(),
-            first_sequence: format!("{:05}", self.next_part),
-            entries: events
-                .iter()
-                .map(|(lead, e)| LeadEvent {
-                    lead_id: (*lead).to_owned(),
-                    event: e.clone(),
-                })
-                .collect(),
-        };
-        self.leads.put_log(std::slice::from_ref(&part)).await?;
-        Ok(part)
+        self.deliver(events, now).await
+    }
+
+    /// Scores the events as one stream batch without storing them (again, or before the index
+    /// shows them).
+    async fn deliver(
+        &self,
+        events: &[(&str, ScoredEvent)],
+        now: DateTime<Utc>,
+    ) -> Result<ScoreReport, StoreError> {
+        let batch = events
+            .iter()
+            .map(|(lead, e)| LeadEvent {
+                lead_id: (*lead).to_owned(),
+                event: e.clone(),
+            })
+            .collect();
+        self.scorer.score_events(batch, now).await
     }
 
     /// What a recompute from the stored events gives.
@@ -75,35 +80,45 @@ fn ev(id: &str, t: &str, ts: &str) -> Result<ScoredEvent, Box<dyn Error>> {
 }
 
 #[tokio::test]
-async fn pending_parts_fold_into_states_and_the_board() -> TestResult {
-    let mut w = World::new();
-    w.window(&[
-        ("a", ev("1", "PAGE_VIEW", "2026-11-20T10:00:00Z")?),
-        ("b", ev("2", "DEMO_REQUEST", "2026-11-20T10:00:01Z")?),
-    ])
-    .await?;
-    w.window(&[("a", ev("3", "PURCHASE", "2026-11-20T10:05:00Z")?)])
-        .await?;
+async fn each_batch_folds_into_states_and_the_board_at_once() -> TestResult {
+    let w = World::new();
     let now = at("2026-11-21T00:00:00Z")?;
-    let report = w.scorer.fold_pending(now).await?;
+    let report = w
+        .batch(
+            &[
+                ("a", ev("1", "PAGE_VIEW", "2026-11-20T10:00:00Z")?),
+                ("b", ev("2", "DEMO_REQUEST", "2026-11-20T10:00:01Z")?),
+            ],
+            now,
+        )
+        .await?;
+    assert_eq!((report.events, report.leads, report.recomputed), (2, 2, 0));
     assert_eq!(
-        (report.parts, report.events, report.leads, report.recomputed),
-        (2, 3, 2, 0)
+        w.state("a").map(|s| s.score),
+        Some(5),
+        "scored before the next batch"
     );
-    assert_eq!(w.leads.log_len(), 0, "folded parts are deleted");
+    let report = w
+        .batch(&[("a", ev("3", "PURCHASE", "2026-11-20T10:05:00Z")?)], now)
+        .await?;
+    assert_eq!((report.events, report.leads, report.recomputed), (1, 1, 0));
     assert_eq!(w.state("a"), Some(w.expected("a").await?));
     assert_eq!(w.state("a").map(|s| s.score), Some(105));
     assert_eq!(w.state("b").map(|s| s.score), Some(50));
-    let board = w.leads.get_board(board_shard("a")).await?;
-    assert_eq!(board.entries.get("a").map(|e| e.score), Some(105));
-    // Nothing pending: nothing written.
-    assert_eq!(w.scorer.fold_pending(now).await?, ScoreReport::default());
+    let board = w.leads.board().await?;
+    let entry = board.iter().find(|(id, _)| id == "a").map(|(_, e)| e.score);
+    assert_eq!(entry, Some(105));
+    // An empty batch writes nothing.
+    assert_eq!(
+        w.scorer.score_events(Vec::new(), now).await?,
+        ScoreReport::default()
+    );
     Ok(())
 }
 
 #[tokio::test]
 async fn a_late_event_recomputes_the_lead_from_its_history() -> TestResult {
-    let mut w = World::new();
+    let w = World::new();
     let rules = ScoreRules::defaults().with_rule(Rule {
         event_type: "PAGE_VIEW".into(),
         points: 5,
@@ -111,18 +126,20 @@ async fn a_late_event_recomputes_the_lead_from_its_history() -> TestResult {
         max_per_day: Some(1),
     });
     w.rules.save(&rules, 0).await?;
-    w.window(&[("a", ev("2", "PAGE_VIEW", "2026-11-20T12:00:00Z")?)])
-        .await?;
     let now = at("2026-11-21T00:00:00Z")?;
-    w.scorer.fold_pending(now).await?;
+    w.batch(&[("a", ev("2", "PAGE_VIEW", "2026-11-20T12:00:00Z")?)], now)
+        .await?;
     assert_eq!(w.state("a").map(|s| s.score), Some(5));
     // Earlier the same day: it takes the one scoring PAGE_VIEW of the day, the later one gives 0.
-    w.window(&[
-        ("a", ev("1", "PAGE_VIEW", "2026-11-20T08:00:00Z")?),
-        ("a", ev("3", "REFUND", "2026-11-20T13:00:00Z")?),
-    ])
-    .await?;
-    let report = w.scorer.fold_pending(now).await?;
+    let report = w
+        .batch(
+            &[
+                ("a", ev("1", "PAGE_VIEW", "2026-11-20T08:00:00Z")?),
+                ("a", ev("3", "REFUND", "2026-11-20T13:00:00Z")?),
+            ],
+            now,
+        )
+        .await?;
     assert_eq!(report.recomputed, 1);
     let state = w.state("a").ok_or("stored")?;
     assert_eq!(state, w.expected("a").await?);
@@ -132,36 +149,92 @@ async fn a_late_event_recomputes_the_lead_from_its_history() -> TestResult {
 }
 
 #[tokio::test]
-async fn a_part_folded_twice_counts_once() -> TestResult {
-    let mut w = World::new();
-    let part = w
-        .window(&[
-            ("a", ev("1", "EMAIL_OPEN", "2026-11-20T10:00:00Z")?),
-            ("a", ev("2", "EMAIL_OPEN", "2026-11-20T10:01:00Z")?),
-        ])
-        .await?;
+async fn a_batch_delivered_twice_counts_once() -> TestResult {
+    let w = World::new();
+    let events = [
+        ("a", ev("1", "EMAIL_OPEN", "2026-11-20T10:00:00Z")?),
+        ("a", ev("2", "EMAIL_OPEN", "2026-11-20T10:01:00Z")?),
+        ("b", ev("3", "PURCHASE", "2026-11-20T10:01:00Z")?),
+    ];
     let now = at("2026-11-21T00:00:00Z")?;
-    w.scorer.fold_pending(now).await?;
-    // A re-flushed window (or a run that crashed before deleting) leaves the part again.
-    w.leads.put_log(std::slice::from_ref(&part)).await?;
-    let report = w.scorer.fold_pending(now).await?;
-    assert_eq!(report.recomputed, 1);
+    w.batch(&events, now).await?;
+    // A retried batch, or the half of a bisected one, carries the same events again.
+    let report = w.deliver(&events, now).await?;
+    assert_eq!(report.recomputed, 2);
+    let report = w.deliver(&events[1..], now).await?;
+    assert_eq!(report.recomputed, 2);
     let state = w.state("a").ok_or("stored")?;
     assert_eq!((state.score, state.events), (20, 2));
+    assert_eq!(w.state("b").map(|s| (s.score, s.events)), Some((100, 1)));
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_batch_retried_after_a_crash_that_wrote_some_of_its_leads_counts_once() -> TestResult {
+    let w = World::new();
+    let now = at("2026-11-21T00:00:00Z")?;
+    w.batch(&[("a", ev("0", "PAGE_VIEW", "2026-11-20T09:00:00Z")?)], now)
+        .await?;
+    let batch = [
+        ("a", ev("1", "DEMO_REQUEST", "2026-11-20T10:00:00Z")?),
+        ("b", ev("2", "PURCHASE", "2026-11-20T10:00:01Z")?),
+        ("c", ev("3", "EMAIL_OPEN", "2026-11-20T10:00:02Z")?),
+    ];
+    for (lead, e) in &batch {
+        w.history.store(lead, e.clone());
+    }
+    // The invocation wrote lead a and b, then died; Lambda retries the whole batch.
+    w.deliver(&batch[..2], now).await?;
+    let report = w.deliver(&batch, now).await?;
+    assert_eq!(
+        (report.leads, report.recomputed),
+        (3, 2),
+        "a and b re-fold, c advances"
+    );
+    for lead in ["a", "b", "c"] {
+        assert_eq!(w.state(lead), Some(w.expected(lead).await?), "{lead}");
+    }
+    assert_eq!(w.state("a").map(|s| (s.score, s.events)), Some((55, 2)));
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_recompute_waits_for_the_history_index_to_show_what_the_state_applied() -> TestResult {
+    let w = World::new();
+    let now = at("2026-11-21T00:00:00Z")?;
+    w.batch(&[("a", ev("1", "PURCHASE", "2026-11-20T10:00:00Z")?)], now)
+        .await?;
+    // Applied, but the index does not show it yet.
+    let lagging = ev("2", "PURCHASE", "2026-11-20T11:00:00Z")?;
+    w.deliver(&[("a", lagging.clone())], now).await?;
+    assert_eq!(w.state("a").map(|s| s.score), Some(200));
+    // A late event forces a re-fold; folding the index as it is would drop event 2.
+    let late = ev("0", "EMAIL_OPEN", "2026-11-20T09:00:00Z")?;
+    w.history.store("a", late.clone());
+    let history = Arc::clone(&w.history);
+    let shown = tokio::spawn(async move {
+        tokio::time::sleep(StdDuration::from_millis(150)).await;
+        history.store("a", lagging);
+    });
+    let report = w.deliver(&[("a", late)], now).await?;
+    shown.await?;
+    assert_eq!((report.leads, report.failed), (1, 0));
+    let state = w.state("a").ok_or("stored")?;
+    assert_eq!((state.score, state.events), (210, 3));
+    assert_eq!(state, w.expected("a").await?);
     Ok(())
 }
 
 #[tokio::test]
 async fn concurrent_writes_are_redone_not_lost() -> TestResult {
-    let mut w = World::new();
-    w.window(&[("a", ev("1", "PURCHASE", "2026-11-20T10:00:00Z")?)])
-        .await?;
+    let w = World::new();
     let now = at("2026-11-21T00:00:00Z")?;
-    w.scorer.fold_pending(now).await?;
-    w.window(&[("a", ev("2", "PURCHASE", "2026-11-20T11:00:00Z")?)])
+    w.batch(&[("a", ev("1", "PURCHASE", "2026-11-20T10:00:00Z")?)], now)
         .await?;
     w.leads.inject_conflicts(2);
-    let report = w.scorer.fold_pending(now).await?;
+    let report = w
+        .batch(&[("a", ev("2", "PURCHASE", "2026-11-20T11:00:00Z")?)], now)
+        .await?;
     assert_eq!(report.conflicts, 2);
     assert_eq!(w.state("a").map(|s| s.score), Some(200));
     assert_eq!(w.state("a"), Some(w.expected("a").await?));
@@ -169,16 +242,51 @@ async fn concurrent_writes_are_redone_not_lost() -> TestResult {
 }
 
 #[tokio::test]
-async fn a_rule_change_applies_to_later_events_until_a_recompute() -> TestResult {
-    let mut w = World::new();
-    w.window(&[("a", ev("1", "PAGE_VIEW", "2026-11-20T10:00:00Z")?)])
-        .await?;
+async fn two_consumers_at_once_converge_on_the_fold() -> TestResult {
+    let w = Arc::new(World::new());
     let now = at("2026-11-21T00:00:00Z")?;
-    w.scorer.fold_pending(now).await?;
-    put_rule(w.rules.as_ref(), Rule::new("PAGE_VIEW", 7)).await?;
-    w.window(&[("a", ev("2", "PAGE_VIEW", "2026-11-20T11:00:00Z")?)])
+    let events: Vec<(String, ScoredEvent)> = (0..40)
+        .map(|i| {
+            let ts = at("2026-11-20T10:00:00Z").map(|t| t + Duration::seconds(i))?;
+            Ok((
+                format!("lead-{}", i % 4),
+                ScoredEvent::new(format!("e{i:02}"), "PAGE_VIEW", ts),
+            ))
+        })
+        .collect::<Result<_, Box<dyn Error>>>()?;
+    for (lead, e) in &events {
+        w.history.store(lead, e.clone());
+    }
+    // Two invocations (a retry racing the original, or two shards) score overlapping halves.
+    let (first, second) = (events[..30].to_vec(), events[10..].to_vec());
+    let run = |part: Vec<(String, ScoredEvent)>| {
+        let w = Arc::clone(&w);
+        tokio::spawn(async move {
+            let part: Vec<(&str, ScoredEvent)> =
+                part.iter().map(|(l, e)| (l.as_str(), e.clone())).collect();
+            w.deliver(&part, now).await
+        })
+    };
+    let (a, b) = tokio::join!(run(first), run(second));
+    let (a, b) = (a??, b??);
+    assert_eq!(a.failed + b.failed, 0);
+    for i in 0..4 {
+        let lead = format!("lead-{i}");
+        assert_eq!(w.state(&lead), Some(w.expected(&lead).await?), "{lead}");
+        assert_eq!(w.state(&lead).map(|s| s.events), Some(10));
+    }
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_rule_change_applies_to_later_events_until_a_recompute() -> TestResult {
+    let w = World::new();
+    let now = at("2026-11-21T00:00:00Z")?;
+    w.batch(&[("a", ev("1", "PAGE_VIEW", "2026-11-20T10:00:00Z")?)], now)
         .await?;
-    w.scorer.fold_pending(now).await?;
+    put_rule(w.rules.as_ref(), Rule::new("PAGE_VIEW", 7)).await?;
+    w.batch(&[("a", ev("2", "PAGE_VIEW", "2026-11-20T11:00:00Z")?)], now)
+        .await?;
     assert_eq!(w.state("a").map(|s| s.score), Some(5 + 7));
     let report = w.scorer.recompute_lead("a", now).await?;
     assert_eq!((report.leads, report.recomputed), (1, 1));
@@ -191,23 +299,27 @@ async fn a_rule_change_applies_to_later_events_until_a_recompute() -> TestResult
 }
 
 #[tokio::test]
-async fn a_requested_recompute_folds_what_is_pending_then_every_lead_shard_by_shard() -> TestResult
-{
-    let mut w = World::new();
+async fn a_requested_recompute_refolds_every_lead_shard_by_shard() -> TestResult {
+    let w = World::new();
+    let now = at("2026-11-21T00:00:00Z")?;
     for i in 0..40 {
-        w.window(&[(
-            &format!("lead-{}", i % 10),
-            ev(&format!("e{i}"), "FORM_SUBMISSION", "2026-11-20T10:00:00Z")?,
-        )])
+        w.batch(
+            &[(
+                &format!("lead-{}", i % 10),
+                ev(&format!("e{i}"), "FORM_SUBMISSION", "2026-11-20T10:00:00Z")?,
+            )],
+            now,
+        )
         .await?;
     }
-    let now = at("2026-11-21T00:00:00Z")?;
-    w.scorer.fold_pending(now).await?;
     put_rule(w.rules.as_ref(), Rule::new("FORM_SUBMISSION", 1)).await?;
-    w.window(&[(
-        "lead-0",
-        ev("late", "FORM_SUBMISSION", "2026-11-20T11:00:00Z")?,
-    )])
+    w.batch(
+        &[(
+            "lead-0",
+            ev("late", "FORM_SUBMISSION", "2026-11-20T11:00:00Z")?,
+        )],
+        now,
+    )
     .await?;
     // Nothing requested: a run does nothing.
     let (report, progress) = w.scorer.run_requested(now, StdDuration::ZERO).await?;
@@ -216,11 +328,11 @@ async fn a_requested_recompute_folds_what_is_pending_then_every_lead_shard_by_sh
     assert_eq!(w.scorer.request_all("job-1".into(), now).await?, 10);
     // With no time to spare, each run does one shard and the next continues.
     let mut runs = 0;
-    let mut parts = 0;
+    let mut leads = 0;
     loop {
         let (report, progress) = w.scorer.run_requested(now, StdDuration::ZERO).await?;
         runs += 1;
-        parts += report.parts;
+        leads += report.leads;
         assert_eq!(progress.shards_done, 1, "run {runs}");
         assert_eq!(progress.job_id.as_deref(), Some("job-1"));
         if progress.finished {
@@ -229,11 +341,7 @@ async fn a_requested_recompute_folds_what_is_pending_then_every_lead_shard_by_sh
         assert_eq!(progress.next_shard, runs);
         assert!(runs < BOARD_SHARDS, "never finished");
     }
-    assert_eq!(
-        (runs, parts),
-        (BOARD_SHARDS, 1),
-        "the pending part folded first"
-    );
+    assert_eq!((runs, leads), (BOARD_SHARDS, 10), "every lead once");
     assert_eq!(w.leads.current_job().await?, None);
     for i in 0..10 {
         let lead = format!("lead-{i}");
@@ -246,16 +354,18 @@ async fn a_requested_recompute_folds_what_is_pending_then_every_lead_shard_by_sh
 
 #[tokio::test]
 async fn a_new_request_starts_over_under_the_rules_of_its_time() -> TestResult {
-    let mut w = World::new();
+    let w = World::new();
+    let now = at("2026-11-21T00:00:00Z")?;
     for i in 0..64 {
-        w.window(&[(
-            &format!("lead-{i}"),
-            ev(&format!("e{i}"), "PAGE_VIEW", "2026-11-20T10:00:00Z")?,
-        )])
+        w.batch(
+            &[(
+                &format!("lead-{i}"),
+                ev(&format!("e{i}"), "PAGE_VIEW", "2026-11-20T10:00:00Z")?,
+            )],
+            now,
+        )
         .await?;
     }
-    let now = at("2026-11-21T00:00:00Z")?;
-    w.scorer.fold_pending(now).await?;
     w.scorer.request_all("job-1".into(), now).await?;
     for _ in 0..5 {
         w.scorer.run_requested(now, StdDuration::ZERO).await?;
@@ -285,61 +395,8 @@ async fn a_new_request_starts_over_under_the_rules_of_its_time() -> TestResult {
 }
 
 #[tokio::test]
-async fn runs_are_bounded_and_the_next_run_continues() -> TestResult {
-    let mut w = World::new();
-    for i in 0..25 {
-        w.window(&[(
-            "a",
-            ev(&format!("e{i:02}"), "PAGE_VIEW", "2026-11-20T10:00:00Z")?,
-        )])
-        .await?;
-    }
-    let scorer = Scorer::new(
-        Arc::clone(&w.leads),
-        Arc::clone(&w.history),
-        Arc::clone(&w.rules),
-    )
-    .with_max_parts_per_run(10);
-    let now = at("2026-11-21T00:00:00Z")?;
-    assert_eq!(scorer.fold_pending(now).await?.parts, 10);
-    assert_eq!(w.leads.log_len(), 15);
-    scorer.fold_pending(now).await?;
-    scorer.fold_pending(now).await?;
-    assert_eq!(w.leads.log_len(), 0);
-    assert_eq!(w.state("a").map(|s| s.events), Some(25));
-    Ok(())
-}
-
-#[tokio::test]
-async fn decay_is_materialised_on_the_board() -> TestResult {
-    let mut w = World::new();
-    w.window(&[
-        ("idle", ev("1", "PURCHASE", "2026-11-01T10:00:00Z")?),
-        ("busy", ev("2", "PURCHASE", "2026-11-20T10:00:00Z")?),
-    ])
-    .await?;
-    let now = at("2026-11-21T00:00:00Z")?;
-    w.scorer.fold_pending(now).await?;
-    // 20 whole days later than 11-01T10:00 by 11-21T10:00; the decay run at 11-22T00:00 sees 20.
-    let later = at("2026-11-22T00:00:00Z")?;
-    let report = w.scorer.materialise_decay(later).await?;
-    assert_eq!(report.decayed, 1);
-    let idle = w.leads.get_board(board_shard("idle")).await?;
-    // 20 days idle, 6 past the 14-day grace: 100 × 0.98^6 = 88.58 → 89; the state keeps 100.
-    assert_eq!(
-        idle.entries.get("idle").map(|e| (e.score, e.decayed)),
-        Some((100, 89))
-    );
-    assert_eq!(idle.decayed_as_of_ms, later.timestamp_millis());
-    let busy = w.leads.get_board(board_shard("busy")).await?;
-    assert_eq!(busy.entries.get("busy").map(|e| e.decayed), Some(100));
-    assert_eq!(w.state("idle").map(|s| s.score), Some(100));
-    Ok(())
-}
-
-#[tokio::test]
 async fn profile_takes_each_field_from_the_latest_event_giving_it() -> TestResult {
-    let mut w = World::new();
+    let w = World::new();
     let profile = |email: Option<&str>, name: Option<&str>| {
         Some(LeadProfile {
             email: email.map(str::to_owned),
@@ -347,20 +404,22 @@ async fn profile_takes_each_field_from_the_latest_event_giving_it() -> TestResul
             company: None,
         })
     };
-    w.window(&[
-        (
-            "a",
-            ev("1", "PAGE_VIEW", "2026-11-20T10:00:00Z")?
-                .with_profile(profile(Some("a@x.io"), Some("Ann"))),
-        ),
-        (
-            "a",
-            ev("2", "PAGE_VIEW", "2026-11-20T11:00:00Z")?
-                .with_profile(profile(None, Some("Ann B"))),
-        ),
-    ])
+    w.batch(
+        &[
+            (
+                "a",
+                ev("1", "PAGE_VIEW", "2026-11-20T10:00:00Z")?
+                    .with_profile(profile(Some("a@x.io"), Some("Ann"))),
+            ),
+            (
+                "a",
+                ev("2", "PAGE_VIEW", "2026-11-20T11:00:00Z")?
+                    .with_profile(profile(None, Some("Ann B"))),
+            ),
+        ],
+        at("2026-11-21T00:00:00Z")?,
+    )
     .await?;
-    w.scorer.fold_pending(at("2026-11-21T00:00:00Z")?).await?;
     let state = w.state("a").ok_or("stored")?;
     assert_eq!(state.profile.email.as_deref(), Some("a@x.io"));
     assert_eq!(state.profile.name.as_deref(), Some("Ann B"));
@@ -369,7 +428,7 @@ async fn profile_takes_each_field_from_the_latest_event_giving_it() -> TestResul
 
 #[tokio::test]
 async fn recent_points_keep_the_latest_fifty() -> TestResult {
-    let mut w = World::new();
+    let w = World::new();
     let start = at("2026-11-20T00:00:00Z")?;
     let events: Vec<(&str, ScoredEvent)> = (0..60)
         .map(|i| {
@@ -384,8 +443,7 @@ async fn recent_points_keep_the_latest_fifty() -> TestResult {
             )
         })
         .collect();
-    w.window(&events).await?;
-    w.scorer.fold_pending(at("2026-11-21T00:00:00Z")?).await?;
+    w.batch(&events, at("2026-11-21T00:00:00Z")?).await?;
     let state = w.state("a").ok_or("stored")?;
     assert_eq!(state.recent_points.len(), RECENT_EVENTS);
     // Events 10..59 alternate PAGE_VIEW (5) and EMAIL_OPEN (10), starting with PAGE_VIEW.
@@ -397,21 +455,24 @@ async fn recent_points_keep_the_latest_fifty() -> TestResult {
 
 #[tokio::test]
 async fn a_lead_that_cannot_be_written_does_not_stop_the_others_and_is_repaired() -> TestResult {
-    let mut w = World::new();
-    w.window(&[
-        ("good-1", ev("e1", "PAGE_VIEW", "2026-11-02T10:00:00Z")?),
-        ("huge", ev("e2", "PURCHASE", "2026-11-02T10:00:01Z")?),
-        ("good-2", ev("e3", "EMAIL_OPEN", "2026-11-02T10:00:02Z")?),
-    ])
-    .await?;
+    let w = World::new();
     w.leads.refuse_writes("huge");
     let now = at("2026-11-02T11:00:00Z")?;
 
-    // The run goes on past the lead that cannot be written and deletes its parts: the lead's
-    // events stay in the events table, and the lead is recorded with its reason.
-    let report = w.scorer.fold_pending(now).await?;
+    // The batch goes on past the lead that cannot be written and succeeds, so the stream is
+    // not retried for ever: the lead's events stay in the events table, and the lead is
+    // recorded with its reason.
+    let report = w
+        .batch(
+            &[
+                ("good-1", ev("e1", "PAGE_VIEW", "2026-11-02T10:00:00Z")?),
+                ("huge", ev("e2", "PURCHASE", "2026-11-02T10:00:01Z")?),
+                ("good-2", ev("e3", "EMAIL_OPEN", "2026-11-02T10:00:02Z")?),
+            ],
+            now,
+        )
+        .await?;
     assert_eq!((report.leads, report.failed), (2, 1));
-    assert_eq!(w.leads.log_len(), 0, "no part is retried for ever");
     assert_eq!(w.state("good-1"), Some(w.expected("good-1").await?));
     assert_eq!(w.state("good-2"), Some(w.expected("good-2").await?));
     assert_eq!(w.state("huge"), None);
@@ -435,9 +496,9 @@ async fn a_lead_that_cannot_be_written_does_not_stop_the_others_and_is_repaired(
     assert_eq!((report.failed, report.repaired), (0, 1));
     assert_eq!(w.state("huge"), Some(w.expected("huge").await?));
     assert!(w.leads.failures(10).await?.is_empty());
-    let board = w.leads.get_board(board_shard("huge")).await?;
+    let board = w.leads.board().await?;
     assert!(
-        board.entries.contains_key("huge"),
+        board.iter().any(|(id, _)| id == "huge"),
         "on the leaderboard once repaired"
     );
     Ok(())
@@ -445,12 +506,11 @@ async fn a_lead_that_cannot_be_written_does_not_stop_the_others_and_is_repaired(
 
 #[tokio::test]
 async fn recomputing_one_lead_clears_its_failure() -> TestResult {
-    let mut w = World::new();
-    w.window(&[("l1", ev("e1", "PAGE_VIEW", "2026-11-02T10:00:00Z")?)])
-        .await?;
+    let w = World::new();
     w.leads.refuse_writes("l1");
     let now = at("2026-11-02T11:00:00Z")?;
-    assert_eq!(w.scorer.fold_pending(now).await?.failed, 1);
+    let events = [("l1", ev("e1", "PAGE_VIEW", "2026-11-02T10:00:00Z")?)];
+    assert_eq!(w.batch(&events, now).await?.failed, 1);
     w.leads.allow_writes("l1");
     assert!(w.scorer.recompute_now("l1", now).await?);
     assert!(w.leads.failures(10).await?.is_empty());
