@@ -4,6 +4,7 @@
 //! provisioning code.
 
 pub mod emulators;
+pub mod events;
 pub mod functions;
 pub mod gateway;
 pub mod install;

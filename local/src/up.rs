@@ -62,6 +62,8 @@ pub struct LocalStack {
     scheduler: Arc<Scheduler>,
     runtimes: Arc<Runtimes>,
     state_dir: Option<PathBuf>,
+    /// The template's event buses and rules (EventBridge, emulated here).
+    pub event_bus: crate::events::EventBridgeEmulator,
     _emulators: Emulators,
 }
 
@@ -157,6 +159,24 @@ impl LocalStack {
         .await
         .context("creating the template's secrets")?;
         refs.extend(secrets);
+        let queue_urls: HashMap<String, String> = stack
+            .queues
+            .values()
+            .map(|q| (q.arn.clone(), q.url.clone()))
+            .collect();
+        let events = crate::events::parse(
+            &text,
+            &LocalResources {
+                parameters: &parameters,
+                refs: &refs,
+                attributes: &attributes,
+            },
+            &queue_urls,
+        )
+        .context("reading the template's event buses and rules")?;
+        refs.extend(events.buses.clone());
+        let event_bus =
+            crate::events::EventBridgeEmulator::start(events, stack.sqs.clone()).await?;
         let resources = LocalResources {
             parameters: &parameters,
             refs: &refs,
@@ -190,6 +210,10 @@ impl LocalStack {
                 (
                     "AWS_ENDPOINT_URL_SECRETS_MANAGER".into(),
                     emulators.moto_endpoint.clone(),
+                ),
+                (
+                    "AWS_ENDPOINT_URL_EVENTBRIDGE".into(),
+                    event_bus.endpoint.clone(),
                 ),
                 ("AWS_ACCESS_KEY_ID".into(), "test".into()),
                 ("AWS_SECRET_ACCESS_KEY".into(), "test".into()),
@@ -305,6 +329,7 @@ impl LocalStack {
             scheduler,
             runtimes,
             state_dir: options.state_dir,
+            event_bus,
             _emulators: emulators,
         })
     }

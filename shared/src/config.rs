@@ -204,6 +204,9 @@ pub struct RollupConfig {
     pub settle: chrono::Duration,
     /// A recompute run starts no new leaderboard shard after this long (below the timeout).
     pub recompute_budget: std::time::Duration,
+    /// The EventBridge bus stage changes go to (`EVENT_BUS_NAME`); without it they wait in the
+    /// outbox.
+    pub event_bus_name: Option<String>,
 }
 
 impl RollupConfig {
@@ -227,6 +230,7 @@ impl RollupConfig {
             analytics_table: env.required("ANALYTICS_TABLE")?,
             settle: chrono::Duration::seconds(seconds),
             recompute_budget: std::time::Duration::from_secs(budget),
+            event_bus_name: env.optional("EVENT_BUS_NAME").filter(|n| !n.is_empty()),
         })
     }
 }

@@ -26,6 +26,8 @@ pub enum Task {
     /// Continue the requested recompute of every lead, if there is one.
     #[serde(rename = "recompute-requested")]
     RecomputeRequested,
+    /// Publish the stage changes decay and changed thresholds made (no event writes them).
+    Stages,
 }
 
 /// A task invocation's input, e.g. `{"task": "reconcile", "days": 31}`,
@@ -105,6 +107,13 @@ where
             scorer: Scorer::new(leads, events, rules),
             recompute_budget: std::time::Duration::from_secs(60),
         }
+    }
+
+    /// Sends stage changes to `bus` as they are recorded (without one they wait in the outbox).
+    #[must_use]
+    pub fn with_bus(mut self, bus: Arc<dyn crate::scoring::StagePublisher>) -> Self {
+        self.scorer = self.scorer.with_bus(bus);
+        self
     }
 
     /// How long a recompute run may start new leaderboard shards.
@@ -215,6 +224,10 @@ where
                 }
             },
             Task::RecomputeRequested => self.run_requested(now, metrics).await,
+            Task::Stages => {
+                let report = self.scorer.check_stages(now).await?;
+                Ok(score_result("stages", &report, metrics))
+            }
         }
     }
 
@@ -253,6 +266,8 @@ fn score_metrics(report: &ScoreReport, metrics: &mut Metrics) {
     metrics.count("LeadWriteConflicts", report.conflicts as u64);
     metrics.count("LeadWriteFailures", report.failed as u64);
     metrics.count("LeadsRepaired", report.repaired as u64);
+    metrics.count("StageChanges", report.stage_changes as u64);
+    metrics.count("StageChangesPublished", report.published as u64);
 }
 
 fn score_result(task: &str, report: &ScoreReport, metrics: &mut Metrics) -> Value {
@@ -265,12 +280,15 @@ fn score_result(task: &str, report: &ScoreReport, metrics: &mut Metrics) -> Valu
         conflicts = report.conflicts,
         failed = report.failed,
         repaired = report.repaired,
+        stage_changes = report.stage_changes,
+        published = report.published,
         "scores updated"
     );
     json!({
         "task": task, "events": report.events, "leads": report.leads,
         "recomputed": report.recomputed, "conflicts": report.conflicts,
         "failed": report.failed, "repaired": report.repaired,
+        "stageChanges": report.stage_changes, "published": report.published,
     })
 }
 

@@ -3,8 +3,8 @@
 //! Layout:
 //! - pk `LEAD#<leadId>`, sk `STATE`: the lead's fold state as JSON (`state`) and `version`, and
 //!   its leaderboard entry: `board` (`B#<shard>`, the `byBoard` index's partition key), `score`
-//!   (before decay) and `lastActivity` (epoch milliseconds), the only attributes the index
-//!   projects. Their keys never change, so a lead write costs its index one write, and none when
+//!   (before decay), `lastActivity` (epoch milliseconds) and `stage` (the stage last
+//!   published), the only attributes the index projects. Their keys never change, so a lead write costs its index one write, and none when
 //!   neither the score nor the last activity moved;
 //! - pk `LEADFAIL`, sk `<leadId>`: a lead that could not be written (`lead_failures.rs`);
 //! - pk `JOB#recompute`, sk `current`: the requested recompute of every lead (`jobs.rs`).
@@ -16,14 +16,14 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use aws_sdk_dynamodb::operation::put_item::PutItemError;
-use aws_sdk_dynamodb::types::{KeysAndAttributes, ReturnConsumedCapacity};
+use aws_sdk_dynamodb::types::{AttributeValue, KeysAndAttributes, ReturnConsumedCapacity};
 
 use super::item::{n, number, query_all, s, text, Item};
 use futures::{StreamExt, TryStreamExt};
 
 use crate::scoring::{
-    board_shard, BoardEntry, LeadReader, LeadRecord, LeadScore, LeadStore, LeadWriteError,
-    BOARD_SHARDS,
+    board_shard, outbox_key, BoardEntry, BoardLead, LeadReader, LeadRecord, LeadScore, LeadStore,
+    LeadWrite, LeadWriteError, BOARD_SHARDS,
 };
 use crate::store::StoreError;
 
@@ -42,6 +42,21 @@ pub struct DynamoLeads {
 
 fn lead_pk(lead_id: &str) -> String {
     format!("LEAD#{lead_id}")
+}
+
+/// The condition of a versioned write: the stored `version` is still `expected`, or the item is
+/// absent when `expected` is 0.
+pub(super) fn version_condition(
+    expected: u64,
+) -> (&'static str, Option<HashMap<String, AttributeValue>>) {
+    if expected == 0 {
+        ("attribute_not_exists(pk)", None)
+    } else {
+        (
+            "version = :expected",
+            Some(HashMap::from([(":expected".to_owned(), n(expected))])),
+        )
+    }
 }
 
 fn board_key(shard: u32) -> String {
@@ -74,19 +89,18 @@ impl DynamoLeads {
     /// is 0.
     async fn put_versioned(&self, mut item: Item, expected: u64) -> Result<(), LeadWriteError> {
         item.insert("version".into(), n(expected + 1));
-        let mut request = self
+        let (condition, values) = version_condition(expected);
+        let request = self
             .client
             .put_item()
             .table_name(&self.table)
             .set_item(Some(item))
-            .return_consumed_capacity(ReturnConsumedCapacity::Total);
-        request = if expected == 0 {
-            request.condition_expression("attribute_not_exists(pk)")
-        } else {
-            request
-                .condition_expression("version = :expected")
-                .expression_attribute_values(":expected", n(expected))
-        };
+            // The units metered include the leaderboard index's write (README, "Real-time
+            // scoring").
+            .return_consumed_capacity(ReturnConsumedCapacity::Indexes);
+        let request = request
+            .condition_expression(condition)
+            .set_expression_attribute_values(values);
         match request.send().await {
             Ok(output) => {
                 super::batch::meter(&self.consumed_milli, output.consumed_capacity());
@@ -121,40 +135,53 @@ impl LeadStore for DynamoLeads {
             let state: LeadScore = serde_json::from_str(text(&item, "state").unwrap_or(""))
                 .map_err(|e| unavailable(format!("lead state unreadable: {e}")))?;
             let version = number(&item, "version").unwrap_or_default().max(0) as u64;
-            found.insert(lead_id.to_owned(), LeadRecord { state, version });
+            let stage = text(&item, "stage").map(str::to_owned);
+            found.insert(
+                lead_id.to_owned(),
+                LeadRecord {
+                    state,
+                    version,
+                    stage,
+                },
+            );
         }
         Ok(found)
     }
 
-    async fn put_lead(
+    async fn write_lead(
         &self,
-        lead_id: &str,
-        state: &LeadScore,
+        write: LeadWrite<'_>,
         expected: u64,
-    ) -> Result<(), LeadWriteError> {
-        let json = serde_json::to_string(state).map_err(unavailable)?;
-        let entry = BoardEntry::of(state);
+    ) -> Result<Option<String>, LeadWriteError> {
+        let json = serde_json::to_string(write.state).map_err(unavailable)?;
+        let entry = BoardEntry::of(write.state);
         let mut item = Item::from([
-            ("pk".to_owned(), s(lead_pk(lead_id))),
+            ("pk".to_owned(), s(lead_pk(write.lead_id))),
             ("sk".to_owned(), s(STATE_SK)),
             ("state".to_owned(), s(json)),
         ]);
         // A lead without events (re-folded from a history that has none) leaves the board.
-        if state.events > 0 {
-            item.insert("board".to_owned(), s(board_key(board_shard(lead_id))));
+        if write.state.events > 0 {
+            item.insert("board".to_owned(), s(board_key(board_shard(write.lead_id))));
             item.insert("score".to_owned(), n(entry.score));
             item.insert("lastActivity".to_owned(), n(entry.last_activity_ms));
         }
-        self.put_versioned(item, expected).await
+        if let Some(stage) = write.stage {
+            item.insert("stage".to_owned(), s(stage));
+        }
+        match write.change {
+            None => self.put_versioned(item, expected).await.map(|()| None),
+            Some(change) => {
+                let key = outbox_key(change, expected + 1);
+                self.put_with_change(item, expected, &key, change)
+                    .await
+                    .map(|()| Some(key))
+            }
+        }
     }
 
-    async fn shard_leads(&self, shard: u32) -> Result<Vec<String>, StoreError> {
-        Ok(self
-            .board_shard(shard)
-            .await?
-            .into_iter()
-            .map(|(id, _)| id)
-            .collect())
+    async fn shard_board(&self, shard: u32) -> Result<Vec<BoardLead>, StoreError> {
+        self.board_shard(shard).await
     }
 }
 
@@ -207,18 +234,22 @@ impl LeadReader for DynamoLeads {
     }
 
     async fn board(&self) -> Result<Vec<(String, BoardEntry)>, StoreError> {
-        let shards: Vec<Vec<(String, BoardEntry)>> = futures::stream::iter(0..BOARD_SHARDS)
+        let shards: Vec<Vec<BoardLead>> = futures::stream::iter(0..BOARD_SHARDS)
             .map(|shard| self.board_shard(shard))
             .buffered(16)
             .try_collect()
             .await?;
-        Ok(shards.into_iter().flatten().collect())
+        Ok(shards
+            .into_iter()
+            .flatten()
+            .map(|l| (l.lead_id, l.entry))
+            .collect())
     }
 }
 
 impl DynamoLeads {
     /// One shard of the leaderboard index, every page of it.
-    async fn board_shard(&self, shard: u32) -> Result<Vec<(String, BoardEntry)>, StoreError> {
+    async fn board_shard(&self, shard: u32) -> Result<Vec<BoardLead>, StoreError> {
         let query = self
             .client
             .query()
@@ -231,13 +262,14 @@ impl DynamoLeads {
             .iter()
             .filter_map(|item| {
                 let lead_id = text(item, "pk")?.strip_prefix("LEAD#")?;
-                Some((
-                    lead_id.to_owned(),
-                    BoardEntry {
+                Some(BoardLead {
+                    lead_id: lead_id.to_owned(),
+                    entry: BoardEntry {
                         score: number(item, "score").unwrap_or_default(),
                         last_activity_ms: number(item, "lastActivity").unwrap_or_default(),
                     },
-                ))
+                    stage: text(item, "stage").map(str::to_owned),
+                })
             })
             .collect())
     }

@@ -17,6 +17,7 @@ mod repair;
 mod rules;
 mod secrets;
 mod sqs;
+mod stages;
 
 pub use analytics::DynamoAggregates;
 pub use dynamo::{DynamoCounters, DynamoEventStore};
@@ -28,6 +29,7 @@ pub use repair::SqsFailureQueue;
 pub use rules::DynamoRules;
 pub use secrets::{secrets_cache, SecretsManagerStore};
 pub use sqs::{SqsEventQueue, SqsVisibility};
+pub use stages::{EventBridgeBus, EVENT_SOURCE};
 
 use aws_config::{BehaviorVersion, SdkConfig};
 use aws_sdk_dynamodb::error::{ProvideErrorMetadata, SdkError};

@@ -7,6 +7,7 @@ mod operations;
 pub(crate) mod params;
 mod reports;
 mod rules;
+mod scoring;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -41,6 +42,8 @@ enum Route {
     Rules,
     /// The event type, as the path gives it.
     PutRule(String),
+    Scoring,
+    PutScoring,
 }
 
 impl Route {
@@ -58,6 +61,8 @@ impl Route {
             Self::Lead(_) => "GET /v1/leads/{leadId}",
             Self::Rules => "GET /v1/rules",
             Self::PutRule(_) => "PUT /v1/rules/{eventType}",
+            Self::Scoring => "GET /v1/scoring",
+            Self::PutScoring => "PUT /v1/scoring",
         }
     }
 
@@ -73,8 +78,9 @@ impl Route {
             | Self::DemographicsReport
             | Self::Leaderboard
             | Self::Lead(_)
-            | Self::Rules => Some(Scope::Read),
-            Self::PutRule(_) => Some(Scope::Admin),
+            | Self::Rules
+            | Self::Scoring => Some(Scope::Read),
+            Self::PutRule(_) | Self::PutScoring => Some(Scope::Admin),
         }
     }
 
@@ -94,6 +100,11 @@ impl Route {
             "/v1/reports/demographics" => (Self::DemographicsReport, "GET"),
             "/v1/rules" => (Self::Rules, "GET"),
             "/v1/leads" => (Self::Leaderboard, "GET"),
+            "/v1/scoring" => match method {
+                "PUT" => (Self::PutScoring, "PUT"),
+                "GET" => (Self::Scoring, "GET"),
+                _ => return Err(ApiError::MethodNotAllowed { allow: "GET, PUT" }),
+            },
             _ => {
                 if let Some(ty) = segment(path, "/v1/rules/") {
                     (Self::PutRule(ty), "PUT")
@@ -203,6 +214,8 @@ impl QueryApi {
             }
             Route::Rules => rules::get_rules(&*p.rules).await?,
             Route::PutRule(event_type) => rules::put(&*p.rules, event_type, request).await?,
+            Route::Scoring => scoring::get(&*p.rules).await?,
+            Route::PutScoring => scoring::put(&*p.rules, request).await?,
         };
         metrics.count("Queries", 1);
         Ok(response)

@@ -58,6 +58,14 @@ impl BoardEntry {
     }
 }
 
+/// A lead as the leaderboard index holds it: its entry and the stage last published for it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BoardLead {
+    pub lead_id: String,
+    pub entry: BoardEntry,
+    pub stage: Option<String>,
+}
+
 /// The leaderboard order as of `now`: decayed score descending, then lead id ascending.
 pub fn ranked<'a>(
     entries: impl IntoIterator<Item = &'a (String, BoardEntry)>,

@@ -9,8 +9,9 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
 use super::{
-    board_shard, BoardEntry, LeadFailure, LeadFailures, LeadHistory, LeadReader, LeadRecord,
-    LeadScore, LeadStore, LeadWriteError, RecomputeJob, RecomputeJobs, ScoredEvent,
+    board_shard, outbox_key, BoardEntry, BoardLead, LeadFailure, LeadFailures, LeadHistory,
+    LeadReader, LeadRecord, LeadStore, LeadWrite, LeadWriteError, PendingChange, RecomputeJob,
+    RecomputeJobs, ScoredEvent, StageChange, StageOutbox, StagePublisher,
 };
 use crate::store::StoreError;
 
@@ -28,6 +29,7 @@ struct Inner {
     /// Leads whose writes fail (as an item over DynamoDB's size limit would).
     unwritable: std::collections::HashSet<String>,
     failures: BTreeMap<String, LeadFailure>,
+    outbox: BTreeMap<String, StageChange>,
 }
 
 impl MemoryLeads {
@@ -67,13 +69,13 @@ impl LeadStore for MemoryLeads {
             .collect())
     }
 
-    async fn put_lead(
+    async fn write_lead(
         &self,
-        lead_id: &str,
-        state: &LeadScore,
+        write: LeadWrite<'_>,
         expected: u64,
-    ) -> Result<(), LeadWriteError> {
+    ) -> Result<Option<String>, LeadWriteError> {
         let mut inner = self.lock();
+        let lead_id = write.lead_id;
         if inner.unwritable.contains(lead_id) {
             return Err(LeadWriteError::Store(StoreError::Unavailable(
                 "ValidationException: Item size has exceeded the maximum allowed size (injected)"
@@ -95,23 +97,106 @@ impl LeadStore for MemoryLeads {
         inner.leads.insert(
             lead_id.to_owned(),
             LeadRecord {
-                state: state.clone(),
+                state: write.state.clone(),
                 version: expected + 1,
+                stage: write.stage.map(str::to_owned),
             },
         );
-        Ok(())
+        Ok(write.change.map(|change| {
+            let key = outbox_key(change, expected + 1);
+            inner.outbox.insert(key.clone(), change.clone());
+            key
+        }))
     }
 
-    async fn shard_leads(&self, shard: u32) -> Result<Vec<String>, StoreError> {
-        let mut ids: Vec<String> = self
+    async fn shard_board(&self, shard: u32) -> Result<Vec<BoardLead>, StoreError> {
+        let mut leads: Vec<BoardLead> = self
             .lock()
             .leads
             .iter()
             .filter(|(id, r)| r.state.events > 0 && board_shard(id) == shard)
-            .map(|(id, _)| id.clone())
+            .map(|(id, r)| BoardLead {
+                lead_id: id.clone(),
+                entry: BoardEntry::of(&r.state),
+                stage: r.stage.clone(),
+            })
             .collect();
-        ids.sort();
-        Ok(ids)
+        leads.sort_by(|a, b| a.lead_id.cmp(&b.lead_id));
+        Ok(leads)
+    }
+}
+
+#[async_trait]
+impl StageOutbox for MemoryLeads {
+    async fn pending_changes(&self, limit: usize) -> Result<Vec<PendingChange>, StoreError> {
+        Ok(self
+            .lock()
+            .outbox
+            .iter()
+            .take(limit)
+            .map(|(key, change)| PendingChange {
+                key: key.clone(),
+                change: change.clone(),
+            })
+            .collect())
+    }
+    async fn delete_changes(&self, keys: &[String]) -> Result<(), StoreError> {
+        let mut inner = self.lock();
+        for key in keys {
+            inner.outbox.remove(key);
+        }
+        Ok(())
+    }
+}
+
+/// An event bus in memory: keeps what it accepts; can refuse every other entry, or be down.
+#[derive(Debug, Default)]
+pub struct MemoryBus {
+    inner: Mutex<BusState>,
+}
+
+#[derive(Debug, Default)]
+struct BusState {
+    published: Vec<StageChange>,
+    refuse_every_other: bool,
+    down: bool,
+    calls: usize,
+}
+
+impl MemoryBus {
+    pub fn published(&self) -> Vec<StageChange> {
+        self.lock().published.clone()
+    }
+    /// Refuses every second entry of each call (as `FailedEntryCount` would report them).
+    pub fn refuse_every_other(&self, on: bool) {
+        self.lock().refuse_every_other = on;
+    }
+    pub fn set_down(&self, down: bool) {
+        self.lock().down = down;
+    }
+    fn lock(&self) -> std::sync::MutexGuard<'_, BusState> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+#[async_trait]
+impl StagePublisher for MemoryBus {
+    async fn publish(&self, changes: &[StageChange]) -> Result<Vec<bool>, StoreError> {
+        let mut bus = self.lock();
+        if bus.down {
+            return Err(StoreError::Unavailable("event bus down (injected)".into()));
+        }
+        bus.calls += 1;
+        let refuse = bus.refuse_every_other;
+        let mut accepted = Vec::with_capacity(changes.len());
+        for (i, change) in changes.iter().enumerate() {
+            let ok = !(refuse && i % 2 == 1);
+            if ok {
+                bus.published.push(change.clone());
+            }
+            accepted.push(ok);
+        }
+        Ok(accepted)
     }
 }
 

@@ -30,9 +30,11 @@ mod reader;
 mod rules;
 mod scorer;
 mod serde_util;
+mod stage_check;
+mod stages;
 mod store;
 
-pub use board::{board_shard, ranked, BoardEntry, BOARD_SHARDS};
+pub use board::{board_shard, ranked, BoardEntry, BoardLead, BOARD_SHARDS};
 pub use failures::{LeadFailure, LeadFailures, MAX_REASON_CHARS, REPAIR_BATCH};
 pub use jobs::{JobProgress, LeadRecompute, RecomputeJob, RecomputeJobs};
 pub use lead::{
@@ -40,11 +42,21 @@ pub use lead::{
     OTHER_TYPES, RECENT_EVENTS,
 };
 #[cfg(any(test, feature = "test-utils"))]
-pub use memory::{MemoryHistory, MemoryLeads, MemoryRules};
+pub use memory::{MemoryBus, MemoryHistory, MemoryLeads, MemoryRules};
 pub use reader::{lead_view, LeadReader, LeadView, RecentEvent};
-pub use rules::{Decay, Rule, ScoreRules, MAX_ABS_POINTS, MAX_RULES};
-pub use scorer::{LeadHistory, LeadRecord, LeadStore, LeadWriteError, ScoreReport, Scorer};
-pub use store::{load_or_init, put_rule, RuleStore, RuleStoreError, VersionedRules};
+pub use rules::{
+    default_stages, Decay, Rule, ScoreRules, Stage, MAX_ABS_POINTS, MAX_RULES, MAX_STAGES,
+};
+pub use scorer::{
+    LeadHistory, LeadRecord, LeadStore, LeadWrite, LeadWriteError, ScoreReport, Scorer,
+};
+pub use stages::{
+    outbox_key, NoBus, PendingChange, StageChange, StageOutbox, StagePublisher, STAGE_CHANGED,
+};
+pub use store::{
+    load_or_init, put_rule, put_settings, RuleStore, RuleStoreError, ScoringSettings,
+    VersionedRules,
+};
 
 #[cfg(test)]
 mod tests;

@@ -17,6 +17,9 @@ pub const MAX_ABS_POINTS: i64 = 1_000_000;
 /// The most rules one set holds: the set is one item, read by every scoring run and lead read.
 pub const MAX_RULES: usize = 500;
 
+/// The most lead stages a set holds.
+pub const MAX_STAGES: usize = 10;
+
 /// Most fraction digits of `percentPerDay`: keeps it exact as a JSON number.
 const MAX_PERCENT_SCALE: u32 = 4;
 
@@ -58,6 +61,29 @@ impl Rule {
             _ => self.points,
         }
     }
+}
+
+/// A named score threshold: a lead is in the highest stage whose `minScore` its score reaches.
+/// Wire form `{"name": "MQL", "minScore": 100}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Stage {
+    pub name: String,
+    pub min_score: i64,
+}
+
+impl Stage {
+    pub fn new(name: impl Into<String>, min_score: i64) -> Self {
+        Self {
+            name: name.into(),
+            min_score,
+        }
+    }
+}
+
+/// The default stages: `MQL` at 100, `SQL` at 300.
+pub fn default_stages() -> Vec<Stage> {
+    vec![Stage::new("MQL", 100), Stage::new("SQL", 300)]
 }
 
 /// Score decay: for every whole 24 h period past `afterDays` since the lead's last event, the
@@ -132,6 +158,8 @@ pub struct ScoreRules {
     pub min: i64,
     pub max: i64,
     pub decay: Decay,
+    /// In ascending `minScore` order, names and thresholds unique.
+    pub stages: Vec<Stage>,
 }
 
 impl Default for ScoreRules {
@@ -164,7 +192,17 @@ impl ScoreRules {
                 after_days: 14,
                 percent_per_day: Decimal::TWO,
             },
+            stages: default_stages(),
         }
+    }
+
+    /// The stage a score is in: the highest whose `minScore` it reaches (`None` below them all).
+    pub fn stage_of(&self, score: i64) -> Option<&str> {
+        self.stages
+            .iter()
+            .rev()
+            .find(|s| score >= s.min_score)
+            .map(|s| s.name.as_str())
     }
 
     /// The rule for an event type, if any (types are case-sensitive).
@@ -272,6 +310,7 @@ impl ScoreRules {
                 "must be between 0 and 100 with at most 4 decimal places",
             ));
         }
+        errors.extend(self.stage_errors());
         if errors.is_empty() {
             Ok(())
         } else {
@@ -279,11 +318,78 @@ impl ScoreRules {
         }
     }
 
+    /// The stages' problems: at most [`MAX_STAGES`]; names `^[A-Za-z][A-Za-z0-9_-]{0,31}$`,
+    /// unique; thresholds unique, ascending, within the score bounds.
+    fn stage_errors(&self) -> Vec<FieldError> {
+        let mut errors = Vec::new();
+        if self.stages.len() > MAX_STAGES {
+            errors.push(FieldError::new(
+                "/stages",
+                format!("holds at most {MAX_STAGES} stages"),
+            ));
+        }
+        for (i, stage) in self.stages.iter().enumerate() {
+            if !is_stage_name(&stage.name) {
+                errors.push(FieldError::new(
+                    format!("/stages/{i}/name"),
+                    "must start with a letter and contain at most 32 letters, digits, _ -",
+                ));
+            } else if self.stages[..i].iter().any(|s| s.name == stage.name) {
+                errors.push(FieldError::new(
+                    format!("/stages/{i}/name"),
+                    "names another stage too",
+                ));
+            }
+            if stage.min_score < self.min || stage.min_score > self.max {
+                errors.push(FieldError::new(
+                    format!("/stages/{i}/minScore"),
+                    "must lie within the score's min and max",
+                ));
+            }
+            if i > 0 && stage.min_score <= self.stages[i - 1].min_score {
+                errors.push(FieldError::new(
+                    format!("/stages/{i}/minScore"),
+                    "must be above the stage before it (stages ascend by minScore)",
+                ));
+            }
+        }
+        errors
+    }
+
+    /// The `GET /v1/scoring` body: `{"score": {"min", "max"}, "decay", "stages", "version"}`.
+    pub fn scoring_json(&self, version: u64) -> Value {
+        serde_json::json!({
+            "score": {"min": self.min, "max": self.max},
+            "decay": self.decay,
+            "stages": self.stages,
+            "version": version,
+        })
+    }
+
     /// The `GET /v1/rules` body: `{"rules": [{"eventType", "points", "active", "maxPerDay"}],
     /// "score": {"min", "max"}, "decay": {"afterDays", "percentPerDay"}}`, rules sorted by
     /// `eventType` (byte order), `maxPerDay` `null` when unlimited.
     pub fn to_api_json(&self) -> Value {
-        serde_json::to_value(self).unwrap_or(Value::Null)
+        let mut body = serde_json::to_value(self).unwrap_or(Value::Null);
+        // The stages belong to `GET /v1/scoring`; the stored form keeps them with the rules.
+        if let Some(fields) = body.as_object_mut() {
+            fields.remove("stages");
+        }
+        body
+    }
+}
+
+fn is_stage_name(s: &str) -> bool {
+    let bytes = s.as_bytes();
+    match bytes.split_first() {
+        Some((first, rest)) => {
+            first.is_ascii_alphabetic()
+                && rest.len() <= 31
+                && rest
+                    .iter()
+                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-'))
+        }
+        None => false,
     }
 }
 
@@ -313,6 +419,7 @@ struct ScoreRulesRef<'a> {
     rules: Vec<&'a Rule>,
     score: Bounds,
     decay: &'a Decay,
+    stages: &'a [Stage],
 }
 
 #[derive(Deserialize)]
@@ -321,6 +428,10 @@ struct ScoreRulesWire {
     rules: Vec<Rule>,
     score: Bounds,
     decay: Decay,
+    /// Absent from sets stored before stages existed: those get the defaults that fit their
+    /// bounds.
+    #[serde(default)]
+    stages: Option<Vec<Stage>>,
 }
 
 impl Serialize for ScoreRules {
@@ -332,6 +443,7 @@ impl Serialize for ScoreRules {
                 max: self.max,
             },
             decay: &self.decay,
+            stages: &self.stages,
         }
         .serialize(s)
     }
@@ -353,6 +465,13 @@ impl<'de> Deserialize<'de> for ScoreRules {
             min: wire.score.min,
             max: wire.score.max,
             decay: wire.decay,
+            stages: wire.stages.unwrap_or_else(|| {
+                let (min, max) = (wire.score.min, wire.score.max);
+                default_stages()
+                    .into_iter()
+                    .filter(|s| (min..=max).contains(&s.min_score))
+                    .collect()
+            }),
         };
         set.validate().map_err(|errors| {
             let list: Vec<String> = errors

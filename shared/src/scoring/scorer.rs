@@ -24,16 +24,28 @@ use futures::{stream, StreamExt};
 use tracing::warn;
 
 use super::{
-    apply_batch, load_or_init, BatchResult, LeadEvent, LeadFailure, LeadFailures, LeadScore,
-    RuleStore, ScoreRules, ScoredEvent, REPAIR_BATCH,
+    apply_batch, load_or_init, BatchResult, BoardLead, LeadEvent, LeadFailure, LeadFailures,
+    LeadScore, NoBus, PendingChange, RuleStore, ScoreRules, ScoredEvent, StageChange, StageOutbox,
+    StagePublisher, REPAIR_BATCH,
 };
 use crate::store::StoreError;
 
-/// A lead's stored state and its version (0: not stored).
+/// A lead's stored state, the stage last published for it, and its version (0: not stored).
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct LeadRecord {
     pub state: LeadScore,
     pub version: u64,
+    pub stage: Option<String>,
+}
+
+/// One lead write: the state, the stage it publishes, and the change that publishing is (written
+/// to the outbox in the same transaction).
+#[derive(Debug, Clone, Copy)]
+pub struct LeadWrite<'a> {
+    pub lead_id: &'a str,
+    pub state: &'a LeadScore,
+    pub stage: Option<&'a str>,
+    pub change: Option<&'a StageChange>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -48,20 +60,44 @@ pub enum LeadWriteError {
 /// Where lead states (each with its leaderboard entry) and the leads that could not be written
 /// live (the analytics table in AWS).
 #[async_trait]
-pub trait LeadStore: LeadFailures {
+pub trait LeadStore: LeadFailures + StageOutbox {
     /// The stored states of these leads (absent ones left out).
     async fn get_leads(&self, lead_ids: &[&str])
         -> Result<HashMap<String, LeadRecord>, StoreError>;
-    /// Writes `state` (and with it the lead's leaderboard entry) as version `expected + 1` if
-    /// the stored version is still `expected`.
+    /// Writes the lead (and with it its leaderboard entry and published stage) as version
+    /// `expected + 1` if the stored version is still `expected`; with a change, the change goes
+    /// to the outbox in the same transaction. Returns the change's outbox key.
+    async fn write_lead(
+        &self,
+        write: LeadWrite<'_>,
+        expected: u64,
+    ) -> Result<Option<String>, LeadWriteError>;
+    /// [`LeadStore::write_lead`] of a state alone, no stage published.
     async fn put_lead(
         &self,
         lead_id: &str,
         state: &LeadScore,
         expected: u64,
-    ) -> Result<(), LeadWriteError>;
+    ) -> Result<(), LeadWriteError> {
+        let write = LeadWrite {
+            lead_id,
+            state,
+            stage: None,
+            change: None,
+        };
+        self.write_lead(write, expected).await.map(|_| ())
+    }
+    /// The leads of one leaderboard shard.
+    async fn shard_board(&self, shard: u32) -> Result<Vec<BoardLead>, StoreError>;
     /// The ids of the leads in one leaderboard shard.
-    async fn shard_leads(&self, shard: u32) -> Result<Vec<String>, StoreError>;
+    async fn shard_leads(&self, shard: u32) -> Result<Vec<String>, StoreError> {
+        Ok(self
+            .shard_board(shard)
+            .await?
+            .into_iter()
+            .map(|l| l.lead_id)
+            .collect())
+    }
 }
 
 /// The source of truth for one lead (the events table's `byLead` index).
@@ -84,6 +120,8 @@ struct LeadUpdate {
     /// Re-folded from history rather than advanced.
     recomputed: bool,
     conflicts: usize,
+    /// The stage change this write recorded, with its outbox key.
+    change: Option<PendingChange>,
 }
 
 /// Figures of one batch or task, for logs and metrics.
@@ -99,6 +137,10 @@ pub struct ScoreReport {
     pub failed: usize,
     /// Leads recorded as failed before that were written now.
     pub repaired: usize,
+    /// Stage changes recorded (in the outbox with their leads).
+    pub stage_changes: usize,
+    /// Stage changes the bus accepted (those recorded now, or left in the outbox before).
+    pub published: usize,
 }
 
 impl ScoreReport {
@@ -109,6 +151,8 @@ impl ScoreReport {
         self.conflicts += other.conflicts;
         self.failed += other.failed;
         self.repaired += other.repaired;
+        self.stage_changes += other.stage_changes;
+        self.published += other.published;
     }
 }
 
@@ -121,19 +165,69 @@ const INDEX_LAG_WAITS: usize = 5;
 /// Attempts at a versioned write before giving up (the lead is then recorded as failed).
 const MAX_ATTEMPTS: usize = 8;
 
+/// Outbox items one drain sends at most (the rest wait for the next).
+const DRAIN_LIMIT: usize = 500;
+
 pub struct Scorer<L, H, R> {
     pub(super) leads: L,
     history: H,
     pub(super) rules: R,
+    bus: std::sync::Arc<dyn StagePublisher>,
 }
 
 impl<L: LeadStore, H: LeadHistory, R: RuleStore> Scorer<L, H, R> {
+    /// A scorer whose stage changes wait in the outbox (see [`Scorer::with_bus`]).
     pub fn new(leads: L, history: H, rules: R) -> Self {
         Self {
             leads,
             history,
             rules,
+            bus: std::sync::Arc::new(NoBus),
         }
+    }
+
+    /// Sends stage changes to `bus` as they are recorded.
+    #[must_use]
+    pub fn with_bus(mut self, bus: std::sync::Arc<dyn StagePublisher>) -> Self {
+        self.bus = bus;
+        self
+    }
+
+    /// Sends what waits in the outbox (oldest first, at most [`DRAIN_LIMIT`]) and deletes what
+    /// the bus accepted.
+    pub async fn drain_changes(&self) -> Result<ScoreReport, StoreError> {
+        let pending = self.leads.pending_changes(DRAIN_LIMIT).await?;
+        let published = self.publish(pending).await?;
+        Ok(ScoreReport {
+            published,
+            ..ScoreReport::default()
+        })
+    }
+
+    /// Sends changes and deletes the accepted ones from the outbox; the number accepted. A bus
+    /// that cannot be reached leaves them all for the next drain.
+    async fn publish(&self, pending: Vec<PendingChange>) -> Result<usize, StoreError> {
+        if pending.is_empty() {
+            return Ok(0);
+        }
+        let changes: Vec<StageChange> = pending.iter().map(|p| p.change.clone()).collect();
+        let accepted = match self.bus.publish(&changes).await {
+            Ok(accepted) => accepted,
+            Err(e) => {
+                warn!(error = %e, changes = changes.len(), "event bus unavailable; stage changes wait in the outbox");
+                return Ok(0);
+            }
+        };
+        let delivered: Vec<String> = pending
+            .into_iter()
+            .zip(accepted)
+            .filter(|(_, ok)| *ok)
+            .map(|(p, _)| p.key)
+            .collect();
+        if !delivered.is_empty() {
+            self.leads.delete_changes(&delivered).await?;
+        }
+        Ok(delivered.len())
     }
 
     /// Folds one stream batch's lead events into their leads, each lead written once.
@@ -221,7 +315,7 @@ impl<L: LeadStore, H: LeadHistory, R: RuleStore> Scorer<L, H, R> {
     /// recorded as failed with its reason, and its events stay in the events table for the
     /// repair to re-fold. Leads of `failed` (recorded as failed before) that are written now are
     /// cleared. Only a failure to record a failure fails the run, so nothing is dropped unseen.
-    async fn update_leads(
+    pub(super) async fn update_leads(
         &self,
         rules: &ScoreRules,
         by_lead: BTreeMap<String, Vec<ScoredEvent>>,
@@ -236,7 +330,7 @@ impl<L: LeadStore, H: LeadHistory, R: RuleStore> Scorer<L, H, R> {
                 let first = stored.remove(&lead_id);
                 async move {
                     let result = self
-                        .write_lead(rules, lead_id.clone(), events, force_recompute, first)
+                        .fold_lead(rules, lead_id.clone(), events, force_recompute, first, now)
                         .await;
                     (lead_id, result)
                 }
@@ -248,12 +342,14 @@ impl<L: LeadStore, H: LeadHistory, R: RuleStore> Scorer<L, H, R> {
         // Written now, or with neither a state nor events (nothing left to repair).
         let mut done = Vec::new();
         let mut failures = Vec::new();
+        let mut changes = Vec::new();
         for (lead_id, result) in results {
             match result {
                 Ok(Some(update)) => {
                     report.leads += 1;
                     report.recomputed += usize::from(update.recomputed);
                     report.conflicts += update.conflicts;
+                    changes.extend(update.change);
                     done.push(lead_id);
                 }
                 Ok(None) => done.push(lead_id),
@@ -272,19 +368,23 @@ impl<L: LeadStore, H: LeadHistory, R: RuleStore> Scorer<L, H, R> {
         }
         report.failed = failures.len();
         report.repaired = repaired.len();
+        report.stage_changes = changes.len();
+        changes.sort_by(|a, b| a.key.cmp(&b.key));
+        report.published = self.publish(changes).await?;
         Ok(report)
     }
 
     /// Folds and writes one lead until the versioned write succeeds (`first`: its stored
     /// record as already read, `None` if absent). `None` for a lead with neither a stored state
     /// nor events.
-    async fn write_lead(
+    async fn fold_lead(
         &self,
         rules: &ScoreRules,
         lead_id: String,
         new_events: Vec<ScoredEvent>,
         force_recompute: bool,
         first: Option<LeadRecord>,
+        now: DateTime<Utc>,
     ) -> Result<Option<LeadUpdate>, StoreError> {
         let mut stored = first;
         for attempt in 0..MAX_ATTEMPTS {
@@ -292,6 +392,7 @@ impl<L: LeadStore, H: LeadHistory, R: RuleStore> Scorer<L, H, R> {
                 stored = self.leads.get_leads(&[&lead_id]).await?.remove(&lead_id);
             }
             let version = stored.as_ref().map_or(0, |r| r.version);
+            let published = stored.as_ref().and_then(|r| r.stage.clone());
             let applied_before = stored.as_ref().map(|r| {
                 let last_id = r.state.last.as_ref().map(|(_, id)| id.clone());
                 (r.state.events, last_id)
@@ -339,11 +440,30 @@ impl<L: LeadStore, H: LeadHistory, R: RuleStore> Scorer<L, H, R> {
             if version == 0 && state.events == 0 {
                 return Ok(None);
             }
-            match self.leads.put_lead(&lead_id, &state, version).await {
-                Ok(()) => {
+            let score = state.decayed_score(&rules.decay, now);
+            let stage = rules.stage_of(score).filter(|_| state.events > 0);
+            let change = (stage != published.as_deref()).then(|| StageChange {
+                lead_id: lead_id.clone(),
+                from: published.clone(),
+                to: stage.map(str::to_owned),
+                score,
+                event_id: new_events.iter().max().map(|e| e.event_id.clone()),
+                at: now,
+            });
+            let write = LeadWrite {
+                lead_id: &lead_id,
+                state: &state,
+                stage,
+                change: change.as_ref(),
+            };
+            match self.leads.write_lead(write, version).await {
+                Ok(key) => {
                     return Ok(Some(LeadUpdate {
                         recomputed,
                         conflicts: attempt,
+                        change: change
+                            .zip(key)
+                            .map(|(change, key)| PendingChange { key, change }),
                     }))
                 }
                 Err(LeadWriteError::Conflict) => {
@@ -367,16 +487,15 @@ impl<T: LeadStore + ?Sized> LeadStore for std::sync::Arc<T> {
     ) -> Result<HashMap<String, LeadRecord>, StoreError> {
         (**self).get_leads(lead_ids).await
     }
-    async fn put_lead(
+    async fn write_lead(
         &self,
-        lead_id: &str,
-        state: &LeadScore,
+        write: LeadWrite<'_>,
         expected: u64,
-    ) -> Result<(), LeadWriteError> {
-        (**self).put_lead(lead_id, state, expected).await
+    ) -> Result<Option<String>, LeadWriteError> {
+        (**self).write_lead(write, expected).await
     }
-    async fn shard_leads(&self, shard: u32) -> Result<Vec<String>, StoreError> {
-        (**self).shard_leads(shard).await
+    async fn shard_board(&self, shard: u32) -> Result<Vec<BoardLead>, StoreError> {
+        (**self).shard_board(shard).await
     }
 }
 

@@ -7,8 +7,8 @@ use chrono::{DateTime, Duration, Utc};
 use super::*;
 use crate::event::LeadProfile;
 use crate::scoring::{
-    put_rule, LeadReader, LeadRecompute, MemoryHistory, MemoryLeads, MemoryRules, RecomputeJobs,
-    Rule, BOARD_SHARDS, RECENT_EVENTS,
+    put_rule, LeadReader, LeadRecompute, MemoryBus, MemoryHistory, MemoryLeads, MemoryRules,
+    RecomputeJobs, Rule, Stage, BOARD_SHARDS, RECENT_EVENTS,
 };
 
 type TestResult = Result<(), Box<dyn Error>>;
@@ -22,16 +22,20 @@ struct World {
     leads: Arc<MemoryLeads>,
     history: Arc<MemoryHistory>,
     rules: Arc<MemoryRules>,
+    bus: Arc<MemoryBus>,
 }
 
 impl World {
     fn new() -> Self {
         let (leads, history, rules) = (Arc::default(), Arc::default(), Arc::default());
+        let bus = Arc::new(MemoryBus::default());
         World {
-            scorer: Scorer::new(Arc::clone(&leads), Arc::clone(&history), Arc::clone(&rules)),
+            scorer: Scorer::new(Arc::clone(&leads), Arc::clone(&history), Arc::clone(&rules))
+                .with_bus(bus.clone()),
             leads,
             history,
             rules,
+            bus,
         }
     }
 
@@ -514,5 +518,171 @@ async fn recomputing_one_lead_clears_its_failure() -> TestResult {
     w.leads.allow_writes("l1");
     assert!(w.scorer.recompute_now("l1", now).await?);
     assert!(w.leads.failures(10).await?.is_empty());
+    Ok(())
+}
+
+/// (lead, from, to, eventId) of every change the bus accepted, in order.
+fn changes(w: &World) -> Vec<(String, Option<String>, Option<String>, Option<String>)> {
+    w.bus
+        .published()
+        .into_iter()
+        .map(|c| (c.lead_id, c.from, c.to, c.event_id))
+        .collect()
+}
+
+fn change(
+    lead: &str,
+    from: Option<&str>,
+    to: Option<&str>,
+    event: Option<&str>,
+) -> (String, Option<String>, Option<String>, Option<String>) {
+    (
+        lead.to_owned(),
+        from.map(str::to_owned),
+        to.map(str::to_owned),
+        event.map(str::to_owned),
+    )
+}
+
+#[tokio::test]
+async fn a_crossing_publishes_one_change_and_redeliveries_and_recomputes_none() -> TestResult {
+    let w = World::new();
+    let now = at("2026-11-20T12:00:00Z")?;
+    let first = [
+        ("a", ev("1", "DEMO_REQUEST", "2026-11-20T10:00:00Z")?),
+        ("a", ev("2", "DEMO_REQUEST", "2026-11-20T10:01:00Z")?),
+    ];
+    let report = w.batch(&first, now).await?;
+    assert_eq!((report.stage_changes, report.published), (1, 1));
+    assert_eq!(changes(&w), [change("a", None, Some("MQL"), Some("2"))]);
+    let published = w.bus.published();
+    assert_eq!((published[0].score, published[0].at), (100, now));
+    // Still MQL at 200: nothing.
+    w.batch(&[("a", ev("3", "PURCHASE", "2026-11-20T10:02:00Z")?)], now)
+        .await?;
+    assert_eq!(changes(&w).len(), 1);
+    // 300 reaches SQL.
+    w.batch(&[("a", ev("4", "PURCHASE", "2026-11-20T10:03:00Z")?)], now)
+        .await?;
+    assert_eq!(
+        changes(&w)[1],
+        change("a", Some("MQL"), Some("SQL"), Some("4"))
+    );
+    // A redelivered batch and a recompute re-fold to the same stage: nothing more.
+    w.deliver(&first, now).await?;
+    w.scorer.recompute_lead("a", now).await?;
+    assert_eq!(changes(&w).len(), 2);
+    assert!(
+        w.leads.pending_changes(10).await?.is_empty(),
+        "the outbox is empty"
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_late_event_that_rewrites_history_publishes_the_correction() -> TestResult {
+    let w = World::new();
+    let now = at("2026-11-20T12:00:00Z")?;
+    w.batch(&[("a", ev("1", "PURCHASE", "2026-11-20T10:00:00Z")?)], now)
+        .await?;
+    w.batch(
+        &[("a", ev("2", "EMAIL_OPEN", "2026-11-20T10:05:00Z")?)],
+        now,
+    )
+    .await?;
+    assert_eq!(changes(&w), [change("a", None, Some("MQL"), Some("1"))]);
+    // A refund before the open: 100 − 100 + 10 = 10, below MQL.
+    w.batch(&[("a", ev("0", "REFUND", "2026-11-20T10:01:00Z")?)], now)
+        .await?;
+    assert_eq!(
+        changes(&w)[1],
+        change("a", Some("MQL"), None, Some("0")),
+        "the correction names the late event"
+    );
+    assert_eq!(w.state("a").map(|s| s.score), Some(10));
+    Ok(())
+}
+
+#[tokio::test]
+async fn changes_the_bus_refuses_wait_in_the_outbox_until_a_drain_sends_them() -> TestResult {
+    let w = World::new();
+    let now = at("2026-11-20T12:00:00Z")?;
+    let batch: Vec<(String, ScoredEvent)> = (0..6)
+        .map(|i| {
+            Ok((
+                format!("lead-{i}"),
+                ev(&format!("e{i}"), "PURCHASE", "2026-11-20T10:00:00Z")?,
+            ))
+        })
+        .collect::<Result<_, Box<dyn Error>>>()?;
+    let batch: Vec<(&str, ScoredEvent)> =
+        batch.iter().map(|(l, e)| (l.as_str(), e.clone())).collect();
+    w.bus.refuse_every_other(true);
+    let report = w.batch(&batch, now).await?;
+    assert_eq!((report.stage_changes, report.published), (6, 3));
+    assert_eq!(w.leads.pending_changes(10).await?.len(), 3);
+    w.bus.set_down(true);
+    let report = w.scorer.drain_changes().await?;
+    assert_eq!(
+        report.published, 0,
+        "a bus that is down leaves them waiting"
+    );
+    assert_eq!(w.leads.pending_changes(10).await?.len(), 3);
+    w.bus.set_down(false);
+    w.bus.refuse_every_other(false);
+    assert_eq!(w.scorer.drain_changes().await?.published, 3);
+    assert!(w.leads.pending_changes(10).await?.is_empty());
+    let mut leads: Vec<String> = w.bus.published().into_iter().map(|c| c.lead_id).collect();
+    leads.sort();
+    assert_eq!(
+        leads,
+        (0..6).map(|i| format!("lead-{i}")).collect::<Vec<_>>(),
+        "each once"
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn the_stage_check_publishes_what_decay_and_new_thresholds_move() -> TestResult {
+    let w = World::new();
+    let t0 = at("2026-11-01T10:00:00Z")?;
+    w.batch(
+        &[("quiet", ev("1", "PURCHASE", "2026-11-01T10:00:00Z")?)],
+        t0,
+    )
+    .await?;
+    w.batch(
+        &[("busy", ev("2", "PURCHASE", "2026-11-20T10:00:00Z")?)],
+        t0,
+    )
+    .await?;
+    assert_eq!(changes(&w).len(), 2);
+    // 15 whole days later the quiet lead has lost 2 %: 98, below MQL.
+    let later = at("2026-11-16T10:00:00Z")?;
+    let report = w.scorer.check_stages(later).await?;
+    assert_eq!((report.leads, report.published), (1, 1));
+    let decayed = w.bus.published().pop().ok_or("a change")?;
+    assert_eq!(
+        (
+            decayed.lead_id.as_str(),
+            decayed.from.as_deref(),
+            decayed.to,
+            decayed.event_id,
+            decayed.score
+        ),
+        ("quiet", Some("MQL"), None, None, 98)
+    );
+    // Run again: nothing moved since.
+    assert_eq!(w.scorer.check_stages(later).await?.leads, 0);
+    // A threshold lowered to 90 moves it back, and the busy lead stays where it is.
+    let mut rules = w.rules.load().await?.ok_or("rules")?;
+    rules.rules.stages = vec![Stage::new("MQL", 90), Stage::new("SQL", 300)];
+    w.rules.save(&rules.rules, rules.version).await?;
+    w.scorer.check_stages(later).await?;
+    assert_eq!(
+        changes(&w).last(),
+        Some(&change("quiet", None, Some("MQL"), None))
+    );
+    assert_eq!(changes(&w).len(), 4);
     Ok(())
 }

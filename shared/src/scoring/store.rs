@@ -69,6 +69,39 @@ pub async fn put_rule<S: RuleStore + ?Sized>(
     ))
 }
 
+/// What `PUT /v1/scoring` changes: everything of the set but the rules.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ScoringSettings {
+    pub min: i64,
+    pub max: i64,
+    pub decay: super::Decay,
+    pub stages: Vec<super::Stage>,
+}
+
+/// Replaces the settings if the stored set is still at `expected` (the version the caller read);
+/// [`RuleStoreError::Conflict`] when anyone changed the rules or the settings since. The caller
+/// validates the result ([`ScoreRules::validate`]) through `check`, before anything is written.
+pub async fn put_settings<S: RuleStore + ?Sized, E>(
+    store: &S,
+    settings: ScoringSettings,
+    expected: u64,
+    check: impl FnOnce(&ScoreRules) -> Result<(), E>,
+) -> Result<Result<VersionedRules, E>, RuleStoreError> {
+    let current = load_or_init(store).await?;
+    if current.version != expected {
+        return Err(RuleStoreError::Conflict);
+    }
+    let mut rules = current.rules;
+    rules.min = settings.min;
+    rules.max = settings.max;
+    rules.decay = settings.decay;
+    rules.stages = settings.stages;
+    if let Err(e) = check(&rules) {
+        return Ok(Err(e));
+    }
+    store.save(&rules, expected).await.map(Ok)
+}
+
 #[async_trait]
 impl<T: RuleStore + ?Sized> RuleStore for std::sync::Arc<T> {
     async fn load(&self) -> Result<Option<VersionedRules>, StoreError> {

@@ -587,7 +587,7 @@ fn rules_serialize_as_the_api_body() -> TestResult {
     });
     let defaults = ScoreRules::defaults();
     assert_eq!(defaults.to_api_json(), expected);
-    // Field order as docs/api.md writes it.
+    // Field order as docs/api.md writes it; the stored form adds the stages.
     assert_eq!(
         serde_json::to_string(&defaults)?,
         concat!(
@@ -598,11 +598,17 @@ fn rules_serialize_as_the_api_body() -> TestResult {
             r#"{"eventType":"PAGE_VIEW","points":5,"active":true,"maxPerDay":null},"#,
             r#"{"eventType":"PURCHASE","points":100,"active":true,"maxPerDay":null},"#,
             r#"{"eventType":"REFUND","points":-100,"active":true,"maxPerDay":null}],"#,
-            r#""score":{"min":0,"max":1000},"decay":{"afterDays":14,"percentPerDay":2}}"#
+            r#""score":{"min":0,"max":1000},"decay":{"afterDays":14,"percentPerDay":2},"#,
+            r#""stages":[{"name":"MQL","minScore":100},{"name":"SQL","minScore":300}]}"#
         )
     );
-    let back: ScoreRules = serde_json::from_value(expected)?;
+    // A set stored before stages existed reads back with the default stages its bounds allow.
+    let back: ScoreRules = serde_json::from_value(expected.clone())?;
     assert_eq!(back, defaults);
+    let mut narrow = expected;
+    narrow["score"]["max"] = json!(200);
+    let narrow: ScoreRules = serde_json::from_value(narrow)?;
+    assert_eq!(narrow.stages, vec![Stage::new("MQL", 100)]);
 
     let mut custom = ScoreRules::defaults().with_rule(Rule {
         event_type: "ad.click".into(),
