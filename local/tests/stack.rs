@@ -47,12 +47,22 @@ fn test_template(name: &str, crash_marker: Option<&PathBuf>) -> Result<PathBuf> 
 }
 
 async fn start(name: &str, crash_marker: Option<&PathBuf>) -> Result<LocalStack> {
+    start_with(name, crash_marker, Vec::new()).await
+}
+
+async fn start_with(
+    name: &str,
+    crash_marker: Option<&PathBuf>,
+    parameters: Vec<(String, String)>,
+) -> Result<LocalStack> {
+    let mut all = vec![("MaxReceiveCount".to_owned(), "2".to_owned())];
+    all.extend(parameters);
     LocalStack::start(UpOptions {
         api_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
         state_dir: None,
         template: test_template(name, crash_marker)?,
         release: false,
-        parameters: vec![("MaxReceiveCount".into(), "2".into())],
+        parameters: all,
         cargo_features: vec![FEATURES.into()],
     })
     .await
@@ -589,6 +599,144 @@ async fn stored_events_are_rolled_up_and_archived_through_the_stream_mappings() 
     assert!(reports
         .iter()
         .any(|r| r.function == "RollupFunction" && r.outcome == InvocationOutcome::Success));
+    stack.stop().await;
+    Ok(())
+}
+
+/// What an HTTP endpoint of the user's (a CRM, a chat webhook) received.
+type Received = std::sync::Arc<std::sync::Mutex<Vec<(Option<String>, Value)>>>;
+
+/// An HTTPS endpoint stand-in on loopback: keeps each POST's `Authorization` and JSON body.
+async fn receiver() -> Result<(SocketAddr, Received)> {
+    use axum::extract::State;
+    use axum::http::HeaderMap;
+    let received: Received = Received::default();
+    let app = axum::Router::new()
+        .route(
+            "/hook",
+            axum::routing::post(
+                |State(seen): State<Received>, headers: HeaderMap, body: String| async move {
+                    let auth = headers
+                        .get("authorization")
+                        .and_then(|v| v.to_str().ok())
+                        .map(str::to_owned);
+                    let body = serde_json::from_str(&body).unwrap_or(Value::Null);
+                    seen.lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .push((auth, body));
+                    "ok"
+                },
+            ),
+        )
+        .with_state(received.clone());
+    let listener = tokio::net::TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], 0))).await?;
+    let addr = listener.local_addr()?;
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    Ok((addr, received))
+}
+
+async fn wait_received(received: &Received, count: usize) -> Result<Vec<(Option<String>, Value)>> {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let seen = received.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        if seen.len() >= count {
+            return Ok(seen);
+        }
+        if Instant::now() > deadline {
+            bail!("the endpoint received {seen:?}, not {count} events");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stage_changes_reach_the_webhook_through_the_bus_rule_as_the_template_declares(
+) -> Result<()> {
+    let (addr, received) = receiver().await?;
+    let stack = start_with(
+        "stages",
+        None,
+        vec![
+            ("StageWebhookUrl".into(), format!("http://{addr}/hook")),
+            (
+                "StageWebhookHeaderValue".into(),
+                "Bearer stage-secret".into(),
+            ),
+        ],
+    )
+    .await?;
+    let lead = "email:stages@example.com";
+    let purchase = |id: &str, minutes: i64| {
+        json!({"eventId": id, "type": "PURCHASE", "leadId": lead,
+               "timestamp": (chrono::Utc::now() - chrono::Duration::minutes(minutes)).to_rfc3339()})
+    };
+    let (status, _) = post(&stack, "/v1/events", purchase("st-1", 3)).await?;
+    assert_eq!(status, 202);
+    let seen = wait_received(&received, 1).await?;
+    let (auth, first) = &seen[0];
+    assert_eq!(
+        auth.as_deref(),
+        Some("Bearer stage-secret"),
+        "the connection's key"
+    );
+    assert_eq!(
+        (
+            first["leadId"].clone(),
+            first["from"].clone(),
+            first["to"].clone(),
+            first["score"].clone(),
+            first["eventId"].clone()
+        ),
+        (
+            json!(lead),
+            Value::Null,
+            json!("MQL"),
+            json!(100),
+            json!("st-1")
+        ),
+        "the detail alone ($.detail): {first}"
+    );
+    assert!(
+        first["at"].as_str().is_some_and(|t| t.ends_with('Z')),
+        "{first}"
+    );
+
+    for (id, minutes) in [("st-2", 2), ("st-3", 1)] {
+        let (status, _) = post(&stack, "/v1/events", purchase(id, minutes)).await?;
+        assert_eq!(status, 202);
+    }
+    let seen = wait_received(&received, 2).await?;
+    assert_eq!(
+        (seen[1].1["from"].clone(), seen[1].1["to"].clone()),
+        (json!("MQL"), json!("SQL"))
+    );
+    // A duplicate submission and the hourly stage check change no stage: nothing more is sent.
+    let (status, _) = post(&stack, "/v1/events", purchase("st-1", 3)).await?;
+    assert_eq!(status, 202);
+    let fired: Value = reqwest::Client::new()
+        .post(format!(
+            "http://{}/_local/schedules/CheckStages",
+            stack.api_addr
+        ))
+        .send()
+        .await?
+        .json()
+        .await?;
+    assert_eq!(fired["result"]["task"], "stages", "{fired}");
+    assert_eq!(fired["result"]["stageChanges"], 0, "{fired}");
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(received.lock().unwrap_or_else(|p| p.into_inner()).len(), 2);
+    let board: Value = reqwest::Client::new()
+        .get(format!("http://{}/v1/leads?stage=SQL", stack.api_addr))
+        .bearer_auth(LOCAL_READ_KEY)
+        .send()
+        .await?
+        .json()
+        .await?;
+    assert_eq!(board["leads"][0]["leadId"], lead, "{board}");
+    assert_eq!(board["leads"][0]["score"], 300, "{board}");
     stack.stop().await;
     Ok(())
 }

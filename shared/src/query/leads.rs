@@ -17,7 +17,7 @@ use serde_json::{json, Value};
 
 use super::params::QueryParams;
 use crate::error::ApiError;
-use crate::event::format_utc;
+use crate::event::{format_utc, FieldError};
 use crate::http::{HttpRequest, HttpResponse};
 use crate::scoring::{
     lead_view, load_or_init, ranked, LeadHistory, LeadReader, RuleStore, VersionedRules,
@@ -75,15 +75,16 @@ async fn rules(store: &dyn RuleStore) -> Result<VersionedRules, ApiError> {
     load_or_init(store).await.map_err(ApiError::analytics_down)
 }
 
-/// `GET /v1/leads?limit&cursor`.
+/// `GET /v1/leads?limit&cursor[&stage]`.
 pub(crate) async fn leaderboard(
     leads: &dyn LeadReader,
     rule_store: &dyn RuleStore,
     request: &HttpRequest,
     now: DateTime<Utc>,
 ) -> Result<HttpResponse, ApiError> {
-    let mut params = QueryParams::new(request, &["limit", "cursor"]);
+    let mut params = QueryParams::new(request, &["limit", "cursor", "stage"]);
     let limit = params.integer("limit", 1, 100, 20);
+    let stage = params.text("stage", None).map(str::to_owned);
     let cursor = match params.text("cursor", None) {
         None => Some(None),
         Some(text) => match Cursor::decode(text, now) {
@@ -99,8 +100,21 @@ pub(crate) async fn leaderboard(
     // The rules (for decay) and the board are independent reads.
     let (rules, board) = futures::join!(rules(rule_store), leads.board());
     let (rules, board) = (rules?, board.map_err(ApiError::analytics_down)?);
+    let set = &rules.rules;
+    if let Some(name) = &stage {
+        if !set.stages.iter().any(|s| &s.name == name) {
+            return Err(ApiError::validation(vec![FieldError::new(
+                "stage".to_owned(),
+                "is not a stage of GET /v1/scoring".to_owned(),
+            )]));
+        }
+    }
     let as_of = cursor.as_ref().map_or(now, Cursor::as_of);
-    let order = ranked(&board, &rules.rules.decay, as_of);
+    let mut order = ranked(&board, &set.decay, as_of);
+    // A lead's stage is the one its score as of the page reaches (decay included).
+    if let Some(name) = &stage {
+        order.retain(|(_, score, _)| set.stage_of(*score) == Some(name.as_str()));
+    }
     let start = cursor.as_ref().map_or(0, |c| {
         order.partition_point(|(id, score, _)| {
             (Reverse(*score), *id) <= (Reverse(c.score), c.lead_id.as_str())
@@ -126,6 +140,7 @@ pub(crate) async fn leaderboard(
                 "company": profile.and_then(|p| p.company.as_deref()),
                 "lastActivityAt": format_utc(entry.last_activity()),
                 "eventCount": state.map_or(0, |s| s.events),
+                "stage": set.stage_of(*score),
             })
         })
         .collect();

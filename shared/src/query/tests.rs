@@ -840,6 +840,137 @@ async fn rules_read_with_defaults_and_change_with_admin_scope_only() -> Result<(
     Ok(())
 }
 
+mod scoring_settings {
+    use serde_json::json;
+
+    use super::*;
+
+    fn put_scoring(body: &Value, key: &str) -> HttpRequest {
+        HttpRequest::new("PUT", "/v1/scoring")
+            .with_bearer(key)
+            .with_json(body.to_string())
+    }
+
+    #[tokio::test]
+    async fn settings_read_change_and_refuse_a_stale_version() -> Result<(), String> {
+        let f = api(CountingReader::default())?;
+        let (status, read) = status_and_body(&f, get("/v1/scoring", &[], Some("r"))).await;
+        assert_eq!(status, 200, "{read}");
+        assert_eq!(read["score"], json!({"min": 0, "max": 1000}));
+        assert_eq!(read["decay"], json!({"afterDays": 14, "percentPerDay": 2}));
+        assert_eq!(
+            read["stages"],
+            json!([{"name": "MQL", "minScore": 100}, {"name": "SQL", "minScore": 300}])
+        );
+        let version = read["version"].as_u64().ok_or("version")?;
+
+        let mut change = read.clone();
+        change["stages"] = json!([
+            {"name": "MQL", "minScore": 80},
+            {"name": "SQL", "minScore": 250},
+            {"name": "Customer", "minScore": 600}
+        ]);
+        change["decay"] = json!({"afterDays": 7, "percentPerDay": 1.5});
+        let (status, _) = status_and_body(&f, put_scoring(&change, "r")).await;
+        assert_eq!(status, 403, "a read key may not change them");
+        let (status, saved) = status_and_body(&f, put_scoring(&change, "a")).await;
+        assert_eq!(status, 200, "{saved}");
+        assert_eq!(saved["version"], json!(version + 1));
+        assert_eq!(
+            saved["stages"][2],
+            json!({"name": "Customer", "minScore": 600})
+        );
+        let (_, again) = status_and_body(&f, get("/v1/scoring", &[], Some("r"))).await;
+        assert_eq!(again, saved);
+
+        // Someone else's write (this same body again, based on the old version) is a 409.
+        let (status, body) = status_and_body(&f, put_scoring(&change, "a")).await;
+        assert_eq!(status, 409, "{body}");
+        assert_eq!(body["error"]["code"], "CONFLICT");
+        // So is one based on a version read before a rule changed.
+        let mut current = again.clone();
+        let (status, _) = status_and_body(&f, put("PAGE_VIEW", r#"{"points": 6}"#, "a")).await;
+        assert_eq!(status, 200);
+        current["score"]["max"] = json!(900);
+        let (status, _) = status_and_body(&f, put_scoring(&current, "a")).await;
+        assert_eq!(status, 409);
+        // The rules route still shows rules, bounds and decay only.
+        let (_, rules) = status_and_body(&f, get("/v1/rules", &[], Some("r"))).await;
+        assert!(rules.get("stages").is_none(), "{rules}");
+        assert_eq!(rules["decay"]["afterDays"], 7);
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn bad_settings_are_a_400_naming_each_field() -> Result<(), String> {
+        let f = api(CountingReader::default())?;
+        let (_, read) = status_and_body(&f, get("/v1/scoring", &[], Some("r"))).await;
+        let cases = [
+            (
+                json!([{"name": "SQL", "minScore": 300}, {"name": "MQL", "minScore": 100}]),
+                "/stages/1/minScore",
+            ),
+            (
+                json!([{"name": "MQL", "minScore": 100}, {"name": "MQL", "minScore": 300}]),
+                "/stages/1/name",
+            ),
+            (
+                json!([{"name": "9lives", "minScore": 100}]),
+                "/stages/0/name",
+            ),
+            (
+                json!([{"name": "Whale", "minScore": 5000}]),
+                "/stages/0/minScore",
+            ),
+        ];
+        for (stages, path) in cases {
+            let mut body = read.clone();
+            body["stages"] = stages;
+            let (status, answer) = status_and_body(&f, put_scoring(&body, "a")).await;
+            assert_eq!(status, 400, "{answer}");
+            assert_eq!(answer["error"]["details"][0]["path"], path, "{answer}");
+        }
+        let mut too_many = read.clone();
+        too_many["stages"] = Value::Array(
+            (0..11)
+                .map(|i| json!({"name": format!("S{i}"), "minScore": i * 10}))
+                .collect(),
+        );
+        let (status, answer) = status_and_body(&f, put_scoring(&too_many, "a")).await;
+        assert_eq!(
+            (status, answer["error"]["details"][0]["path"].clone()),
+            (400, json!("/stages"))
+        );
+        let mut inverted = read.clone();
+        inverted["score"] = json!({"min": 10, "max": 5});
+        inverted["stages"] = json!([]);
+        let (status, answer) = status_and_body(&f, put_scoring(&inverted, "a")).await;
+        assert_eq!(
+            (status, answer["error"]["details"][0]["path"].clone()),
+            (400, json!("/score/min"))
+        );
+        for bad in [json!({"score": read["score"]}), json!([1]), {
+            let mut extra = read.clone();
+            extra["surprise"] = json!(1);
+            extra
+        }] {
+            let (status, answer) = status_and_body(&f, put_scoring(&bad, "a")).await;
+            assert_eq!(status, 400, "{answer}");
+            assert_eq!(answer["error"]["code"], "VALIDATION_FAILED");
+        }
+        let (_, unchanged) = status_and_body(&f, get("/v1/scoring", &[], Some("r"))).await;
+        assert_eq!(unchanged, read, "nothing was written");
+        let mut delete = get("/v1/scoring", &[], Some("a"));
+        delete.method = "DELETE".into();
+        let response = f.handle(delete).await;
+        assert_eq!(
+            (response.status, response.header("allow")),
+            (405, Some("GET, PUT"))
+        );
+        Ok(())
+    }
+}
+
 mod leads {
     use base64::engine::general_purpose::URL_SAFE_NO_PAD;
     use base64::Engine;
@@ -1062,6 +1193,29 @@ mod leads {
             rules_read.is_some(),
             "the rules were read (and stored) for the fold"
         );
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn a_stage_lists_its_leads_only() -> Result<(), String> {
+        let f = api(CountingReader::default())?;
+        set_scores(
+            &f,
+            &[("cold", 40), ("warm", 150), ("hot", 350), ("warmer", 299)],
+        )
+        .await?;
+        let (status, body) = page(&f, &[("stage", "MQL")]).await;
+        assert_eq!(status, 200, "{body}");
+        let ids: Vec<String> = rows(&body).into_iter().map(|(_, id, _)| id).collect();
+        assert_eq!(ids, ["warmer", "warm"]);
+        assert_eq!(body["leads"][0]["stage"], "MQL");
+        let (_, sql) = page(&f, &[("stage", "SQL")]).await;
+        assert_eq!(rows(&sql), [(1, "hot".to_owned(), 350)]);
+        let (_, all) = page(&f, &[]).await;
+        assert_eq!(all["leads"][3]["stage"], Value::Null, "below every stage");
+        let (status, body) = page(&f, &[("stage", "Whale")]).await;
+        assert_eq!(status, 400, "{body}");
+        assert_eq!(body["error"]["details"][0]["path"], "stage");
         Ok(())
     }
 }
