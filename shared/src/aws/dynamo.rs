@@ -475,6 +475,54 @@ impl crate::scoring::LeadHistory for DynamoEventStore {
         }
         scored_events(&items)
     }
+
+    async fn events_after(
+        &self,
+        lead_id: &str,
+        after: Option<(chrono::DateTime<chrono::Utc>, &str)>,
+        limit: usize,
+    ) -> Result<Vec<crate::scoring::ScoredEvent>, StoreError> {
+        let mut query = self
+            .client
+            .query()
+            .table_name(&self.table)
+            .index_name("byLead")
+            .expression_attribute_values(":lead", s(lead_id))
+            .projection_expression("#event")
+            .expression_attribute_names("#event", "event");
+        query = match after {
+            Some((ts, id)) => query
+                .key_condition_expression("leadId = :lead AND leadSort > :after")
+                .expression_attribute_values(":after", s(crate::event::sort_key(ts, id))),
+            None => query.key_condition_expression("leadId = :lead"),
+        };
+        // A page of `limit` items may come back in several 1 MB pages.
+        let mut items = Vec::new();
+        let mut start = None;
+        loop {
+            let output = query
+                .clone()
+                .limit(
+                    i32::try_from(limit - items.len().min(limit))
+                        .unwrap_or(i32::MAX)
+                        .max(1),
+                )
+                .set_exclusive_start_key(start)
+                .send()
+                .await
+                .map_err(|e| super::store_unavailable(&e))?;
+            items.extend(output.items().iter().cloned());
+            start = output
+                .last_evaluated_key()
+                .cloned()
+                .filter(|k| !k.is_empty());
+            if start.is_none() || items.len() >= limit {
+                break;
+            }
+        }
+        items.truncate(limit);
+        scored_events(&items)
+    }
 }
 
 fn scored_events(items: &[Item]) -> Result<Vec<crate::scoring::ScoredEvent>, StoreError> {

@@ -8,6 +8,7 @@ pub(crate) mod params;
 mod reports;
 mod rules;
 mod scoring;
+mod timeline;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -39,6 +40,8 @@ enum Route {
     Leaderboard,
     /// The lead id, percent-decoded.
     Lead(String),
+    /// The lead id, as the path gives it.
+    Timeline(String),
     Rules,
     /// The event type, as the path gives it.
     PutRule(String),
@@ -59,6 +62,7 @@ impl Route {
             Self::DemographicsReport => "GET /v1/reports/demographics",
             Self::Leaderboard => "GET /v1/leads",
             Self::Lead(_) => "GET /v1/leads/{leadId}",
+            Self::Timeline(_) => "GET /v1/leads/{leadId}/timeline",
             Self::Rules => "GET /v1/rules",
             Self::PutRule(_) => "PUT /v1/rules/{eventType}",
             Self::Scoring => "GET /v1/scoring",
@@ -78,6 +82,7 @@ impl Route {
             | Self::DemographicsReport
             | Self::Leaderboard
             | Self::Lead(_)
+            | Self::Timeline(_)
             | Self::Rules
             | Self::Scoring => Some(Scope::Read),
             Self::PutRule(_) | Self::PutScoring => Some(Scope::Admin),
@@ -108,6 +113,11 @@ impl Route {
             _ => {
                 if let Some(ty) = segment(path, "/v1/rules/") {
                     (Self::PutRule(ty), "PUT")
+                } else if let Some(id) = path
+                    .strip_suffix("/timeline")
+                    .and_then(|p| segment(p, "/v1/leads/"))
+                {
+                    (Self::Timeline(id), "GET")
                 } else if let Some(id) = segment(path, "/v1/leads/") {
                     (Self::Lead(id), "GET")
                 } else {
@@ -211,6 +221,10 @@ impl QueryApi {
             }
             Route::Lead(id) => {
                 leads::lead(&*p.leads, &*p.history, &*p.rules, id, request, Utc::now()).await?
+            }
+            Route::Timeline(id) => {
+                timeline::timeline(&*p.leads, &*p.history, &*p.rules, id, request, Utc::now())
+                    .await?
             }
             Route::Rules => rules::get_rules(&*p.rules).await?,
             Route::PutRule(event_type) => rules::put(&*p.rules, event_type, request).await?,

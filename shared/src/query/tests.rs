@@ -1218,4 +1218,108 @@ mod leads {
         assert_eq!(body["error"]["details"][0]["path"], "stage");
         Ok(())
     }
+
+    #[tokio::test]
+    async fn a_timeline_explains_caps_the_clamp_a_negative_event_and_decay() -> Result<(), String> {
+        use crate::scoring::{Rule, Stage};
+        let f = api(CountingReader::default())?;
+        let mut rules = ScoreRules::defaults().with_rule(Rule {
+            event_type: "PAGE_VIEW".into(),
+            points: 5,
+            active: true,
+            max_per_day: Some(2),
+        });
+        rules.max = 150;
+        rules.stages = vec![Stage::new("MQL", 100)];
+        f.rules.save(&rules, 0).await.map_err(|e| e.to_string())?;
+        let now = Utc::now();
+        let day = (now - chrono::Duration::days(17))
+            .date_naive()
+            .and_hms_opt(10, 0, 0)
+            .map(|t| t.and_utc())
+            .ok_or("day")?;
+        let minute = |m: i64| day + chrono::Duration::minutes(m);
+        for (id, ty, m) in [
+            ("t1", "PAGE_VIEW", 0),
+            ("t2", "PAGE_VIEW", 1),
+            ("t3", "PAGE_VIEW", 2),
+            ("t4", "REFUND", 3),
+            ("t5", "PURCHASE", 4),
+            ("t6", "PURCHASE", 5),
+        ] {
+            f.history.store("t", ScoredEvent::new(id, ty, minute(m)));
+        }
+        // By hand: 5, 10, the third view capped (5 removed), the refund clamped at 0 (−90 of
+        // −100 removed), 100 (MQL), the second purchase clamped at 150 (50 removed).
+        let expected = [
+            json!({"eventId": "t1", "points": 5, "score": 5, "stage": null}),
+            json!({"eventId": "t2", "points": 5, "score": 10, "stage": null}),
+            json!({"eventId": "t3", "points": 0, "score": 10, "stage": null, "removed": {"points": 5, "by": "maxPerDay"}}),
+            json!({"eventId": "t4", "points": -10, "score": 0, "stage": null, "removed": {"points": -90, "by": "clamp"}}),
+            json!({"eventId": "t5", "points": 100, "score": 100, "stage": "MQL"}),
+            json!({"eventId": "t6", "points": 50, "score": 150, "stage": "MQL", "removed": {"points": 50, "by": "clamp"}}),
+        ];
+        let mut seen = Vec::new();
+        let mut query = vec![("limit".to_owned(), "4".to_owned())];
+        let last = loop {
+            let pairs: Vec<(&str, &str)> = query
+                .iter()
+                .map(|(k, v)| (k.as_str(), v.as_str()))
+                .collect();
+            let (status, page) =
+                status_and_body(&f, get("/v1/leads/t/timeline", &pairs, Some("r"))).await;
+            assert_eq!(status, 200, "{page}");
+            for row in page["events"].as_array().ok_or("events")? {
+                let mut row = row.clone();
+                if let Some(fields) = row.as_object_mut() {
+                    fields.remove("type");
+                    fields.remove("timestamp");
+                }
+                seen.push(row);
+            }
+            match page["nextCursor"].as_str() {
+                Some(cursor) => {
+                    query = vec![
+                        ("limit".into(), "4".into()),
+                        ("cursor".into(), cursor.to_owned()),
+                    ]
+                }
+                None => break page,
+            }
+        };
+        assert_eq!(seen, expected);
+        // Decay as of now: whole days since 10:05 on that day, 2 % a day past 14.
+        let idle_days = (now - minute(5)).num_days();
+        let decayed = match idle_days {
+            16 => 144, // 150 × 0.98² = 144.06
+            17 => 141, // 150 × 0.98³ = 141.18
+            other => return Err(format!("unexpected idle days {other}")),
+        };
+        assert_eq!(last["decay"]["points"], json!(decayed - 150), "{last}");
+        assert_eq!(last["score"], json!(decayed));
+        assert_eq!(last["stage"], "MQL");
+        assert_eq!(last["leadId"], "t");
+
+        // A rule change between pages makes the cursor stale; an unknown lead is a 404.
+        let (_, first) = status_and_body(
+            &f,
+            get("/v1/leads/t/timeline", &[("limit", "2")], Some("r")),
+        )
+        .await;
+        let cursor = first["nextCursor"].as_str().ok_or("cursor")?.to_owned();
+        crate::scoring::put_rule(f.rules.as_ref(), Rule::new("PAGE_VIEW", 7))
+            .await
+            .map_err(|e| e.to_string())?;
+        let (status, body) = status_and_body(
+            &f,
+            get("/v1/leads/t/timeline", &[("cursor", &cursor)], Some("r")),
+        )
+        .await;
+        assert_eq!(status, 400, "{body}");
+        assert_eq!(body["error"]["details"][0]["path"], "cursor");
+        let (status, _) =
+            status_and_body(&f, get("/v1/leads/nobody/timeline", &[], Some("r"))).await;
+        assert_eq!(status, 404);
+        Ok(())
+    }
 }

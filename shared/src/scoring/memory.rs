@@ -313,6 +313,19 @@ impl LeadHistory for MemoryHistory {
         events.truncate(newer + older);
         Ok(events)
     }
+
+    async fn events_after(
+        &self,
+        lead_id: &str,
+        after: Option<(DateTime<Utc>, &str)>,
+        limit: usize,
+    ) -> Result<Vec<ScoredEvent>, StoreError> {
+        let mut events = self.lead_events(lead_id).await?;
+        events.sort_by(|a, b| a.sort_key().cmp(&b.sort_key()));
+        events.retain(|e| after.is_none_or(|a| e.sort_key() > a));
+        events.truncate(limit);
+        Ok(events)
+    }
 }
 
 /// Rules kept in memory, versioned like the stored ones.

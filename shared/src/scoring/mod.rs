@@ -33,6 +33,7 @@ mod serde_util;
 mod stage_check;
 mod stages;
 mod store;
+mod timeline;
 
 pub use board::{board_shard, ranked, BoardEntry, BoardLead, BOARD_SHARDS};
 pub use failures::{LeadFailure, LeadFailures, MAX_REASON_CHARS, REPAIR_BATCH};
@@ -57,6 +58,7 @@ pub use store::{
     load_or_init, put_rule, put_settings, RuleStore, RuleStoreError, ScoringSettings,
     VersionedRules,
 };
+pub use timeline::{explain, ExplainedEvent, RemovedBy, TimelineState};
 
 #[cfg(test)]
 mod tests;

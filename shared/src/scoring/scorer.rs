@@ -113,6 +113,14 @@ pub trait LeadHistory: Send + Sync {
         after: Option<(DateTime<Utc>, &str)>,
         older: usize,
     ) -> Result<Vec<ScoredEvent>, StoreError>;
+    /// In fold order: up to `limit` events of the lead that sort after `after` (from the first
+    /// when `None`).
+    async fn events_after(
+        &self,
+        lead_id: &str,
+        after: Option<(DateTime<Utc>, &str)>,
+        limit: usize,
+    ) -> Result<Vec<ScoredEvent>, StoreError>;
 }
 
 /// What one lead's update wrote.
@@ -511,6 +519,14 @@ impl<T: LeadHistory + ?Sized> LeadHistory for std::sync::Arc<T> {
         older: usize,
     ) -> Result<Vec<ScoredEvent>, StoreError> {
         (**self).latest_events(lead_id, after, older).await
+    }
+    async fn events_after(
+        &self,
+        lead_id: &str,
+        after: Option<(DateTime<Utc>, &str)>,
+        limit: usize,
+    ) -> Result<Vec<ScoredEvent>, StoreError> {
+        (**self).events_after(lead_id, after, limit).await
     }
 }
 
