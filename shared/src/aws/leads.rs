@@ -3,8 +3,9 @@
 //! Layout:
 //! - pk `LEAD#<leadId>`, sk `STATE`: the lead's fold state as JSON (`state`) and `version`, and
 //!   its leaderboard entry: `board` (`B#<shard>`, the `byBoard` index's partition key), `score`
-//!   (before decay), `lastActivity` (epoch milliseconds) and `stage` (the stage last
-//!   published), the only attributes the index projects. Their keys never change, so a lead write costs its index one write, and none when
+//!   (before decay), `lastActivity` (epoch milliseconds), `stage` (the stage last published),
+//!   `events` and `company` (for the companies report), the only attributes the index
+//!   projects. Their keys never change, so a lead write costs its index one write, and none when
 //!   neither the score nor the last activity moved;
 //! - pk `LEADFAIL`, sk `<leadId>`: a lead that could not be written (`lead_failures.rs`);
 //! - pk `JOB#recompute`, sk `current`: the requested recompute of every lead (`jobs.rs`).
@@ -165,6 +166,10 @@ impl LeadStore for DynamoLeads {
             item.insert("board".to_owned(), s(board_key(board_shard(write.lead_id))));
             item.insert("score".to_owned(), n(entry.score));
             item.insert("lastActivity".to_owned(), n(entry.last_activity_ms));
+            item.insert("events".to_owned(), n(write.state.events));
+            if let Some(company) = &write.state.profile.company {
+                item.insert("company".to_owned(), s(company));
+            }
         }
         if let Some(stage) = write.stage {
             item.insert("stage".to_owned(), s(stage));
@@ -233,17 +238,13 @@ impl LeadReader for DynamoLeads {
         self.get_leads(lead_ids).await
     }
 
-    async fn board(&self) -> Result<Vec<(String, BoardEntry)>, StoreError> {
+    async fn board_leads(&self) -> Result<Vec<BoardLead>, StoreError> {
         let shards: Vec<Vec<BoardLead>> = futures::stream::iter(0..BOARD_SHARDS)
             .map(|shard| self.board_shard(shard))
             .buffered(16)
             .try_collect()
             .await?;
-        Ok(shards
-            .into_iter()
-            .flatten()
-            .map(|l| (l.lead_id, l.entry))
-            .collect())
+        Ok(shards.into_iter().flatten().collect())
     }
 }
 
@@ -269,6 +270,8 @@ impl DynamoLeads {
                         last_activity_ms: number(item, "lastActivity").unwrap_or_default(),
                     },
                     stage: text(item, "stage").map(str::to_owned),
+                    company: text(item, "company").map(str::to_owned),
+                    events: number(item, "events").unwrap_or_default().max(0) as u64,
                 })
             })
             .collect())

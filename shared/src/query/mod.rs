@@ -2,6 +2,7 @@
 //! and health) and the rule changes admins make.
 
 pub(crate) mod aggregations;
+mod companies;
 mod leads;
 mod operations;
 pub(crate) mod params;
@@ -37,6 +38,7 @@ enum Route {
     EventsReport,
     RevenueReport,
     DemographicsReport,
+    CompaniesReport,
     Leaderboard,
     /// The lead id, percent-decoded.
     Lead(String),
@@ -60,6 +62,7 @@ impl Route {
             Self::EventsReport => "GET /v1/reports/events",
             Self::RevenueReport => "GET /v1/reports/revenue",
             Self::DemographicsReport => "GET /v1/reports/demographics",
+            Self::CompaniesReport => "GET /v1/reports/companies",
             Self::Leaderboard => "GET /v1/leads",
             Self::Lead(_) => "GET /v1/leads/{leadId}",
             Self::Timeline(_) => "GET /v1/leads/{leadId}/timeline",
@@ -80,6 +83,7 @@ impl Route {
             | Self::EventsReport
             | Self::RevenueReport
             | Self::DemographicsReport
+            | Self::CompaniesReport
             | Self::Leaderboard
             | Self::Lead(_)
             | Self::Timeline(_)
@@ -103,6 +107,7 @@ impl Route {
             "/v1/reports/events" => (Self::EventsReport, "GET"),
             "/v1/reports/revenue" => (Self::RevenueReport, "GET"),
             "/v1/reports/demographics" => (Self::DemographicsReport, "GET"),
+            "/v1/reports/companies" => (Self::CompaniesReport, "GET"),
             "/v1/rules" => (Self::Rules, "GET"),
             "/v1/leads" => (Self::Leaderboard, "GET"),
             "/v1/scoring" => match method {
@@ -216,6 +221,9 @@ impl QueryApi {
             Route::EventsReport => reports::events(aggregates, request).await?,
             Route::RevenueReport => reports::revenue(aggregates, request).await?,
             Route::DemographicsReport => reports::demographics(aggregates, request).await?,
+            Route::CompaniesReport => {
+                companies::companies(&*p.leads, &*p.rules, request, Utc::now()).await?
+            }
             Route::Leaderboard => {
                 leads::leaderboard(&*p.leads, &*p.rules, request, Utc::now()).await?
             }

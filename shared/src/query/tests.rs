@@ -1322,4 +1322,74 @@ mod leads {
         assert_eq!(status, 404);
         Ok(())
     }
+
+    #[tokio::test]
+    async fn companies_group_the_leads_active_in_the_range() -> Result<(), String> {
+        let f = api(CountingReader::default())?;
+        let now = Utc::now();
+        let in_range = now - chrono::Duration::hours(2);
+        let long_ago = now - chrono::Duration::days(40);
+        let lead = |company: Option<&str>, score: i64, events: u64, at: DateTime<Utc>| LeadScore {
+            score,
+            events,
+            last_activity_at: Some(at),
+            profile: LeadProfile {
+                company: company.map(str::to_owned),
+                ..LeadProfile::default()
+            },
+            ..LeadScore::default()
+        };
+        for (id, state) in [
+            ("a1", lead(Some("Acme"), 100, 3, in_range)),
+            ("a2", lead(Some("Acme"), 50, 2, in_range)),
+            ("b1", lead(Some("Beta"), 300, 9, in_range)),
+            ("n1", lead(None, 10, 1, in_range)),
+            ("n2", lead(Some("  "), 20, 1, in_range)),
+            ("old", lead(Some("Beta"), 999, 99, long_ago)),
+        ] {
+            f.leads
+                .put_lead(id, &state, 0)
+                .await
+                .map_err(|e| e.to_string())?;
+        }
+        let from = (now - chrono::Duration::days(1))
+            .format("%Y-%m-%d")
+            .to_string();
+        let to = now.format("%Y-%m-%d").to_string();
+        let (status, body) = status_and_body(
+            &f,
+            get(
+                "/v1/reports/companies",
+                &[("from", &from), ("to", &to)],
+                Some("r"),
+            ),
+        )
+        .await;
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(
+            body["companies"],
+            json!([
+                {"company": "(none)", "leads": 2, "events": 2, "score": 30},
+                {"company": "Acme", "leads": 2, "events": 5, "score": 150},
+                {"company": "Beta", "leads": 1, "events": 9, "score": 300},
+            ])
+        );
+        let (_, top) = status_and_body(
+            &f,
+            get(
+                "/v1/reports/companies",
+                &[("from", &from), ("to", &to), ("limit", "1")],
+                Some("r"),
+            ),
+        )
+        .await;
+        assert_eq!(top["companies"].as_array().map(Vec::len), Some(1));
+        let (status, body) = status_and_body(
+            &f,
+            get("/v1/reports/companies", &[("from", &from)], Some("r")),
+        )
+        .await;
+        assert_eq!(status, 400, "{body}");
+        Ok(())
+    }
 }

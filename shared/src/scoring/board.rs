@@ -58,12 +58,15 @@ impl BoardEntry {
     }
 }
 
-/// A lead as the leaderboard index holds it: its entry and the stage last published for it.
+/// A lead as the leaderboard index holds it: its entry, the stage last published for it, its
+/// profile's company and its event count (what the companies report groups).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BoardLead {
     pub lead_id: String,
     pub entry: BoardEntry,
     pub stage: Option<String>,
+    pub company: Option<String>,
+    pub events: u64,
 }
 
 /// The leaderboard order as of `now`: decayed score descending, then lead id ascending.

@@ -115,14 +115,20 @@ impl LeadStore for MemoryLeads {
             .leads
             .iter()
             .filter(|(id, r)| r.state.events > 0 && board_shard(id) == shard)
-            .map(|(id, r)| BoardLead {
-                lead_id: id.clone(),
-                entry: BoardEntry::of(&r.state),
-                stage: r.stage.clone(),
-            })
+            .map(|(id, r)| board_lead(id, r))
             .collect();
         leads.sort_by(|a, b| a.lead_id.cmp(&b.lead_id));
         Ok(leads)
+    }
+}
+
+fn board_lead(lead_id: &str, record: &LeadRecord) -> BoardLead {
+    BoardLead {
+        lead_id: lead_id.to_owned(),
+        entry: BoardEntry::of(&record.state),
+        stage: record.stage.clone(),
+        company: record.state.profile.company.clone(),
+        events: record.state.events,
     }
 }
 
@@ -258,13 +264,13 @@ impl LeadReader for MemoryLeads {
         self.get_leads(lead_ids).await
     }
 
-    async fn board(&self) -> Result<Vec<(String, BoardEntry)>, StoreError> {
+    async fn board_leads(&self) -> Result<Vec<BoardLead>, StoreError> {
         Ok(self
             .lock()
             .leads
             .iter()
             .filter(|(_, r)| r.state.events > 0)
-            .map(|(id, r)| (id.clone(), BoardEntry::of(&r.state)))
+            .map(|(id, r)| board_lead(id, r))
             .collect())
     }
 }

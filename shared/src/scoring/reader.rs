@@ -4,7 +4,7 @@
 
 use std::collections::HashMap;
 
-use super::{ApplyOutcome, BoardEntry, LeadRecord, LeadScore, ScoreRules, ScoredEvent};
+use super::{ApplyOutcome, BoardEntry, BoardLead, LeadRecord, LeadScore, ScoreRules, ScoredEvent};
 use crate::store::StoreError;
 use async_trait::async_trait;
 
@@ -13,8 +13,17 @@ use async_trait::async_trait;
 pub trait LeadReader: Send + Sync {
     /// The stored states of these leads (absent ones left out).
     async fn leads(&self, lead_ids: &[&str]) -> Result<HashMap<String, LeadRecord>, StoreError>;
+    /// Every lead on the leaderboard, in no particular order.
+    async fn board_leads(&self) -> Result<Vec<BoardLead>, StoreError>;
     /// Every lead's leaderboard entry, in no particular order.
-    async fn board(&self) -> Result<Vec<(String, BoardEntry)>, StoreError>;
+    async fn board(&self) -> Result<Vec<(String, BoardEntry)>, StoreError> {
+        Ok(self
+            .board_leads()
+            .await?
+            .into_iter()
+            .map(|l| (l.lead_id, l.entry))
+            .collect())
+    }
 }
 
 /// One event of `recentEvents`, with the points the rules gave it.
