@@ -846,6 +846,37 @@ async fn the_samples_drive_the_query_handler() -> Result<()> {
         "{}",
         response.body
     );
+    // A fresh stack: no leads, no companies, the default stages.
+    for (sample, field, expected) in [
+        ("api-get-leads-stage.json", "leads", json!([])),
+        ("api-get-report-companies.json", "companies", json!([])),
+        (
+            "api-get-scoring.json",
+            "stages",
+            json!([{"name": "MQL", "minScore": 100}, {"name": "SQL", "minScore": 300}]),
+        ),
+    ] {
+        let response = api.handle(sample_request(sample, |_| {})?).await;
+        assert_eq!(response.status, 200, "{sample}: {}", response.body);
+        assert_eq!(body(&response)?[field], expected, "{sample}");
+    }
+    // The defaults are version 1, which the sample change is based on.
+    let response = api
+        .handle(sample_request("api-put-scoring.json", |_| {})?)
+        .await;
+    assert_eq!(response.status, 200, "{}", response.body);
+    assert_eq!(
+        body(&response)?["stages"][0],
+        json!({"name": "MQL", "minScore": 80})
+    );
+    let again = api
+        .handle(sample_request("api-put-scoring.json", |_| {})?)
+        .await;
+    assert_eq!(again.status, 409, "{}", again.body);
+    let response = api
+        .handle(sample_request("api-get-lead-timeline.json", |_| {})?)
+        .await;
+    assert_eq!(response.status, 404, "no events yet: {}", response.body);
     let response = api
         .handle(sample_request("api-put-rule.json", |_| {})?)
         .await;

@@ -372,6 +372,17 @@ async fn the_samples_in_events_drive_the_rollup_function() -> Result<()> {
     assert_eq!(state.profile.name.as_deref(), Some("Ada Lovelace"));
 
     assert_eq!(board(&f.leads).await?.get(lead).map(|e| e.score), Some(105));
+    // Nothing moved without an event: the stage check writes and sends nothing.
+    let stages = invoke_task(&f.handler, sample("rollup-task-stages.json")?).await?;
+    assert_eq!(
+        (
+            stages["task"].clone(),
+            stages["leads"].clone(),
+            stages["stageChanges"].clone()
+        ),
+        (json!("stages"), json!(0), json!(0)),
+        "{stages}"
+    );
     let reconcile = invoke_task(&f.handler, sample("rollup-task-reconcile.json")?).await?;
     assert_eq!(reconcile["days"][0]["day"], "2026-11-24", "{reconcile}");
     // The sample's events are not in the events table: a recompute from history finds none.
