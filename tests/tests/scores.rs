@@ -164,6 +164,29 @@ async fn scores_equal_an_independent_recomputation_despite_duplicates_and_failed
         state.event_counts.get(&with_email.event_type),
         Some(&type_count)
     );
+    // Every lead is in the stage an independent fold puts it in (decay as of now included).
+    let now = Utc::now();
+    let mut last_activity: BTreeMap<String, DateTime<Utc>> = BTreeMap::new();
+    for e in &events {
+        if let Some(lead) = &e.lead_id {
+            let last = last_activity.entry(lead.clone()).or_insert(e.timestamp);
+            *last = (*last).max(e.timestamp);
+        }
+    }
+    let ids: Vec<&str> = expected.keys().map(String::as_str).collect();
+    let stored = f.leads.get_leads(&ids).await?;
+    for (lead, (score, _)) in &expected {
+        let decayed = rules.decay.apply(*score, last_activity[lead], now);
+        assert_eq!(
+            stored.get(lead).and_then(|r| r.stage.as_deref()),
+            rules.stage_of(decayed),
+            "{lead}: {score}, {decayed} after decay"
+        );
+    }
+    assert!(
+        expected.values().any(|(score, _)| *score >= 100),
+        "the workload reaches a stage"
+    );
     // Every lead is on the leaderboard with its score.
     let board = board(&f.leads).await?;
     let on_board: BTreeMap<String, i64> =
@@ -633,5 +656,50 @@ async fn a_lead_of_ten_thousand_types_fits_one_item_and_failed_leads_are_kept_fo
         .map(|l| l.lead_id)
         .collect();
     assert_eq!(left, vec!["lead-b".to_owned()]);
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reindex_puts_leads_written_before_the_leaderboard_index_on_it() -> Result<()> {
+    use aws_sdk_dynamodb::types::AttributeValue;
+    let f = fixture("scores_reindex", false).await?;
+    f.poller.stop().await;
+    let day = day_start(1);
+    let events = vec![
+        lead_event("old-1", "lead-old", "PURCHASE", day)?,
+        lead_event(
+            "old-2",
+            "lead-old",
+            "DEMO_REQUEST",
+            day + chrono::Duration::hours(1),
+        )?,
+    ];
+    store_all(&f.events, &events).await?;
+    // The lead item as the scheduled scorer wrote it: a state, no board attributes; its second
+    // event was still in the lead log.
+    let (state, _) = tally::scoring::LeadScore::fold(
+        &ScoreRules::defaults(),
+        [tally::scoring::ScoredEvent::from(&events[0])],
+    );
+    let ddb = aws_sdk_dynamodb::Client::new(&tally_tests::sdk_config(&f.stack.dynamodb_endpoint));
+    ddb.put_item()
+        .table_name(f.stack.table("AnalyticsTable")?)
+        .item("pk", AttributeValue::S("LEAD#lead-old".into()))
+        .item("sk", AttributeValue::S("STATE".into()))
+        .item("state", AttributeValue::S(serde_json::to_string(&state)?))
+        .item("version", AttributeValue::N("3".into()))
+        .send()
+        .await?;
+    assert!(board(&f.leads).await?.is_empty(), "not on the board");
+    let run = invoke_task(&f.handler, json!({"task": "reindex"})).await?;
+    assert_eq!(
+        (run["leads"].clone(), run["next"].clone()),
+        (json!(1), Value::Null),
+        "{run}"
+    );
+    let entry = board(&f.leads).await?.get("lead-old").map(|e| e.score);
+    assert_eq!(entry, Some(150), "re-folded from both events");
+    let again = invoke_task(&f.handler, json!({"task": "reindex"})).await?;
+    assert_eq!(again["leads"], json!(0), "{again}");
     Ok(())
 }

@@ -28,6 +28,9 @@ pub enum Task {
     RecomputeRequested,
     /// Publish the stage changes decay and changed thresholds made (no event writes them).
     Stages,
+    /// Put the leads stored before the leaderboard index on it (once, after an upgrade):
+    /// re-folds them from their events; `from` continues where the last run stopped.
+    Reindex,
 }
 
 /// A task invocation's input, e.g. `{"task": "reconcile", "days": 31}`,
@@ -41,6 +44,8 @@ pub struct TaskInput {
     pub day: Option<String>,
     /// Recompute only this lead.
     pub lead_id: Option<String>,
+    /// Where a reindex continues (`next` of the run before).
+    pub from: Option<String>,
 }
 
 /// Everything the function can be invoked with, read in one pass (no untagged buffering): a
@@ -56,6 +61,8 @@ pub struct RollupInvocation {
     pub day: Option<String>,
     #[serde(default)]
     pub lead_id: Option<String>,
+    #[serde(default)]
+    pub from: Option<String>,
     #[serde(rename = "Records", default)]
     pub records: Vec<crate::stream_window::StreamRecord>,
     #[serde(default)]
@@ -145,6 +152,7 @@ where
                 days: input.days,
                 day: input.day,
                 lead_id: input.lead_id,
+                from: input.from,
             };
             self.task(task, now, &mut metrics).await
         } else {
@@ -224,6 +232,15 @@ where
                 }
             },
             Task::RecomputeRequested => self.run_requested(now, metrics).await,
+            Task::Reindex => {
+                let (report, next) = self
+                    .scorer
+                    .reindex(task.from, now, self.recompute_budget)
+                    .await?;
+                let mut result = score_result("reindex", &report, metrics);
+                result["next"] = json!(next);
+                Ok(result)
+            }
             Task::Stages => {
                 let report = self.scorer.check_stages(now).await?;
                 Ok(score_result("stages", &report, metrics))

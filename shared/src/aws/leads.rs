@@ -188,6 +188,47 @@ impl LeadStore for DynamoLeads {
     async fn shard_board(&self, shard: u32) -> Result<Vec<BoardLead>, StoreError> {
         self.board_shard(shard).await
     }
+
+    async fn unboarded_leads(
+        &self,
+        from: Option<String>,
+        limit: usize,
+    ) -> Result<(Vec<String>, Option<String>), StoreError> {
+        // A one-off after an upgrade: a scan of the whole table, filtered to lead items without
+        // their board attribute, one page (1 MB read) at a time.
+        let mut ids = Vec::new();
+        let mut start = from.map(|pk| key(pk, STATE_SK.to_owned()));
+        loop {
+            let output = self
+                .client
+                .scan()
+                .table_name(&self.table)
+                .filter_expression(
+                    "begins_with(pk, :lead) AND sk = :state AND attribute_not_exists(board)",
+                )
+                .expression_attribute_values(":lead", s("LEAD#"))
+                .expression_attribute_values(":state", s(STATE_SK))
+                .projection_expression("pk")
+                .set_exclusive_start_key(start.take())
+                .send()
+                .await
+                .map_err(|e| super::store_unavailable(&e))?;
+            ids.extend(
+                output
+                    .items()
+                    .iter()
+                    .filter_map(|item| text(item, "pk")?.strip_prefix("LEAD#").map(str::to_owned)),
+            );
+            let next = output
+                .last_evaluated_key()
+                .and_then(|k| text(k, "pk"))
+                .map(str::to_owned);
+            match next {
+                Some(pk) if ids.len() < limit => start = Some(key(pk, STATE_SK.to_owned())),
+                next => return Ok((ids, next)),
+            }
+        }
+    }
 }
 
 impl DynamoLeads {

@@ -118,6 +118,42 @@ where
     }
 }
 
+impl<L, H, R> Scorer<L, H, R>
+where
+    L: LeadStore + RecomputeJobs,
+    H: LeadHistory,
+    R: RuleStore,
+{
+    /// Re-folds the leads stored without a leaderboard entry (after an upgrade from the scheduled
+    /// scorer), page by page from `from`, until done or `budget` has passed; returns the report
+    /// and where to continue (`None`: every such lead is on the board now).
+    pub async fn reindex(
+        &self,
+        from: Option<String>,
+        now: DateTime<Utc>,
+        budget: Duration,
+    ) -> Result<(ScoreReport, Option<String>), StoreError> {
+        let started = Instant::now();
+        let rules = load_or_init(&self.rules).await?.rules;
+        let failed = self.failed_leads().await?;
+        let mut report = ScoreReport::default();
+        let mut next = from;
+        loop {
+            let (ids, after) = self.leads.unboarded_leads(next.take(), 500).await?;
+            let targets = ids.into_iter().map(|id| (id, Vec::new())).collect();
+            report.add(
+                &self
+                    .update_leads(&rules, targets, true, now, &failed)
+                    .await?,
+            );
+            next = after;
+            if next.is_none() || started.elapsed() >= budget {
+                return Ok((report, next));
+            }
+        }
+    }
+}
+
 #[async_trait]
 impl<L, H, R> LeadRecompute for Scorer<L, H, R>
 where

@@ -89,6 +89,16 @@ pub trait LeadStore: LeadFailures + StageOutbox {
     }
     /// The leads of one leaderboard shard.
     async fn shard_board(&self, shard: u32) -> Result<Vec<BoardLead>, StoreError>;
+    /// Leads stored without their leaderboard entry (written before the leaderboard index
+    /// existed), up to about `limit`, from `from` (a key this method returned) on; and where the
+    /// next page starts (`None`: done). Stores that always write the entry have none.
+    async fn unboarded_leads(
+        &self,
+        _from: Option<String>,
+        _limit: usize,
+    ) -> Result<(Vec<String>, Option<String>), StoreError> {
+        Ok((Vec::new(), None))
+    }
     /// The ids of the leads in one leaderboard shard.
     async fn shard_leads(&self, shard: u32) -> Result<Vec<String>, StoreError> {
         Ok(self
@@ -504,6 +514,13 @@ impl<T: LeadStore + ?Sized> LeadStore for std::sync::Arc<T> {
     }
     async fn shard_board(&self, shard: u32) -> Result<Vec<BoardLead>, StoreError> {
         (**self).shard_board(shard).await
+    }
+    async fn unboarded_leads(
+        &self,
+        from: Option<String>,
+        limit: usize,
+    ) -> Result<(Vec<String>, Option<String>), StoreError> {
+        (**self).unboarded_leads(from, limit).await
     }
 }
 
