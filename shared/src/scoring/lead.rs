@@ -161,9 +161,62 @@ pub struct LeadScore {
     /// events read newest first from the events table they give `recentEvents`.
     #[serde(default)]
     pub recent_points: Vec<i64>,
+    /// The fold's state as of an earlier event, kept for leads with many events: an event that
+    /// arrives late but still after it is folded in by re-folding only the events since (see
+    /// [`LeadScore::refold`]), not the whole history. Never nested.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub checkpoint: Option<Box<LeadScore>>,
+}
+
+/// How a re-fold keeps a checkpoint: only leads with at least `min_events` events keep one (a
+/// short history is cheap to read whole, and the checkpoint doubles the item), as of the last
+/// event at least `lag` older than the newest (late events usually arrive within seconds).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CheckpointPolicy {
+    pub min_events: u64,
+    pub lag: chrono::Duration,
+}
+
+impl Default for CheckpointPolicy {
+    fn default() -> Self {
+        Self {
+            min_events: 200,
+            lag: chrono::Duration::seconds(10),
+        }
+    }
 }
 
 impl LeadScore {
+    /// Folds `events` onto `base` (a checkpoint, or the empty state for a whole history): the
+    /// events are put in fold order, one per id, and those at or before `base`'s last event are
+    /// left out (they are in it). The result carries a new checkpoint under `policy`.
+    pub fn refold(
+        rules: &ScoreRules,
+        base: LeadScore,
+        events: impl IntoIterator<Item = ScoredEvent>,
+        policy: CheckpointPolicy,
+    ) -> LeadScore {
+        let mut events = canonical_order(events);
+        if let Some((ts, id)) = &base.last {
+            events.retain(|e| e.sort_key() > (*ts, id.as_str()));
+        }
+        let mut state = base;
+        state.checkpoint = None;
+        let cut = events
+            .last()
+            .map(|newest| newest.timestamp - policy.lag)
+            .unwrap_or_default();
+        let split = events.partition_point(|e| e.timestamp <= cut);
+        let recent = events.split_off(split);
+        state.apply_sorted(rules, events);
+        let checkpoint = (state.events > 0).then(|| state.clone());
+        state.apply_sorted(rules, recent);
+        if state.events >= policy.min_events {
+            state.checkpoint = checkpoint.map(Box::new);
+        }
+        state
+    }
+
     /// Folds `e` in if it sorts strictly after the last applied event; otherwise returns
     /// [`ApplyOutcome::OutOfOrder`] and changes nothing.
     pub fn apply(&mut self, rules: &ScoreRules, e: &ScoredEvent) -> ApplyOutcome {

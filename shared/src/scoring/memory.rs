@@ -279,9 +279,16 @@ impl LeadReader for MemoryLeads {
 #[derive(Debug, Default)]
 pub struct MemoryHistory {
     events: Mutex<HashMap<String, Vec<ScoredEvent>>>,
+    /// Events handed out by reads, as an index read would bill them.
+    read: std::sync::atomic::AtomicUsize,
 }
 
 impl MemoryHistory {
+    /// Events handed out by reads so far.
+    pub fn events_read(&self) -> usize {
+        self.read.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
     pub fn store(&self, lead_id: &str, event: ScoredEvent) {
         self.events
             .lock()
@@ -295,13 +302,16 @@ impl MemoryHistory {
 #[async_trait]
 impl LeadHistory for MemoryHistory {
     async fn lead_events(&self, lead_id: &str) -> Result<Vec<ScoredEvent>, StoreError> {
-        Ok(self
+        let events = self
             .events
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .get(lead_id)
             .cloned()
-            .unwrap_or_default())
+            .unwrap_or_default();
+        self.read
+            .fetch_add(events.len(), std::sync::atomic::Ordering::Relaxed);
+        Ok(events)
     }
 
     async fn latest_events(
@@ -326,10 +336,18 @@ impl LeadHistory for MemoryHistory {
         after: Option<(DateTime<Utc>, &str)>,
         limit: usize,
     ) -> Result<Vec<ScoredEvent>, StoreError> {
-        let mut events = self.lead_events(lead_id).await?;
+        let mut events = self
+            .events
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(lead_id)
+            .cloned()
+            .unwrap_or_default();
         events.sort_by(|a, b| a.sort_key().cmp(&b.sort_key()));
         events.retain(|e| after.is_none_or(|a| e.sort_key() > a));
         events.truncate(limit);
+        self.read
+            .fetch_add(events.len(), std::sync::atomic::Ordering::Relaxed);
         Ok(events)
     }
 }

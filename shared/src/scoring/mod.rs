@@ -39,8 +39,8 @@ pub use board::{board_shard, ranked, BoardEntry, BoardLead, BOARD_SHARDS};
 pub use failures::{LeadFailure, LeadFailures, MAX_REASON_CHARS, REPAIR_BATCH};
 pub use jobs::{JobProgress, LeadRecompute, RecomputeJob, RecomputeJobs};
 pub use lead::{
-    apply_batch, ApplyOutcome, BatchResult, LeadEvent, LeadScore, ScoredEvent, MAX_COUNTED_TYPES,
-    OTHER_TYPES, RECENT_EVENTS,
+    apply_batch, ApplyOutcome, BatchResult, CheckpointPolicy, LeadEvent, LeadScore, ScoredEvent,
+    MAX_COUNTED_TYPES, OTHER_TYPES, RECENT_EVENTS,
 };
 #[cfg(any(test, feature = "test-utils"))]
 pub use memory::{MemoryBus, MemoryHistory, MemoryLeads, MemoryRules};

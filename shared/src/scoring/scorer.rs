@@ -24,9 +24,9 @@ use futures::{stream, StreamExt};
 use tracing::warn;
 
 use super::{
-    apply_batch, load_or_init, BatchResult, BoardLead, LeadEvent, LeadFailure, LeadFailures,
-    LeadScore, NoBus, PendingChange, RuleStore, ScoreRules, ScoredEvent, StageChange, StageOutbox,
-    StagePublisher, REPAIR_BATCH,
+    apply_batch, load_or_init, BatchResult, BoardLead, CheckpointPolicy, LeadEvent, LeadFailure,
+    LeadFailures, LeadScore, NoBus, PendingChange, RuleStore, ScoreRules, ScoredEvent, StageChange,
+    StageOutbox, StagePublisher, REPAIR_BATCH,
 };
 use crate::store::StoreError;
 
@@ -191,6 +191,18 @@ pub struct Scorer<L, H, R> {
     history: H,
     pub(super) rules: R,
     bus: std::sync::Arc<dyn StagePublisher>,
+    checkpoints: CheckpointPolicy,
+}
+
+/// Events a re-fold from a checkpoint reads at most; a longer suffix re-folds the whole history.
+const SUFFIX_LIMIT: usize = 20_000;
+
+/// Whether every event sorts after the checkpoint's last event.
+fn sorts_after(checkpoint: &LeadScore, events: &[ScoredEvent]) -> bool {
+    checkpoint
+        .last
+        .as_ref()
+        .is_some_and(|(ts, id)| events.iter().all(|e| e.sort_key() > (*ts, id.as_str())))
 }
 
 impl<L: LeadStore, H: LeadHistory, R: RuleStore> Scorer<L, H, R> {
@@ -201,7 +213,39 @@ impl<L: LeadStore, H: LeadHistory, R: RuleStore> Scorer<L, H, R> {
             history,
             rules,
             bus: std::sync::Arc::new(NoBus),
+            checkpoints: CheckpointPolicy::default(),
         }
+    }
+
+    /// How re-folds keep checkpoints (tests use small ones).
+    #[must_use]
+    pub fn with_checkpoints(mut self, policy: CheckpointPolicy) -> Self {
+        self.checkpoints = policy;
+        self
+    }
+
+    /// What a re-fold starts from: the checkpoint and the events since it, or (without one, or
+    /// when the events since are too many) the empty state and the whole history.
+    async fn history_since(
+        &self,
+        lead_id: &str,
+        checkpoint: Option<LeadScore>,
+    ) -> Result<(LeadScore, Vec<ScoredEvent>), StoreError> {
+        if let Some(base) = checkpoint {
+            if let Some((ts, id)) = &base.last {
+                let since = self
+                    .history
+                    .events_after(lead_id, Some((*ts, id.as_str())), SUFFIX_LIMIT)
+                    .await?;
+                if since.len() < SUFFIX_LIMIT {
+                    return Ok((base, since));
+                }
+            }
+        }
+        Ok((
+            LeadScore::default(),
+            self.history.lead_events(lead_id).await?,
+        ))
     }
 
     /// Sends stage changes to `bus` as they are recorded.
@@ -415,6 +459,14 @@ impl<L: LeadStore, H: LeadHistory, R: RuleStore> Scorer<L, H, R> {
                 let last_id = r.state.last.as_ref().map(|(_, id)| id.clone());
                 (r.state.events, last_id)
             });
+            // A checkpoint of the stored state that every new event sorts after: a late event
+            // re-folds only the events since it (not under a forced recompute: the rules may
+            // have changed since the checkpoint was folded).
+            let checkpoint = stored
+                .as_ref()
+                .and_then(|r| r.state.checkpoint.as_deref())
+                .filter(|c| !force_recompute && sorts_after(c, &new_events))
+                .cloned();
             let incremental = match (force_recompute, stored.take()) {
                 (true, _) => None,
                 (false, record) => {
@@ -428,31 +480,33 @@ impl<L: LeadStore, H: LeadHistory, R: RuleStore> Scorer<L, H, R> {
             let state = match incremental {
                 Some(state) => state,
                 None => {
-                    // The index read is eventually consistent: the new events are stored, so
-                    // they join the history even if the index does not show them yet.
-                    let mut history = self.history.lead_events(&lead_id).await?;
+                    let (base, mut history) = self.history_since(&lead_id, checkpoint).await?;
                     // Stored events are never deleted, so a history that lacks the last event
                     // the state applied, or holds fewer events than it applied, means the index
                     // has not caught up with an earlier batch: folding it now would drop that
                     // event. Wait for the index instead; past the waits, the history is the
                     // truth (events removed by hand, a state from a foreign writer).
                     if let Some((applied, Some(last_id))) = &applied_before {
-                        let behind = !history.iter().any(|e| &e.event_id == last_id)
-                            || (history.len() as u64) < *applied;
+                        let seen = base.events.saturating_add(history.len() as u64);
+                        let behind = (!history.iter().any(|e| &e.event_id == last_id)
+                            && base.last.as_ref().is_none_or(|(_, id)| id != last_id))
+                            || seen < *applied;
                         if behind && attempt < INDEX_LAG_WAITS {
                             warn!(
                                 lead_id,
                                 attempt,
                                 applied,
-                                history = history.len(),
+                                history = seen,
                                 "lead history index behind the lead; reading it again"
                             );
                             tokio::time::sleep(INDEX_LAG_PAUSE * (attempt as u32 + 1)).await;
                             continue;
                         }
                     }
+                    // The index read is eventually consistent: the new events are stored, so
+                    // they join the history even if the index does not show them yet.
                     history.extend(new_events.iter().cloned());
-                    LeadScore::fold(rules, history).0
+                    LeadScore::refold(rules, base, history, self.checkpoints)
                 }
             };
             if version == 0 && state.events == 0 {

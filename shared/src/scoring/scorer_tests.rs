@@ -7,8 +7,8 @@ use chrono::{DateTime, Duration, Utc};
 use super::*;
 use crate::event::LeadProfile;
 use crate::scoring::{
-    put_rule, LeadReader, LeadRecompute, MemoryBus, MemoryHistory, MemoryLeads, MemoryRules,
-    RecomputeJobs, Rule, Stage, BOARD_SHARDS, RECENT_EVENTS,
+    put_rule, CheckpointPolicy, LeadReader, LeadRecompute, MemoryBus, MemoryHistory, MemoryLeads,
+    MemoryRules, RecomputeJobs, Rule, Stage, BOARD_SHARDS, RECENT_EVENTS,
 };
 
 type TestResult = Result<(), Box<dyn Error>>;
@@ -684,5 +684,80 @@ async fn the_stage_check_publishes_what_decay_and_new_thresholds_move() -> TestR
         Some(&change("quiet", None, Some("MQL"), None))
     );
     assert_eq!(changes(&w).len(), 4);
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_hot_lead_delivered_out_of_order_refolds_from_its_checkpoint() -> TestResult {
+    let w = World::new();
+    let policy = CheckpointPolicy {
+        min_events: 50,
+        lag: Duration::seconds(5),
+    };
+    let scorer = Scorer::new(
+        Arc::clone(&w.leads),
+        Arc::clone(&w.history),
+        Arc::clone(&w.rules),
+    )
+    .with_checkpoints(policy);
+    let now = at("2026-11-21T00:00:00Z")?;
+    let start = at("2026-11-20T10:00:00Z")?;
+    // 1,000 events, 10 a second, every batch of 10 holding back its fifth event to the next
+    // batch (as concurrent writers deliver them), so each batch after the first has a late one.
+    let events: Vec<ScoredEvent> = (0..1000)
+        .map(|i| {
+            let t = ["PAGE_VIEW", "EMAIL_OPEN", "REFUND", "PURCHASE"][i % 4];
+            ScoredEvent::new(
+                format!("h{i:04}"),
+                t,
+                start + Duration::milliseconds(100 * i as i64),
+            )
+        })
+        .collect();
+    let mut held: Option<ScoredEvent> = None;
+    let mut recomputed = 0;
+    for chunk in events.chunks(10) {
+        // All ten are stored; the fifth reaches the scorer with the next batch.
+        for e in chunk {
+            w.history.store("hot", e.clone());
+        }
+        let batch: Vec<LeadEvent> = chunk[..4]
+            .iter()
+            .chain(&chunk[5..])
+            .chain(held.iter())
+            .map(|e| LeadEvent {
+                lead_id: "hot".into(),
+                event: e.clone(),
+            })
+            .collect();
+        held = chunk.get(4).cloned();
+        recomputed += scorer.score_events(batch, now).await?.recomputed;
+    }
+    let last = held.ok_or("the last event")?;
+    scorer
+        .score_events(
+            vec![LeadEvent {
+                lead_id: "hot".into(),
+                event: last,
+            }],
+            now,
+        )
+        .await?;
+    assert!(recomputed >= 90, "late every batch: {recomputed}");
+    let mut state = w.state("hot").ok_or("stored")?;
+    let checkpoint = state
+        .checkpoint
+        .take()
+        .ok_or("a hot lead keeps a checkpoint")?;
+    assert_eq!(
+        state,
+        w.expected("hot").await?,
+        "the same as a fold of everything"
+    );
+    assert!(checkpoint.events < state.events);
+    // A fold of the whole history every batch would read about 50,000 events; from the
+    // checkpoint each re-fold reads the last few seconds.
+    let read = w.history.events_read();
+    assert!(read < 15_000, "{read} events read");
     Ok(())
 }
