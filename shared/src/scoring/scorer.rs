@@ -13,8 +13,10 @@
 //! events that all sort after the state's last applied one are folded in ([`apply_batch`]);
 //! anything else — a late event, or an event applied before because a retried, bisected or
 //! redelivered batch carries it again, or a crash landed some lead writes and not others —
-//! re-folds the lead's whole history from the events table. Every write is conditional on the
-//! version read, so concurrent invocations cannot interleave.
+//! re-folds the lead's history from the events table: from the checkpoint the state keeps
+//! when every new event sorts after it (busy leads, whose events arrive a little out of order),
+//! else from the first event. Every write is conditional on the version read, so concurrent
+//! invocations cannot interleave.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 

@@ -521,8 +521,11 @@ async fn recomputing_one_lead_clears_its_failure() -> TestResult {
     Ok(())
 }
 
-/// (lead, from, to, eventId) of every change the bus accepted, in order.
-fn changes(w: &World) -> Vec<(String, Option<String>, Option<String>, Option<String>)> {
+/// (lead, from, to, eventId) of a change.
+type Change = (String, Option<String>, Option<String>, Option<String>);
+
+/// Every change the bus accepted, in order.
+fn changes(w: &World) -> Vec<Change> {
     w.bus
         .published()
         .into_iter()
@@ -530,12 +533,7 @@ fn changes(w: &World) -> Vec<(String, Option<String>, Option<String>, Option<Str
         .collect()
 }
 
-fn change(
-    lead: &str,
-    from: Option<&str>,
-    to: Option<&str>,
-    event: Option<&str>,
-) -> (String, Option<String>, Option<String>, Option<String>) {
+fn change(lead: &str, from: Option<&str>, to: Option<&str>, event: Option<&str>) -> Change {
     (
         lead.to_owned(),
         from.map(str::to_owned),
