@@ -204,9 +204,6 @@ pub struct RollupConfig {
     pub settle: chrono::Duration,
     /// A recompute run starts no new leaderboard shard after this long (below the timeout).
     pub recompute_budget: std::time::Duration,
-    /// The EventBridge bus stage changes go to (`EVENT_BUS_NAME`); without it they wait in the
-    /// outbox.
-    pub event_bus_name: Option<String>,
 }
 
 impl RollupConfig {
@@ -230,7 +227,21 @@ impl RollupConfig {
             analytics_table: env.required("ANALYTICS_TABLE")?,
             settle: chrono::Duration::seconds(seconds),
             recompute_budget: std::time::Duration::from_secs(budget),
-            event_bus_name: env.optional("EVENT_BUS_NAME").filter(|n| !n.is_empty()),
+        })
+    }
+}
+
+/// The `stages` function: where lead stage changes go.
+#[derive(Debug, Clone)]
+pub struct StagesConfig {
+    /// The EventBridge bus (`EVENT_BUS_NAME`).
+    pub event_bus_name: String,
+}
+
+impl StagesConfig {
+    pub fn load<F: Fn(&str) -> Option<String>>(env: &Env<F>) -> Result<Self, ConfigError> {
+        Ok(Self {
+            event_bus_name: env.required("EVENT_BUS_NAME")?,
         })
     }
 }

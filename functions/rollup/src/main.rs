@@ -6,9 +6,7 @@ use std::sync::Arc;
 
 use lambda_runtime::{run, service_fn, Error, LambdaEvent};
 use tally::aggregation::{RollupHandler, RollupInvocation};
-use tally::aws::{
-    sdk_config, DynamoAggregates, DynamoEventStore, DynamoLeads, DynamoRules, EventBridgeBus,
-};
+use tally::aws::{sdk_config, DynamoAggregates, DynamoEventStore, DynamoLeads, DynamoRules};
 use tally::config::{process_env, RollupConfig};
 use tally::observability::init_logging;
 use tracing::Instrument;
@@ -19,7 +17,7 @@ async fn main() -> Result<(), Error> {
     let config = RollupConfig::load(&process_env())?;
     let aws = sdk_config().await;
     let table = config.analytics_table.clone();
-    let handler = RollupHandler::new(
+    let handler = &RollupHandler::new(
         Arc::new(DynamoAggregates::new(&aws, table.clone())),
         Arc::new(DynamoLeads::new(&aws, table.clone())),
         Arc::new(DynamoEventStore::new(&aws, config.events_table.clone())),
@@ -27,10 +25,6 @@ async fn main() -> Result<(), Error> {
         config.settle,
     )
     .with_recompute_budget(config.recompute_budget);
-    let handler = &match &config.event_bus_name {
-        Some(bus) => handler.with_bus(Arc::new(EventBridgeBus::new(&aws, bus.clone()))),
-        None => handler,
-    };
     // Typed payload: the runtime parses a (possibly multi-megabyte) window once.
     run(service_fn(
         move |event: LambdaEvent<RollupInvocation>| async move {

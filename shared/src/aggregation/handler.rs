@@ -116,13 +116,6 @@ where
         }
     }
 
-    /// Sends stage changes to `bus` as they are recorded (without one they wait in the outbox).
-    #[must_use]
-    pub fn with_bus(mut self, bus: Arc<dyn crate::scoring::StagePublisher>) -> Self {
-        self.scorer = self.scorer.with_bus(bus);
-        self
-    }
-
     /// How long a recompute run may start new leaderboard shards.
     #[must_use]
     pub fn with_recompute_budget(mut self, budget: std::time::Duration) -> Self {
@@ -284,7 +277,6 @@ fn score_metrics(report: &ScoreReport, metrics: &mut Metrics) {
     metrics.count("LeadWriteFailures", report.failed as u64);
     metrics.count("LeadsRepaired", report.repaired as u64);
     metrics.count("StageChanges", report.stage_changes as u64);
-    metrics.count("StageChangesPublished", report.published as u64);
 }
 
 fn score_result(task: &str, report: &ScoreReport, metrics: &mut Metrics) -> Value {
@@ -298,14 +290,13 @@ fn score_result(task: &str, report: &ScoreReport, metrics: &mut Metrics) -> Valu
         failed = report.failed,
         repaired = report.repaired,
         stage_changes = report.stage_changes,
-        published = report.published,
         "scores updated"
     );
     json!({
         "task": task, "events": report.events, "leads": report.leads,
         "recomputed": report.recomputed, "conflicts": report.conflicts,
         "failed": report.failed, "repaired": report.repaired,
-        "stageChanges": report.stage_changes, "published": report.published,
+        "stageChanges": report.stage_changes,
     })
 }
 

@@ -5,7 +5,8 @@
 //!   its leaderboard entry: `board` (`B#<shard>`, the `byBoard` index's partition key), `score`
 //!   (before decay), `lastActivity` (epoch milliseconds), `stage` (the stage last published),
 //!   `events` and `company` (for the companies report), the only attributes the index
-//!   projects. Their keys never change, so a lead write costs its index one write, and none when
+//!   projects; and `stageChange` (JSON) on the write that moved the stage, which the table's
+//!   stream carries to the `stages` function; Their keys never change, so a lead write costs its index one write, and none when
 //!   neither the score nor the last activity moved;
 //! - pk `LEADFAIL`, sk `<leadId>`: a lead that could not be written (`lead_failures.rs`);
 //! - pk `JOB#recompute`, sk `current`: the requested recompute of every lead (`jobs.rs`).
@@ -23,8 +24,8 @@ use super::item::{n, number, query_all, s, text, Item};
 use futures::{StreamExt, TryStreamExt};
 
 use crate::scoring::{
-    board_shard, outbox_key, BoardEntry, BoardLead, LeadReader, LeadRecord, LeadScore, LeadStore,
-    LeadWrite, LeadWriteError, BOARD_SHARDS,
+    board_shard, BoardEntry, BoardLead, LeadReader, LeadRecord, LeadScore, LeadStore, LeadWrite,
+    LeadWriteError, BOARD_SHARDS,
 };
 use crate::store::StoreError;
 
@@ -149,11 +150,7 @@ impl LeadStore for DynamoLeads {
         Ok(found)
     }
 
-    async fn write_lead(
-        &self,
-        write: LeadWrite<'_>,
-        expected: u64,
-    ) -> Result<Option<String>, LeadWriteError> {
+    async fn write_lead(&self, write: LeadWrite<'_>, expected: u64) -> Result<(), LeadWriteError> {
         let json = serde_json::to_string(write.state).map_err(unavailable)?;
         let entry = BoardEntry::of(write.state);
         let mut item = Item::from([
@@ -174,15 +171,13 @@ impl LeadStore for DynamoLeads {
         if let Some(stage) = write.stage {
             item.insert("stage".to_owned(), s(stage));
         }
-        match write.change {
-            None => self.put_versioned(item, expected).await.map(|()| None),
-            Some(change) => {
-                let key = outbox_key(change, expected + 1);
-                self.put_with_change(item, expected, &key, change)
-                    .await
-                    .map(|()| Some(key))
-            }
+        // The change rides on the write itself: the table's stream carries it to the `stages`
+        // function, so recording it costs nothing more (the attribute is not projected).
+        if let Some(change) = write.change {
+            let json = serde_json::to_string(change).map_err(unavailable)?;
+            item.insert("stageChange".to_owned(), s(json));
         }
+        self.put_versioned(item, expected).await
     }
 
     async fn shard_board(&self, shard: u32) -> Result<Vec<BoardLead>, StoreError> {

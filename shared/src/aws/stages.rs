@@ -1,30 +1,17 @@
-//! Stage changes in AWS: the outbox in the analytics table, written in one transaction with the
-//! lead, and the EventBridge bus they are sent to.
-//!
-//! - pk `STAGEOUT`, sk the change's outbox key (`<at ms>#<leadId>#<lead version>`): a change
-//!   not yet accepted by the bus, `change` its JSON.
-//! - The bus gets each change as an entry of `source` `tally`, `detail-type`
-//!   `lead.stage_changed`, `detail` the change; `PutEvents` takes 10 entries a call, and only the
-//!   entries its answer reports as failed are sent again.
+//! The EventBridge bus stage changes go to: each change an entry of `source` `tally`,
+//! `detail-type` `lead.stage_changed`, `detail` the change. `PutEvents` takes 10 entries a call,
+//! and only the entries its answer reports as failed are sent again.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
-use aws_sdk_dynamodb::types::{Put, ReturnConsumedCapacity, TransactWriteItem};
 use aws_sdk_eventbridge::types::PutEventsRequestEntry;
 
-use super::batch::{delete, write_all};
-use super::item::{n, query_all, s, text, Item};
-use super::leads::{version_condition, DynamoLeads};
-use crate::scoring::{
-    LeadWriteError, PendingChange, StageChange, StageOutbox, StagePublisher, STAGE_CHANGED,
-};
+use crate::scoring::{StageChange, StagePublisher, STAGE_CHANGED};
 use crate::store::StoreError;
 
-const OUTBOX_PK: &str = "STAGEOUT";
 /// `PutEvents` takes at most 10 entries a call.
 const PUT_EVENTS_BATCH: usize = 10;
 /// Calls for one batch of entries before the ones still failing are left to the next drain.
@@ -34,103 +21,6 @@ pub const EVENT_SOURCE: &str = "tally";
 
 fn unavailable(e: impl std::fmt::Display) -> StoreError {
     StoreError::Unavailable(e.to_string())
-}
-
-impl DynamoLeads {
-    /// The lead (conditional on its version) and the change's outbox item, in one transaction.
-    pub(super) async fn put_with_change(
-        &self,
-        mut item: Item,
-        expected: u64,
-        key: &str,
-        change: &StageChange,
-    ) -> Result<(), LeadWriteError> {
-        item.insert("version".into(), n(expected + 1));
-        let (condition, values) = version_condition(expected);
-        let lead = Put::builder()
-            .table_name(&self.table)
-            .set_item(Some(item))
-            .condition_expression(condition)
-            .set_expression_attribute_values(values)
-            .build()
-            .map_err(|e| LeadWriteError::Store(unavailable(e)))?;
-        let json =
-            serde_json::to_string(change).map_err(|e| LeadWriteError::Store(unavailable(e)))?;
-        let outbox = Put::builder()
-            .table_name(&self.table)
-            .set_item(Some(Item::from([
-                ("pk".to_owned(), s(OUTBOX_PK)),
-                ("sk".to_owned(), s(key)),
-                ("change".to_owned(), s(json)),
-            ])))
-            .build()
-            .map_err(|e| LeadWriteError::Store(unavailable(e)))?;
-        let result = self
-            .client
-            .transact_write_items()
-            .transact_items(TransactWriteItem::builder().put(lead).build())
-            .transact_items(TransactWriteItem::builder().put(outbox).build())
-            .return_consumed_capacity(ReturnConsumedCapacity::Indexes)
-            .send()
-            .await;
-        match result {
-            Ok(output) => {
-                for c in output.consumed_capacity() {
-                    super::batch::meter(&self.consumed_milli, Some(c));
-                }
-                Ok(())
-            }
-            Err(e) => match e.as_service_error() {
-                Some(TransactWriteItemsError::TransactionCanceledException(cancelled))
-                    if cancelled
-                        .cancellation_reasons()
-                        .first()
-                        .and_then(|r| r.code())
-                        == Some("ConditionalCheckFailed") =>
-                {
-                    Err(LeadWriteError::Conflict)
-                }
-                _ => Err(LeadWriteError::Store(StoreError::Unavailable(
-                    super::describe(&e),
-                ))),
-            },
-        }
-    }
-}
-
-#[async_trait]
-impl StageOutbox for DynamoLeads {
-    async fn pending_changes(&self, limit: usize) -> Result<Vec<PendingChange>, StoreError> {
-        let query = self
-            .client
-            .query()
-            .table_name(&self.table)
-            .key_condition_expression("pk = :pk")
-            .expression_attribute_values(":pk", s(OUTBOX_PK))
-            .consistent_read(true)
-            .limit(i32::try_from(limit).unwrap_or(i32::MAX));
-        let items = query_all(query).await?;
-        items
-            .iter()
-            .take(limit)
-            .map(|item| {
-                let change: StageChange = serde_json::from_str(text(item, "change").unwrap_or(""))
-                    .map_err(|e| unavailable(format!("stage change unreadable: {e}")))?;
-                Ok(PendingChange {
-                    key: text(item, "sk").unwrap_or_default().to_owned(),
-                    change,
-                })
-            })
-            .collect()
-    }
-
-    async fn delete_changes(&self, keys: &[String]) -> Result<(), StoreError> {
-        let requests = keys
-            .iter()
-            .map(|key| delete(OUTBOX_PK, key))
-            .collect::<Result<Vec<_>, _>>()?;
-        write_all(&self.client, &self.table, requests, &self.consumed_milli).await
-    }
 }
 
 /// The EventBridge bus stage changes go to.

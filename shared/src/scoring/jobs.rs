@@ -74,10 +74,8 @@ where
         budget: Duration,
     ) -> Result<(ScoreReport, JobProgress), StoreError> {
         let started = Instant::now();
-        // Leads that could not be written are retried on every run, job or not, and stage
-        // changes the bus did not take are sent again.
+        // Leads that could not be written are retried on every run, job or not.
         let mut report = self.repair_failed(now).await?;
-        report.add(&self.drain_changes().await?);
         let mut progress = JobProgress::default();
         let Some(mut job) = self.leads.current_job().await? else {
             return Ok((report, progress));

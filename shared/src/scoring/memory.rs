@@ -9,9 +9,9 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
 use super::{
-    board_shard, outbox_key, BoardEntry, BoardLead, LeadFailure, LeadFailures, LeadHistory,
-    LeadReader, LeadRecord, LeadStore, LeadWrite, LeadWriteError, PendingChange, RecomputeJob,
-    RecomputeJobs, ScoredEvent, StageChange, StageOutbox, StagePublisher,
+    board_shard, BoardEntry, BoardLead, LeadFailure, LeadFailures, LeadHistory, LeadReader,
+    LeadRecord, LeadStore, LeadWrite, LeadWriteError, RecomputeJob, RecomputeJobs, ScoredEvent,
+    StageChange, StagePublisher,
 };
 use crate::store::StoreError;
 
@@ -29,7 +29,8 @@ struct Inner {
     /// Leads whose writes fail (as an item over DynamoDB's size limit would).
     unwritable: std::collections::HashSet<String>,
     failures: BTreeMap<String, LeadFailure>,
-    outbox: BTreeMap<String, StageChange>,
+    /// The stage changes written, in order: what the table's stream would carry.
+    stage_changes: Vec<StageChange>,
 }
 
 impl MemoryLeads {
@@ -54,6 +55,11 @@ impl MemoryLeads {
     pub fn lead(&self, lead_id: &str) -> Option<LeadRecord> {
         self.lock().leads.get(lead_id).cloned()
     }
+
+    /// Every stage change written so far, in order (what the stream would publish).
+    pub fn stage_changes(&self) -> Vec<StageChange> {
+        self.lock().stage_changes.clone()
+    }
 }
 
 #[async_trait]
@@ -69,11 +75,7 @@ impl LeadStore for MemoryLeads {
             .collect())
     }
 
-    async fn write_lead(
-        &self,
-        write: LeadWrite<'_>,
-        expected: u64,
-    ) -> Result<Option<String>, LeadWriteError> {
+    async fn write_lead(&self, write: LeadWrite<'_>, expected: u64) -> Result<(), LeadWriteError> {
         let mut inner = self.lock();
         let lead_id = write.lead_id;
         if inner.unwritable.contains(lead_id) {
@@ -102,11 +104,10 @@ impl LeadStore for MemoryLeads {
                 stage: write.stage.map(str::to_owned),
             },
         );
-        Ok(write.change.map(|change| {
-            let key = outbox_key(change, expected + 1);
-            inner.outbox.insert(key.clone(), change.clone());
-            key
-        }))
+        if let Some(change) = write.change {
+            inner.stage_changes.push(change.clone());
+        }
+        Ok(())
     }
 
     async fn shard_board(&self, shard: u32) -> Result<Vec<BoardLead>, StoreError> {
@@ -129,29 +130,6 @@ fn board_lead(lead_id: &str, record: &LeadRecord) -> BoardLead {
         stage: record.stage.clone(),
         company: record.state.profile.company.clone(),
         events: record.state.events,
-    }
-}
-
-#[async_trait]
-impl StageOutbox for MemoryLeads {
-    async fn pending_changes(&self, limit: usize) -> Result<Vec<PendingChange>, StoreError> {
-        Ok(self
-            .lock()
-            .outbox
-            .iter()
-            .take(limit)
-            .map(|(key, change)| PendingChange {
-                key: key.clone(),
-                change: change.clone(),
-            })
-            .collect())
-    }
-    async fn delete_changes(&self, keys: &[String]) -> Result<(), StoreError> {
-        let mut inner = self.lock();
-        for key in keys {
-            inner.outbox.remove(key);
-        }
-        Ok(())
     }
 }
 

@@ -31,6 +31,7 @@ mod rules;
 mod scorer;
 mod serde_util;
 mod stage_check;
+mod stage_stream;
 mod stages;
 mod store;
 mod timeline;
@@ -51,9 +52,10 @@ pub use rules::{
 pub use scorer::{
     LeadHistory, LeadRecord, LeadStore, LeadWrite, LeadWriteError, ScoreReport, Scorer,
 };
-pub use stages::{
-    outbox_key, NoBus, PendingChange, StageChange, StageOutbox, StagePublisher, STAGE_CHANGED,
+pub use stage_stream::{
+    publish_stage_changes, ItemFailure, StageStreamEvent, StageStreamOutcome, StageStreamResponse,
 };
+pub use stages::{StageChange, StagePublisher, STAGE_CHANGED};
 pub use store::{
     load_or_init, put_rule, put_settings, RuleStore, RuleStoreError, ScoringSettings,
     VersionedRules,

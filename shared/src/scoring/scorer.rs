@@ -27,8 +27,7 @@ use tracing::warn;
 
 use super::{
     apply_batch, load_or_init, BatchResult, BoardLead, CheckpointPolicy, LeadEvent, LeadFailure,
-    LeadFailures, LeadScore, NoBus, PendingChange, RuleStore, ScoreRules, ScoredEvent, StageChange,
-    StageOutbox, StagePublisher, REPAIR_BATCH,
+    LeadFailures, LeadScore, RuleStore, ScoreRules, ScoredEvent, StageChange, REPAIR_BATCH,
 };
 use crate::store::StoreError;
 
@@ -40,8 +39,8 @@ pub struct LeadRecord {
     pub stage: Option<String>,
 }
 
-/// One lead write: the state, the stage it publishes, and the change that publishing is (written
-/// to the outbox in the same transaction).
+/// One lead write: the state, the stage it publishes, and the change that publishing is (on the
+/// item, where the analytics table's stream carries it to the bus).
 #[derive(Debug, Clone, Copy)]
 pub struct LeadWrite<'a> {
     pub lead_id: &'a str,
@@ -62,18 +61,13 @@ pub enum LeadWriteError {
 /// Where lead states (each with its leaderboard entry) and the leads that could not be written
 /// live (the analytics table in AWS).
 #[async_trait]
-pub trait LeadStore: LeadFailures + StageOutbox {
+pub trait LeadStore: LeadFailures {
     /// The stored states of these leads (absent ones left out).
     async fn get_leads(&self, lead_ids: &[&str])
         -> Result<HashMap<String, LeadRecord>, StoreError>;
-    /// Writes the lead (and with it its leaderboard entry and published stage) as version
-    /// `expected + 1` if the stored version is still `expected`; with a change, the change goes
-    /// to the outbox in the same transaction. Returns the change's outbox key.
-    async fn write_lead(
-        &self,
-        write: LeadWrite<'_>,
-        expected: u64,
-    ) -> Result<Option<String>, LeadWriteError>;
+    /// Writes the lead (and with it its leaderboard entry, its stage and the change that moved
+    /// it, if any) as version `expected + 1` if the stored version is still `expected`.
+    async fn write_lead(&self, write: LeadWrite<'_>, expected: u64) -> Result<(), LeadWriteError>;
     /// [`LeadStore::write_lead`] of a state alone, no stage published.
     async fn put_lead(
         &self,
@@ -87,7 +81,7 @@ pub trait LeadStore: LeadFailures + StageOutbox {
             stage: None,
             change: None,
         };
-        self.write_lead(write, expected).await.map(|_| ())
+        self.write_lead(write, expected).await
     }
     /// The leads of one leaderboard shard.
     async fn shard_board(&self, shard: u32) -> Result<Vec<BoardLead>, StoreError>;
@@ -140,8 +134,8 @@ struct LeadUpdate {
     /// Re-folded from history rather than advanced.
     recomputed: bool,
     conflicts: usize,
-    /// The stage change this write recorded, with its outbox key.
-    change: Option<PendingChange>,
+    /// Whether this write recorded a stage change.
+    changed_stage: bool,
 }
 
 /// Figures of one batch or task, for logs and metrics.
@@ -157,10 +151,8 @@ pub struct ScoreReport {
     pub failed: usize,
     /// Leads recorded as failed before that were written now.
     pub repaired: usize,
-    /// Stage changes recorded (in the outbox with their leads).
+    /// Stage changes recorded (on their leads, for the stream to publish).
     pub stage_changes: usize,
-    /// Stage changes the bus accepted (those recorded now, or left in the outbox before).
-    pub published: usize,
 }
 
 impl ScoreReport {
@@ -172,7 +164,6 @@ impl ScoreReport {
         self.failed += other.failed;
         self.repaired += other.repaired;
         self.stage_changes += other.stage_changes;
-        self.published += other.published;
     }
 }
 
@@ -185,14 +176,10 @@ const INDEX_LAG_WAITS: usize = 5;
 /// Attempts at a versioned write before giving up (the lead is then recorded as failed).
 const MAX_ATTEMPTS: usize = 8;
 
-/// Outbox items one drain sends at most (the rest wait for the next).
-const DRAIN_LIMIT: usize = 500;
-
 pub struct Scorer<L, H, R> {
     pub(super) leads: L,
     history: H,
     pub(super) rules: R,
-    bus: std::sync::Arc<dyn StagePublisher>,
     checkpoints: CheckpointPolicy,
 }
 
@@ -208,13 +195,11 @@ fn sorts_after(checkpoint: &LeadScore, events: &[ScoredEvent]) -> bool {
 }
 
 impl<L: LeadStore, H: LeadHistory, R: RuleStore> Scorer<L, H, R> {
-    /// A scorer whose stage changes wait in the outbox (see [`Scorer::with_bus`]).
     pub fn new(leads: L, history: H, rules: R) -> Self {
         Self {
             leads,
             history,
             rules,
-            bus: std::sync::Arc::new(NoBus),
             checkpoints: CheckpointPolicy::default(),
         }
     }
@@ -248,50 +233,6 @@ impl<L: LeadStore, H: LeadHistory, R: RuleStore> Scorer<L, H, R> {
             LeadScore::default(),
             self.history.lead_events(lead_id).await?,
         ))
-    }
-
-    /// Sends stage changes to `bus` as they are recorded.
-    #[must_use]
-    pub fn with_bus(mut self, bus: std::sync::Arc<dyn StagePublisher>) -> Self {
-        self.bus = bus;
-        self
-    }
-
-    /// Sends what waits in the outbox (oldest first, at most [`DRAIN_LIMIT`]) and deletes what
-    /// the bus accepted.
-    pub async fn drain_changes(&self) -> Result<ScoreReport, StoreError> {
-        let pending = self.leads.pending_changes(DRAIN_LIMIT).await?;
-        let published = self.publish(pending).await?;
-        Ok(ScoreReport {
-            published,
-            ..ScoreReport::default()
-        })
-    }
-
-    /// Sends changes and deletes the accepted ones from the outbox; the number accepted. A bus
-    /// that cannot be reached leaves them all for the next drain.
-    async fn publish(&self, pending: Vec<PendingChange>) -> Result<usize, StoreError> {
-        if pending.is_empty() {
-            return Ok(0);
-        }
-        let changes: Vec<StageChange> = pending.iter().map(|p| p.change.clone()).collect();
-        let accepted = match self.bus.publish(&changes).await {
-            Ok(accepted) => accepted,
-            Err(e) => {
-                warn!(error = %e, changes = changes.len(), "event bus unavailable; stage changes wait in the outbox");
-                return Ok(0);
-            }
-        };
-        let delivered: Vec<String> = pending
-            .into_iter()
-            .zip(accepted)
-            .filter(|(_, ok)| *ok)
-            .map(|(p, _)| p.key)
-            .collect();
-        if !delivered.is_empty() {
-            self.leads.delete_changes(&delivered).await?;
-        }
-        Ok(delivered.len())
     }
 
     /// Folds one stream batch's lead events into their leads, each lead written once.
@@ -406,14 +347,14 @@ impl<L: LeadStore, H: LeadHistory, R: RuleStore> Scorer<L, H, R> {
         // Written now, or with neither a state nor events (nothing left to repair).
         let mut done = Vec::new();
         let mut failures = Vec::new();
-        let mut changes = Vec::new();
+        let mut changes = 0;
         for (lead_id, result) in results {
             match result {
                 Ok(Some(update)) => {
                     report.leads += 1;
                     report.recomputed += usize::from(update.recomputed);
                     report.conflicts += update.conflicts;
-                    changes.extend(update.change);
+                    changes += usize::from(update.changed_stage);
                     done.push(lead_id);
                 }
                 Ok(None) => done.push(lead_id),
@@ -432,9 +373,7 @@ impl<L: LeadStore, H: LeadHistory, R: RuleStore> Scorer<L, H, R> {
         }
         report.failed = failures.len();
         report.repaired = repaired.len();
-        report.stage_changes = changes.len();
-        changes.sort_by(|a, b| a.key.cmp(&b.key));
-        report.published = self.publish(changes).await?;
+        report.stage_changes = changes;
         Ok(report)
     }
 
@@ -531,13 +470,11 @@ impl<L: LeadStore, H: LeadHistory, R: RuleStore> Scorer<L, H, R> {
                 change: change.as_ref(),
             };
             match self.leads.write_lead(write, version).await {
-                Ok(key) => {
+                Ok(()) => {
                     return Ok(Some(LeadUpdate {
                         recomputed,
                         conflicts: attempt,
-                        change: change
-                            .zip(key)
-                            .map(|(change, key)| PendingChange { key, change }),
+                        changed_stage: change.is_some(),
                     }))
                 }
                 Err(LeadWriteError::Conflict) => {
@@ -561,11 +498,7 @@ impl<T: LeadStore + ?Sized> LeadStore for std::sync::Arc<T> {
     ) -> Result<HashMap<String, LeadRecord>, StoreError> {
         (**self).get_leads(lead_ids).await
     }
-    async fn write_lead(
-        &self,
-        write: LeadWrite<'_>,
-        expected: u64,
-    ) -> Result<Option<String>, LeadWriteError> {
+    async fn write_lead(&self, write: LeadWrite<'_>, expected: u64) -> Result<(), LeadWriteError> {
         (**self).write_lead(write, expected).await
     }
     async fn shard_board(&self, shard: u32) -> Result<Vec<BoardLead>, StoreError> {

@@ -7,8 +7,8 @@ use chrono::{DateTime, Duration, Utc};
 use super::*;
 use crate::event::LeadProfile;
 use crate::scoring::{
-    put_rule, CheckpointPolicy, LeadReader, LeadRecompute, MemoryBus, MemoryHistory, MemoryLeads,
-    MemoryRules, RecomputeJobs, Rule, Stage, BOARD_SHARDS, RECENT_EVENTS,
+    put_rule, CheckpointPolicy, LeadReader, LeadRecompute, MemoryHistory, MemoryLeads, MemoryRules,
+    RecomputeJobs, Rule, Stage, BOARD_SHARDS, RECENT_EVENTS,
 };
 
 type TestResult = Result<(), Box<dyn Error>>;
@@ -22,20 +22,16 @@ struct World {
     leads: Arc<MemoryLeads>,
     history: Arc<MemoryHistory>,
     rules: Arc<MemoryRules>,
-    bus: Arc<MemoryBus>,
 }
 
 impl World {
     fn new() -> Self {
         let (leads, history, rules) = (Arc::default(), Arc::default(), Arc::default());
-        let bus = Arc::new(MemoryBus::default());
         World {
-            scorer: Scorer::new(Arc::clone(&leads), Arc::clone(&history), Arc::clone(&rules))
-                .with_bus(bus.clone()),
+            scorer: Scorer::new(Arc::clone(&leads), Arc::clone(&history), Arc::clone(&rules)),
             leads,
             history,
             rules,
-            bus,
         }
     }
 
@@ -524,10 +520,10 @@ async fn recomputing_one_lead_clears_its_failure() -> TestResult {
 /// (lead, from, to, eventId) of a change.
 type Change = (String, Option<String>, Option<String>, Option<String>);
 
-/// Every change the bus accepted, in order.
+/// Every change written with its lead, in order (what the table's stream carries to the bus).
 fn changes(w: &World) -> Vec<Change> {
-    w.bus
-        .published()
+    w.leads
+        .stage_changes()
         .into_iter()
         .map(|c| (c.lead_id, c.from, c.to, c.event_id))
         .collect()
@@ -551,9 +547,9 @@ async fn a_crossing_publishes_one_change_and_redeliveries_and_recomputes_none() 
         ("a", ev("2", "DEMO_REQUEST", "2026-11-20T10:01:00Z")?),
     ];
     let report = w.batch(&first, now).await?;
-    assert_eq!((report.stage_changes, report.published), (1, 1));
+    assert_eq!(report.stage_changes, 1);
     assert_eq!(changes(&w), [change("a", None, Some("MQL"), Some("2"))]);
-    let published = w.bus.published();
+    let published = w.leads.stage_changes();
     assert_eq!((published[0].score, published[0].at), (100, now));
     // Still MQL at 200: nothing.
     w.batch(&[("a", ev("3", "PURCHASE", "2026-11-20T10:02:00Z")?)], now)
@@ -570,9 +566,9 @@ async fn a_crossing_publishes_one_change_and_redeliveries_and_recomputes_none() 
     w.deliver(&first, now).await?;
     w.scorer.recompute_lead("a", now).await?;
     assert_eq!(changes(&w).len(), 2);
-    assert!(
-        w.leads.pending_changes(10).await?.is_empty(),
-        "the outbox is empty"
+    assert_eq!(
+        w.leads.lead("a").and_then(|r| r.stage),
+        Some("SQL".to_owned())
     );
     Ok(())
 }
@@ -602,45 +598,6 @@ async fn a_late_event_that_rewrites_history_publishes_the_correction() -> TestRe
 }
 
 #[tokio::test]
-async fn changes_the_bus_refuses_wait_in_the_outbox_until_a_drain_sends_them() -> TestResult {
-    let w = World::new();
-    let now = at("2026-11-20T12:00:00Z")?;
-    let batch: Vec<(String, ScoredEvent)> = (0..6)
-        .map(|i| {
-            Ok((
-                format!("lead-{i}"),
-                ev(&format!("e{i}"), "PURCHASE", "2026-11-20T10:00:00Z")?,
-            ))
-        })
-        .collect::<Result<_, Box<dyn Error>>>()?;
-    let batch: Vec<(&str, ScoredEvent)> =
-        batch.iter().map(|(l, e)| (l.as_str(), e.clone())).collect();
-    w.bus.refuse_every_other(true);
-    let report = w.batch(&batch, now).await?;
-    assert_eq!((report.stage_changes, report.published), (6, 3));
-    assert_eq!(w.leads.pending_changes(10).await?.len(), 3);
-    w.bus.set_down(true);
-    let report = w.scorer.drain_changes().await?;
-    assert_eq!(
-        report.published, 0,
-        "a bus that is down leaves them waiting"
-    );
-    assert_eq!(w.leads.pending_changes(10).await?.len(), 3);
-    w.bus.set_down(false);
-    w.bus.refuse_every_other(false);
-    assert_eq!(w.scorer.drain_changes().await?.published, 3);
-    assert!(w.leads.pending_changes(10).await?.is_empty());
-    let mut leads: Vec<String> = w.bus.published().into_iter().map(|c| c.lead_id).collect();
-    leads.sort();
-    assert_eq!(
-        leads,
-        (0..6).map(|i| format!("lead-{i}")).collect::<Vec<_>>(),
-        "each once"
-    );
-    Ok(())
-}
-
-#[tokio::test]
 async fn the_stage_check_publishes_what_decay_and_new_thresholds_move() -> TestResult {
     let w = World::new();
     let t0 = at("2026-11-01T10:00:00Z")?;
@@ -658,8 +615,8 @@ async fn the_stage_check_publishes_what_decay_and_new_thresholds_move() -> TestR
     // 15 whole days later the quiet lead has lost 2 %: 98, below MQL.
     let later = at("2026-11-16T10:00:00Z")?;
     let report = w.scorer.check_stages(later).await?;
-    assert_eq!((report.leads, report.published), (1, 1));
-    let decayed = w.bus.published().pop().ok_or("a change")?;
+    assert_eq!((report.leads, report.stage_changes), (1, 1));
+    let decayed = w.leads.stage_changes().pop().ok_or("a change")?;
     assert_eq!(
         (
             decayed.lead_id.as_str(),

@@ -1,7 +1,7 @@
 //! The hourly stage check: stages that moved without an event. Decay lowers a quiet lead's score
 //! day by day, and a change of the stage thresholds moves leads at once; neither writes the lead,
 //! so the check compares every lead's stage as of now (from the leaderboard index) with the one
-//! last published, and writes (and publishes) only the leads that differ.
+//! last published, and writes only the leads that differ (the stream publishes their changes).
 
 use std::collections::BTreeMap;
 
@@ -11,8 +11,7 @@ use super::{load_or_init, LeadHistory, LeadStore, RuleStore, ScoreReport, Scorer
 use crate::store::StoreError;
 
 impl<L: LeadStore, H: LeadHistory, R: RuleStore> Scorer<L, H, R> {
-    /// Re-writes the leads whose stage as of `now` is not the one last published, then sends
-    /// what waits in the outbox.
+    /// Re-writes the leads whose stage as of `now` is not the one last published.
     pub async fn check_stages(&self, now: DateTime<Utc>) -> Result<ScoreReport, StoreError> {
         let rules = load_or_init(&self.rules).await?.rules;
         let failed = self.failed_leads().await?;
@@ -38,7 +37,6 @@ impl<L: LeadStore, H: LeadHistory, R: RuleStore> Scorer<L, H, R> {
                 );
             }
         }
-        report.add(&self.drain_changes().await?);
         Ok(report)
     }
 }

@@ -10,12 +10,14 @@
 //! publishes the correction. A lead that crosses a threshold and back within one batch publishes
 //! nothing: no write ever saw it in the other stage.
 //!
-//! **Exactly once into the outbox, at least once onto the bus.** The change is written in the
-//! same transaction as the lead's state and its new published stage (an outbox item), so a
-//! crash cannot lose it or record it twice. Then it is sent to the event bus; what the bus
-//! accepted is deleted from the outbox, what it refused stays there and is sent again by the
-//! next drain. A crash between the bus's answer and the delete sends a change twice, which
-//! consumers can recognise by `(leadId, at)`.
+//! **Published from the analytics table's stream.** The change is written on the lead item, in
+//! the lead's own write (`stage` and `stageChange`, no extra write unit), and the `stages`
+//! function, a consumer of the analytics table's stream, sends each change it sees to the event
+//! bus ([`super::StageStream`]). Only writes that happened reach the stream, once each, so a
+//! write that lost a race or a crash before the write publishes nothing, and a crash after it
+//! still publishes: the stream keeps the record until the consumer has sent it. A consumer retry
+//! after the bus took some of a batch sends those again, which consumers can recognise by
+//! `(leadId, at)`.
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -43,21 +45,6 @@ pub struct StageChange {
     pub at: DateTime<Utc>,
 }
 
-/// A change waiting in the outbox, with the key it is stored under.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PendingChange {
-    pub key: String,
-    pub change: StageChange,
-}
-
-/// Where stage changes wait until the bus has them (the analytics table in AWS).
-#[async_trait]
-pub trait StageOutbox: Send + Sync {
-    /// Up to `limit` waiting changes, oldest first.
-    async fn pending_changes(&self, limit: usize) -> Result<Vec<PendingChange>, StoreError>;
-    async fn delete_changes(&self, keys: &[String]) -> Result<(), StoreError>;
-}
-
 /// The event bus (EventBridge in AWS).
 #[async_trait]
 pub trait StagePublisher: Send + Sync {
@@ -66,40 +53,9 @@ pub trait StagePublisher: Send + Sync {
     async fn publish(&self, changes: &[StageChange]) -> Result<Vec<bool>, StoreError>;
 }
 
-/// A bus that takes nothing: for the paths that publish nothing (reads, tests of other things).
-#[derive(Debug, Default, Clone, Copy)]
-pub struct NoBus;
-
-#[async_trait]
-impl StagePublisher for NoBus {
-    async fn publish(&self, changes: &[StageChange]) -> Result<Vec<bool>, StoreError> {
-        Ok(vec![false; changes.len()])
-    }
-}
-
 #[async_trait]
 impl<T: StagePublisher + ?Sized> StagePublisher for std::sync::Arc<T> {
     async fn publish(&self, changes: &[StageChange]) -> Result<Vec<bool>, StoreError> {
         (**self).publish(changes).await
     }
-}
-
-#[async_trait]
-impl<T: StageOutbox + ?Sized> StageOutbox for std::sync::Arc<T> {
-    async fn pending_changes(&self, limit: usize) -> Result<Vec<PendingChange>, StoreError> {
-        (**self).pending_changes(limit).await
-    }
-    async fn delete_changes(&self, keys: &[String]) -> Result<(), StoreError> {
-        (**self).delete_changes(keys).await
-    }
-}
-
-/// The outbox key of a change recorded by the lead write that made `version`: oldest first,
-/// unique per lead write.
-pub fn outbox_key(change: &StageChange, version: u64) -> String {
-    format!(
-        "{:013}#{}#{version:012}",
-        change.at.timestamp_millis().max(0),
-        change.lead_id
-    )
 }
