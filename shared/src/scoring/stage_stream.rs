@@ -175,6 +175,34 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn the_sample_batch_publishes_its_one_change() -> Result<(), StoreError> {
+        let text = include_str!("../../../events/stages-stream-batch.json");
+        let event: StageStreamEvent =
+            serde_json::from_str(text).map_err(|e| StoreError::Unavailable(e.to_string()))?;
+        let bus = MemoryBus::default();
+        let (response, outcome) = publish_stage_changes(&bus, &event).await?;
+        assert!(response.batch_item_failures.is_empty());
+        assert_eq!(
+            (outcome.records, outcome.changes, outcome.published),
+            (2, 1, 1)
+        );
+        let change = bus
+            .published()
+            .pop()
+            .ok_or_else(|| StoreError::Unavailable("none".into()))?;
+        assert_eq!(
+            (
+                change.lead_id.as_str(),
+                change.from,
+                change.to.as_deref(),
+                change.score
+            ),
+            ("email:ada@example.com", None, Some("MQL"), 105)
+        );
+        Ok(())
+    }
+
+    #[tokio::test]
     async fn a_refused_change_fails_the_batch_from_its_record() -> Result<(), StoreError> {
         let event: StageStreamEvent = serde_json::from_value(json!({"Records": [
             record("10", None, lead(Some("MQL"), Some("MQL"))),
