@@ -160,20 +160,23 @@ where
                 is_final_invoke_for_window: input.is_final_invoke_for_window,
                 is_window_terminated_early: input.is_window_terminated_early,
             };
-            let result = self.window.handle(&event).await?;
+            // Scores do not wait for the window: the batch's leads are written before the
+            // window's state is answered or flushed. A failure of either fails the batch, and
+            // Lambda retries it with the window state it had, so the aggregates count nothing
+            // twice and the leads (written already, or not) re-fold to the same states.
+            let mut accumulated = self.window.accumulate(&event)?;
+            let lead_events = std::mem::take(&mut accumulated.lead_events);
+            metrics.count("LeadEvents", lead_events.len() as u64);
+            if !lead_events.is_empty() {
+                let report = self.scorer.score_events(lead_events, now).await?;
+                score_metrics(&report, &mut metrics);
+            }
+            let result = self.window.finish(accumulated).await?;
             let outcome = &result.outcome;
             metrics.count("RollupRecords", outcome.records as u64);
             metrics.count("RollupEvents", outcome.events as u64);
             metrics.count("RollupSkippedRecords", outcome.skipped as u64);
             metrics.count("RollupPartsWritten", outcome.parts_written as u64);
-            metrics.count("LeadEvents", result.lead_events.len() as u64);
-            // Scores do not wait for the window: the batch's leads are written now. A failure
-            // here fails the batch, and Lambda retries it with the window state it had, so the
-            // aggregates count nothing twice and the leads re-fold to the same states.
-            if !result.lead_events.is_empty() {
-                let report = self.scorer.score_events(result.lead_events, now).await?;
-                score_metrics(&report, &mut metrics);
-            }
             serde_json::to_value(result.response).map_err(|e| RollupError::BadInput(e.to_string()))
         };
         metrics.flush();

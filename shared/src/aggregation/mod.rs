@@ -26,7 +26,9 @@ use chrono::{DateTime, Utc};
 
 pub use handler::{RollupError, RollupHandler, RollupInvocation, Task, TaskInput};
 pub use reconcile::{ReconcileReport, Reconciler};
-pub use window::{WindowError, WindowOutcome, WindowProcessor, WindowResult, MAX_PART_BYTES};
+pub use window::{
+    Accumulated, WindowError, WindowOutcome, WindowProcessor, WindowResult, MAX_PART_BYTES,
+};
 
 use crate::rollup::{Rollup, WindowAggregates};
 use crate::store::StoreError;

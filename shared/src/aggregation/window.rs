@@ -93,30 +93,39 @@ pub struct WindowResult {
     pub lead_events: Vec<LeadEvent>,
 }
 
+/// A batch counted into its window's state, before the flush: the caller scores its lead events
+/// in between, so that a flush that fails comes after the lead writes (and the retry finds them
+/// done).
+pub struct Accumulated {
+    state: WindowState,
+    outcome: WindowOutcome,
+    /// The batch's lead events (events without a lead are aggregated only).
+    pub lead_events: Vec<LeadEvent>,
+    closing: bool,
+    shard: String,
+    window_start: String,
+}
+
 impl<A: AggregateStore> WindowProcessor<A> {
     pub fn new(store: A) -> Self {
         Self { store }
     }
 
+    /// [`WindowProcessor::accumulate`] then [`WindowProcessor::finish`].
     pub async fn handle(&self, event: &WindowEvent) -> Result<WindowResult, WindowError> {
+        let mut accumulated = self.accumulate(event)?;
+        let lead_events = std::mem::take(&mut accumulated.lead_events);
+        let mut result = self.finish(accumulated).await?;
+        result.lead_events = lead_events;
+        Ok(result)
+    }
+
+    /// Counts the batch into the window's state and collects its lead events.
+    pub fn accumulate(&self, event: &WindowEvent) -> Result<Accumulated, WindowError> {
         let mut state = WindowState::decode(event.state.as_ref())?;
         let mut outcome = WindowOutcome {
             records: event.records.len(),
             ..Default::default()
-        };
-        let shard = event.shard_id.clone().unwrap_or_default();
-        let window_start = event
-            .window
-            .as_ref()
-            .map(|w| w.start.as_str())
-            .unwrap_or_default();
-        // Needed only to name parts; an unreadable start fails the flush, not the whole window.
-        let window_start_ms = || {
-            chrono::DateTime::parse_from_rfc3339(window_start)
-                .map(|t| t.timestamp_millis())
-                .map_err(|_| {
-                    WindowError::BadState(format!("window start {window_start:?} is not RFC 3339"))
-                })
         };
         let mut batch = RollupAccumulator::default();
         let mut lead_events = Vec::new();
@@ -142,7 +151,31 @@ impl<A: AggregateStore> WindowProcessor<A> {
             }
         }
         state.rollup.absorb(batch);
-        let closing = event.is_final_invoke_for_window || event.is_window_terminated_early;
+        Ok(Accumulated {
+            state,
+            outcome,
+            lead_events,
+            closing: event.is_final_invoke_for_window || event.is_window_terminated_early,
+            shard: event.shard_id.clone().unwrap_or_default(),
+            window_start: event
+                .window
+                .as_ref()
+                .map(|w| w.start.clone())
+                .unwrap_or_default(),
+        })
+    }
+
+    /// The answer to Lambda: the state to carry on, or, on the window's final invoke, its
+    /// aggregates written as parts. (The result's `lead_events` is empty: they were taken.)
+    pub async fn finish(&self, accumulated: Accumulated) -> Result<WindowResult, WindowError> {
+        let Accumulated {
+            state,
+            mut outcome,
+            closing,
+            shard,
+            window_start,
+            ..
+        } = accumulated;
         if !closing {
             return Ok(WindowResult {
                 response: WindowResponse {
@@ -150,11 +183,17 @@ impl<A: AggregateStore> WindowProcessor<A> {
                     batch_item_failures: Vec::new(),
                 },
                 outcome,
-                lead_events,
+                lead_events: Vec::new(),
             });
         }
         if let (Some(first), false) = (&state.first, state.rollup.is_empty()) {
-            let parts = parts(&state.rollup, window_start_ms()?, &shard, first)?;
+            // Needed only to name parts; an unreadable start fails the flush.
+            let window_start_ms = chrono::DateTime::parse_from_rfc3339(&window_start)
+                .map(|t| t.timestamp_millis())
+                .map_err(|_| {
+                    WindowError::BadState(format!("window start {window_start:?} is not RFC 3339"))
+                })?;
+            let parts = parts(&state.rollup, window_start_ms, &shard, first)?;
             self.store.put_parts(&parts).await?;
             outcome.parts_written = parts.len();
         }
@@ -170,7 +209,7 @@ impl<A: AggregateStore> WindowProcessor<A> {
                 batch_item_failures: Vec::new(),
             },
             outcome,
-            lead_events,
+            lead_events: Vec::new(),
         })
     }
 }
