@@ -712,9 +712,20 @@ async fn stage_changes_reach_the_webhook_through_the_bus_rule_as_the_template_de
         (seen[1].1["from"].clone(), seen[1].1["to"].clone()),
         (json!("MQL"), json!("SQL"))
     );
-    // A duplicate submission and the hourly stage check change no stage: nothing more is sent.
+    // A duplicate submission, a recompute of the lead and the hourly stage check change no
+    // stage: nothing more is sent.
     let (status, _) = post(&stack, "/v1/events", purchase("st-1", 3)).await?;
     assert_eq!(status, 202);
+    let recomputed = reqwest::Client::new()
+        .post(format!(
+            "http://{}/v1/admin/leads/recompute",
+            stack.api_addr
+        ))
+        .bearer_auth(tally_local::up::LOCAL_ADMIN_KEY)
+        .json(&json!({"leadId": lead}))
+        .send()
+        .await?;
+    assert_eq!(recomputed.status().as_u16(), 202);
     let fired: Value = reqwest::Client::new()
         .post(format!(
             "http://{}/_local/schedules/CheckStages",

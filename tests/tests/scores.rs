@@ -703,3 +703,35 @@ async fn a_reindex_puts_leads_written_before_the_leaderboard_index_on_it() -> Re
     assert_eq!(again["leads"], json!(0), "{again}");
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_consumers_scoring_overlapping_batches_at_once_converge_on_the_fold() -> Result<()> {
+    let f = fixture("scores_two_consumers", false).await?;
+    f.poller.stop().await;
+    let events = workload(43, 240)?;
+    store_all(&f.events, &events).await?;
+    let expected = expected_by_lead(&ScoreRules::defaults(), &events);
+    // Two invocations at once (a retry racing the original, or two shards of one lead's events),
+    // over batches that share their middle 80 events, each run twice.
+    let first = window(&events[..160], 1, json!({}), false)?;
+    let second = window(&events[80..], 81, json!({}), false)?;
+    let (a, b, c, d) = tokio::join!(
+        invoke_task(&f.handler, first.clone()),
+        invoke_task(&f.handler, second.clone()),
+        invoke_task(&f.handler, second),
+        invoke_task(&f.handler, first),
+    );
+    for answer in [a?, b?, c?, d?] {
+        assert_eq!(answer["batchItemFailures"], json!([]), "{answer}");
+    }
+    let ids: Vec<&str> = expected.keys().map(String::as_str).collect();
+    assert_eq!(stored_scores(&f.leads, &ids).await?, expected);
+    let on_board: BTreeMap<String, i64> = board(&f.leads)
+        .await?
+        .into_iter()
+        .map(|(id, e)| (id, e.score))
+        .collect();
+    let scores: BTreeMap<String, i64> = expected.iter().map(|(id, v)| (id.clone(), v.0)).collect();
+    assert_eq!(on_board, scores);
+    Ok(())
+}
