@@ -676,7 +676,7 @@ async fn a_reindex_puts_leads_written_before_the_leaderboard_index_on_it() -> Re
     ];
     store_all(&f.events, &events).await?;
     // The lead item as the scheduled scorer wrote it: a state, no board attributes; its second
-    // event was still in the lead log.
+    // event was still in the scheduled scorer's log, which is gone.
     let (state, _) = tally::scoring::LeadScore::fold(
         &ScoreRules::defaults(),
         [tally::scoring::ScoredEvent::from(&events[0])],
