@@ -13,6 +13,23 @@ pub const BATCH_LIMIT: usize = 5 * 1024 * 1024;
 pub const MAX_BATCH_EVENTS: usize = 500;
 pub const MAX_CSV_ROWS: usize = 10_000;
 
+/// A JSON request body of at most [`SINGLE_LIMIT`]: 415 without `Content-Type:
+/// application/json`, 413 when too large, 400 `INVALID_JSON` when it does not parse.
+pub fn json(request: &crate::http::HttpRequest) -> Result<serde_json::Value, ApiError> {
+    if media_type(request.header("content-type")) != Some(MediaType::Json) {
+        return Err(ApiError::UnsupportedMediaType(
+            "Content-Type must be application/json".into(),
+        ));
+    }
+    let raw = decode(
+        &request.body,
+        request.header("content-encoding"),
+        SINGLE_LIMIT,
+    )?;
+    serde_json::from_slice(&raw)
+        .map_err(|_| ApiError::InvalidJson("the body is not valid JSON".into()))
+}
+
 /// Returns the decoded body, or 413 when it is (or inflates to) more than `limit` bytes.
 pub fn decode(
     body: &[u8],

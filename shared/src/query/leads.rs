@@ -9,12 +9,11 @@
 
 use std::cmp::Reverse;
 
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use base64::Engine;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
+use super::cursor;
 use super::params::QueryParams;
 use crate::error::ApiError;
 use crate::event::{format_utc, FieldError};
@@ -24,9 +23,8 @@ use crate::scoring::{
     RECENT_EVENTS,
 };
 
-/// How long a leaderboard cursor can be used.
-pub(crate) const CURSOR_LIFETIME_SECS: i64 = 3600;
-const MAX_LEAD_ID_LEN: usize = 128;
+/// The longest lead id (docs/api.md); longer ones are unknown leads.
+pub(super) const MAX_LEAD_ID_LEN: usize = 128;
 
 /// Where a leaderboard page ends: the time decay is applied as of, and the last lead shown.
 /// Opaque to clients.
@@ -44,32 +42,17 @@ struct Cursor {
 
 impl Cursor {
     fn encode(&self) -> String {
-        URL_SAFE_NO_PAD.encode(serde_json::to_vec(self).unwrap_or_default())
+        cursor::encode(self)
     }
 
     fn decode(text: &str, now: DateTime<Utc>) -> Result<Self, &'static str> {
-        let bytes = URL_SAFE_NO_PAD
-            .decode(text.trim())
-            .map_err(|_| "is not a cursor this API issued")?;
-        let cursor: Cursor =
-            serde_json::from_slice(&bytes).map_err(|_| "is not a cursor this API issued")?;
-        // Checked: the cursor is the client's to forge, and any `t` must be a 400, not a panic.
-        let fresh = now
-            .timestamp_millis()
-            .checked_sub(cursor.as_of_ms)
-            .is_some_and(|age_ms| (0..=CURSOR_LIFETIME_SECS * 1000).contains(&age_ms));
-        if !fresh {
-            return Err(CURSOR_EXPIRED);
-        }
-        Ok(cursor)
+        cursor::decode(text, now, |c: &Cursor| c.as_of_ms)
     }
 
     fn as_of(&self) -> DateTime<Utc> {
         DateTime::from_timestamp_millis(self.as_of_ms).unwrap_or_default()
     }
 }
-
-const CURSOR_EXPIRED: &str = "has expired; start again without a cursor";
 
 async fn rules(store: &dyn RuleStore) -> Result<VersionedRules, ApiError> {
     load_or_init(store).await.map_err(ApiError::analytics_down)

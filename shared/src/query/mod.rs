@@ -3,6 +3,7 @@
 
 pub(crate) mod aggregations;
 mod companies;
+mod cursor;
 mod leads;
 mod operations;
 pub(crate) mod params;

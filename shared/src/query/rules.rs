@@ -3,7 +3,7 @@
 
 use serde_json::{Map, Value};
 
-use crate::body::{self, MediaType, SINGLE_LIMIT};
+use crate::body;
 use crate::error::ApiError;
 use crate::event::FieldError;
 use crate::http::{HttpRequest, HttpResponse};
@@ -23,18 +23,7 @@ pub(crate) async fn put(
     event_type: &str,
     request: &HttpRequest,
 ) -> Result<HttpResponse, ApiError> {
-    if body::media_type(request.header("content-type")) != Some(MediaType::Json) {
-        return Err(ApiError::UnsupportedMediaType(
-            "Content-Type must be application/json".into(),
-        ));
-    }
-    let raw = body::decode(
-        &request.body,
-        request.header("content-encoding"),
-        SINGLE_LIMIT,
-    )?;
-    let value: Value = serde_json::from_slice(&raw)
-        .map_err(|_| ApiError::InvalidJson("the body is not valid JSON".into()))?;
+    let value = body::json(request)?;
     let rule = parse_rule(event_type, &value)?;
     ScoreRules::validate_rule(&rule).map_err(ApiError::validation)?;
     put_rule(rules, rule.clone())

@@ -2,9 +2,8 @@
 //! with the rules (one stored set), so a write based on a stale read is a `409`.
 
 use serde::Deserialize;
-use serde_json::Value;
 
-use crate::body::{self, MediaType, SINGLE_LIMIT};
+use crate::body;
 use crate::error::ApiError;
 use crate::event::FieldError;
 use crate::http::{HttpRequest, HttpResponse};
@@ -46,18 +45,7 @@ pub(crate) async fn put(
     rules: &dyn RuleStore,
     request: &HttpRequest,
 ) -> Result<HttpResponse, ApiError> {
-    if body::media_type(request.header("content-type")) != Some(MediaType::Json) {
-        return Err(ApiError::UnsupportedMediaType(
-            "Content-Type must be application/json".into(),
-        ));
-    }
-    let raw = body::decode(
-        &request.body,
-        request.header("content-encoding"),
-        SINGLE_LIMIT,
-    )?;
-    let value: Value = serde_json::from_slice(&raw)
-        .map_err(|_| ApiError::InvalidJson("the body is not valid JSON".into()))?;
+    let value = body::json(request)?;
     // serde's own messages quote the input, so they are not passed on.
     let body: SettingsBody = serde_json::from_value(value).map_err(|_| {
         ApiError::validation(vec![FieldError::new(

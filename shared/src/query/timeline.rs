@@ -2,13 +2,12 @@
 //! points it gave, what a cap or the clamp took away, the running score and stage; then the
 //! decay as of now.
 
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use base64::Engine;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
-use super::leads::CURSOR_LIFETIME_SECS;
+use super::cursor;
+use super::leads::MAX_LEAD_ID_LEN;
 use super::params::QueryParams;
 use crate::error::ApiError;
 use crate::event::{format_utc, FieldError};
@@ -16,8 +15,6 @@ use crate::http::{HttpRequest, HttpResponse};
 use crate::scoring::{
     explain, lead_view, load_or_init, LeadHistory, LeadReader, RuleStore, TimelineState,
 };
-
-const MAX_LEAD_ID_LEN: usize = 128;
 
 /// Where a page ends: the fold's state, under the rules it was folded by. Opaque to clients.
 #[derive(Debug, Serialize, Deserialize)]
@@ -41,23 +38,7 @@ fn bad_cursor(message: &str) -> ApiError {
 
 impl Cursor {
     fn decode(text: &str, now: DateTime<Utc>) -> Result<Self, &'static str> {
-        let bytes = URL_SAFE_NO_PAD
-            .decode(text.trim())
-            .map_err(|_| "is not a cursor this API issued")?;
-        let cursor: Cursor =
-            serde_json::from_slice(&bytes).map_err(|_| "is not a cursor this API issued")?;
-        let fresh = now
-            .timestamp_millis()
-            .checked_sub(cursor.as_of_ms)
-            .is_some_and(|age| (0..=CURSOR_LIFETIME_SECS * 1000).contains(&age));
-        if !fresh {
-            return Err("has expired; start again without a cursor");
-        }
-        Ok(cursor)
-    }
-
-    fn encode(&self) -> String {
-        URL_SAFE_NO_PAD.encode(serde_json::to_vec(self).unwrap_or_default())
+        cursor::decode(text, now, |c: &Cursor| c.as_of_ms)
     }
 }
 
@@ -166,7 +147,7 @@ pub(crate) async fn timeline(
             rules_version: rules.version,
             fold: next,
         };
-        body["nextCursor"] = json!(cursor.encode());
+        body["nextCursor"] = json!(cursor::encode(&cursor));
     }
     Ok(HttpResponse::json(200, &body))
 }

@@ -262,6 +262,23 @@ pub struct MemoryHistory {
 }
 
 impl MemoryHistory {
+    fn events_of(&self, lead_id: &str) -> Vec<ScoredEvent> {
+        self.events
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(lead_id)
+            .cloned()
+            .unwrap_or_default()
+    }
+
+    /// The lead's stored events, counted as read.
+    fn read_all(&self, lead_id: &str) -> Vec<ScoredEvent> {
+        let events = self.events_of(lead_id);
+        self.read
+            .fetch_add(events.len(), std::sync::atomic::Ordering::Relaxed);
+        events
+    }
+
     /// Events handed out by reads so far.
     pub fn events_read(&self) -> usize {
         self.read.load(std::sync::atomic::Ordering::Relaxed)
@@ -280,16 +297,7 @@ impl MemoryHistory {
 #[async_trait]
 impl LeadHistory for MemoryHistory {
     async fn lead_events(&self, lead_id: &str) -> Result<Vec<ScoredEvent>, StoreError> {
-        let events = self
-            .events
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(lead_id)
-            .cloned()
-            .unwrap_or_default();
-        self.read
-            .fetch_add(events.len(), std::sync::atomic::Ordering::Relaxed);
-        Ok(events)
+        Ok(self.read_all(lead_id))
     }
 
     async fn latest_events(
@@ -314,13 +322,8 @@ impl LeadHistory for MemoryHistory {
         after: Option<(DateTime<Utc>, &str)>,
         limit: usize,
     ) -> Result<Vec<ScoredEvent>, StoreError> {
-        let mut events = self
-            .events
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(lead_id)
-            .cloned()
-            .unwrap_or_default();
+        // Counted as an index range read would bill it: only what comes back.
+        let mut events = self.events_of(lead_id);
         events.sort_by(|a, b| a.sort_key().cmp(&b.sort_key()));
         events.retain(|e| after.is_none_or(|a| e.sort_key() > a));
         events.truncate(limit);
