@@ -2,8 +2,10 @@
 .PHONY: test lint fmt clippy template checkov openapi fuzz bench bench-query build local publish
 
 # The whole test suite: unit tests plus integration tests against DynamoDB Local and moto,
-# which the test harness installs (into .local/) and starts itself.
+# which the test harness installs (into .local/) and starts itself, and the console's
+# end-to-end test in Debian's Chromium (installed with apt-get when missing).
 test:
+	bash .ci/chromium
 	cargo test --workspace --locked
 
 lint: fmt clippy template checkov openapi

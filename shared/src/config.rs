@@ -233,6 +233,26 @@ impl RollupConfig {
 
 /// The `stages` function: where lead stage changes go.
 #[derive(Debug, Clone)]
+pub struct ConsoleConfig {
+    /// The live-updates WebSocket URL (`LIVE_URL`, `wss://...`); without it the console polls.
+    pub live_url: Option<String>,
+}
+
+impl ConsoleConfig {
+    pub fn load<F: Fn(&str) -> Option<String>>(env: &Env<F>) -> Result<Self, ConfigError> {
+        let live_url = env.optional("LIVE_URL");
+        if let Some(url) = &live_url {
+            if !(url.starts_with("wss://") || url.starts_with("ws://")) {
+                return Err(ConfigError::Invalid {
+                    name: "LIVE_URL",
+                    reason: "must be a wss:// or ws:// URL".into(),
+                });
+            }
+        }
+        Ok(Self { live_url })
+    }
+}
+
 pub struct StagesConfig {
     /// The EventBridge bus (`EVENT_BUS_NAME`).
     pub event_bus_name: String,

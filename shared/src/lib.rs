@@ -8,6 +8,7 @@ pub mod auth;
 pub mod aws;
 pub mod body;
 pub mod config;
+pub mod console;
 pub mod counters;
 pub mod csv_rows;
 pub mod error;

@@ -334,3 +334,47 @@ fn no_function_carries_a_secret_in_its_environment() -> Result<()> {
     );
     Ok(())
 }
+
+/// Every function's errors and throttles page someone: each appears in both alarms' metric math
+/// and in its sum.
+#[test]
+fn every_function_is_watched_by_the_errors_and_throttles_alarms() -> Result<()> {
+    let resources = template()?;
+    let functions: Vec<&str> = resources_of(&resources, "AWS::Serverless::Function")
+        .into_iter()
+        .map(|(id, _)| id)
+        .collect();
+    assert!(functions.len() >= 10, "{functions:?}");
+    for alarm in ["FunctionErrorsAlarm", "FunctionThrottlesAlarm"] {
+        let metrics = resources
+            .get(alarm)
+            .and_then(|a| a.get("Properties"))
+            .and_then(|p| p.get("Metrics"))
+            .and_then(Value::as_sequence)
+            .with_context(|| format!("{alarm} has metric math"))?;
+        let expression = metrics
+            .iter()
+            .find_map(|m| m.get("Expression").and_then(Value::as_str))
+            .unwrap_or_default();
+        let mut watched = Vec::new();
+        for metric in metrics {
+            let id = metric.get("Id").and_then(Value::as_str).unwrap_or_default();
+            let dimensions = metric
+                .get("MetricStat")
+                .and_then(|s| s.get("Metric"))
+                .and_then(|m| m.get("Dimensions"))
+                .and_then(Value::as_sequence);
+            for dimension in dimensions.into_iter().flatten() {
+                if let Some(function) = dimension.get("Value").and_then(target) {
+                    if !expression.split('+').any(|term| term.trim() == id) {
+                        bail!("{alarm}: {id} ({function}) is not in the sum {expression:?}");
+                    }
+                    watched.push(function);
+                }
+            }
+        }
+        let missing: Vec<&&str> = functions.iter().filter(|f| !watched.contains(f)).collect();
+        assert!(missing.is_empty(), "{alarm} misses {missing:?}");
+    }
+    Ok(())
+}

@@ -182,11 +182,13 @@ pub(crate) async fn lead(
             })
         })
         .collect();
+    let score = state.decayed_score(&rules.rules.decay, now);
     Ok(HttpResponse::json(
         200,
         &json!({
             "leadId": lead_id,
-            "score": state.decayed_score(&rules.rules.decay, now),
+            "score": score,
+            "stage": rules.rules.stage_of(score),
             "profile": {
                 "email": state.profile.email,
                 "name": state.profile.name,

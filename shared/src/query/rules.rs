@@ -1,42 +1,63 @@
 //! `GET /v1/rules` and `PUT /v1/rules/{eventType}`: the scoring rules, as stored (defaults
-//! written on first use).
+//! written on first use), with the version they share with the scoring settings. A `PUT` that
+//! names the version it read is refused with `409` when anyone changed the set since, so an editor
+//! never overwrites a change it has not seen; one without a version applies on top of whatever is
+//! stored.
 
-use serde_json::{Map, Value};
+use serde_json::{json, Map, Value};
 
 use crate::body;
 use crate::error::ApiError;
 use crate::event::FieldError;
 use crate::http::{HttpRequest, HttpResponse};
-use crate::scoring::{load_or_init, put_rule, Rule, RuleStore, ScoreRules};
+use crate::scoring::{
+    load_or_init, put_rule, put_rule_at, Rule, RuleStore, RuleStoreError, ScoreRules,
+};
 
 /// `GET /v1/rules`.
 pub(crate) async fn get_rules(rules: &dyn RuleStore) -> Result<HttpResponse, ApiError> {
     let current = load_or_init(rules)
         .await
         .map_err(ApiError::analytics_down)?;
-    Ok(HttpResponse::json(200, &current.rules.to_api_json()))
+    let mut body = current.rules.to_api_json();
+    body["version"] = json!(current.version);
+    Ok(HttpResponse::json(200, &body))
 }
 
-/// `PUT /v1/rules/{eventType}` with `{"points", "active"?, "maxPerDay"?}`.
+/// `PUT /v1/rules/{eventType}` with `{"points", "active"?, "maxPerDay"?, "version"?}`: `200` with
+/// the rule and the set's new version.
 pub(crate) async fn put(
     rules: &dyn RuleStore,
     event_type: &str,
     request: &HttpRequest,
 ) -> Result<HttpResponse, ApiError> {
     let value = body::json(request)?;
-    let rule = parse_rule(event_type, &value)?;
+    let (rule, expected) = parse_rule(event_type, &value)?;
     ScoreRules::validate_rule(&rule).map_err(ApiError::validation)?;
-    put_rule(rules, rule.clone())
-        .await
-        .map_err(ApiError::analytics_down)?;
-    Ok(HttpResponse::json(
-        200,
-        &serde_json::to_value(&rule).unwrap_or(Value::Null),
-    ))
+    let saved = match expected {
+        None => put_rule(rules, rule.clone())
+            .await
+            .map_err(ApiError::analytics_down)?,
+        Some(version) => match put_rule_at(rules, rule.clone(), version).await {
+            Ok(saved) => saved,
+            Err(RuleStoreError::Conflict) => {
+                return Err(ApiError::Conflict(
+                    "the rules or scoring settings changed since this version was read; read \
+                     them again"
+                        .into(),
+                ))
+            }
+            Err(RuleStoreError::Store(e)) => return Err(ApiError::analytics_down(e)),
+        },
+    };
+    let mut body = serde_json::to_value(&rule).unwrap_or(Value::Null);
+    body["version"] = json!(saved.version);
+    Ok(HttpResponse::json(200, &body))
 }
 
-/// The rule the body describes, with every problem named (messages never quote the input).
-fn parse_rule(event_type: &str, value: &Value) -> Result<Rule, ApiError> {
+/// The rule the body describes and the version it was based on, with every problem named
+/// (messages never quote the input).
+fn parse_rule(event_type: &str, value: &Value) -> Result<(Rule, Option<u64>), ApiError> {
     let Some(object) = value.as_object() else {
         return Err(ApiError::validation(vec![FieldError::new(
             "",
@@ -45,7 +66,7 @@ fn parse_rule(event_type: &str, value: &Value) -> Result<Rule, ApiError> {
     };
     let mut errors = Vec::new();
     for key in object.keys() {
-        if !["eventType", "points", "active", "maxPerDay"].contains(&key.as_str()) {
+        if !["eventType", "points", "active", "maxPerDay", "version"].contains(&key.as_str()) {
             errors.push(FieldError::new(
                 format!("/{}", pointer_token(key)),
                 "is not a field of a rule",
@@ -71,6 +92,13 @@ fn parse_rule(event_type: &str, value: &Value) -> Result<Rule, ApiError> {
     if !object.contains_key("points") {
         errors.push(FieldError::new("/points", "is required"));
     }
+    let version = field(
+        object,
+        "version",
+        &mut errors,
+        Value::as_u64,
+        "must be the version read from GET /v1/rules or GET /v1/scoring",
+    );
     let active = field(
         object,
         "active",
@@ -92,12 +120,15 @@ fn parse_rule(event_type: &str, value: &Value) -> Result<Rule, ApiError> {
         },
     };
     match points {
-        Some(points) if errors.is_empty() => Ok(Rule {
-            event_type: event_type.to_owned(),
-            points,
-            active: active.unwrap_or(true),
-            max_per_day,
-        }),
+        Some(points) if errors.is_empty() => Ok((
+            Rule {
+                event_type: event_type.to_owned(),
+                points,
+                active: active.unwrap_or(true),
+                max_per_day,
+            },
+            version,
+        )),
         _ => Err(ApiError::validation(errors)),
     }
 }

@@ -761,9 +761,11 @@ async fn rules_read_with_defaults_and_change_with_admin_scope_only() -> Result<(
         ),
     )
     .await;
+    let (_, read) = status_and_body(&api, get("/v1/rules", &[], Some("r"))).await;
     assert_eq!(
         body,
-        serde_json::json!({"eventType": "ad.click", "points": -3, "active": false, "maxPerDay": null})
+        serde_json::json!({"eventType": "ad.click", "points": -3, "active": false, "maxPerDay": null,
+                           "version": read["version"]})
     );
     let (_, body) = status_and_body(&api, get("/v1/rules", &[], Some("a"))).await;
     let rules = body["rules"].as_array().cloned().unwrap_or_default();
@@ -837,6 +839,59 @@ async fn rules_read_with_defaults_and_change_with_admin_scope_only() -> Result<(
         (response.status, response.header("allow")),
         (405, Some("PUT"))
     );
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_rule_put_with_the_version_read_refuses_to_overwrite_a_newer_change() -> Result<(), String>
+{
+    let api = api(CountingReader::default())?;
+    let (_, read) = status_and_body(&api, get("/v1/rules", &[], Some("r"))).await;
+    let version = read["version"]
+        .as_u64()
+        .ok_or("GET /v1/rules has a version")?;
+    let (_, settings) = status_and_body(&api, get("/v1/scoring", &[], Some("r"))).await;
+    assert_eq!(
+        settings["version"], version,
+        "rules and settings share one version"
+    );
+
+    // Someone else's change lands first ...
+    let theirs = format!(r#"{{"points": 8, "version": {version}}}"#);
+    let (status, body) = status_and_body(&api, put("PAGE_VIEW", &theirs, "a")).await;
+    assert_eq!(status, 200, "{body}");
+    let newer = body["version"]
+        .as_u64()
+        .ok_or("the answer carries the new version")?;
+    assert!(newer > version, "{body}");
+    // ... so an edit based on the old version is refused and changes nothing.
+    let mine = format!(r#"{{"points": 3, "version": {version}}}"#);
+    let (status, body) = status_and_body(&api, put("EMAIL_OPEN", &mine, "a")).await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (409, Some("CONFLICT")),
+        "{body}"
+    );
+    let (_, after) = status_and_body(&api, get("/v1/rules", &[], Some("r"))).await;
+    let points = |ty: &str| {
+        after["rules"]
+            .as_array()
+            .and_then(|r| r.iter().find(|r| r["eventType"] == ty))
+            .map(|r| r["points"].clone())
+    };
+    assert_eq!(points("EMAIL_OPEN"), Some(Value::from(10)));
+    assert_eq!(points("PAGE_VIEW"), Some(Value::from(8)));
+    assert_eq!(after["version"], newer);
+    // Based on the version now stored, it applies.
+    let mine = format!(r#"{{"points": 3, "version": {newer}}}"#);
+    let (status, body) = status_and_body(&api, put("EMAIL_OPEN", &mine, "a")).await;
+    assert_eq!(status, 200, "{body}");
+    let (status, body) = status_and_body(
+        &api,
+        put("EMAIL_OPEN", r#"{"points": 3, "version": -1}"#, "a"),
+    )
+    .await;
+    assert_eq!(status, 400, "{body}");
     Ok(())
 }
 
@@ -1164,6 +1219,8 @@ mod leads {
         assert_eq!(status, 200, "{body}");
         assert_eq!(body["leadId"], id);
         assert_eq!(body["score"], 155);
+        // 155 reaches MQL (100) and not SQL (300), the default stages.
+        assert_eq!(body["stage"], "MQL");
         assert_eq!(body["eventCount"], 3);
         assert_eq!(
             body["eventCounts"],

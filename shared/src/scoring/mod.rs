@@ -57,7 +57,7 @@ pub use stage_stream::{
 };
 pub use stages::{StageChange, StagePublisher, STAGE_CHANGED};
 pub use store::{
-    load_or_init, put_rule, put_settings, RuleStore, RuleStoreError, ScoringSettings,
+    load_or_init, put_rule, put_rule_at, put_settings, RuleStore, RuleStoreError, ScoringSettings,
     VersionedRules,
 };
 pub use timeline::{explain, ExplainedEvent, RemovedBy, TimelineState};

@@ -69,6 +69,21 @@ pub async fn put_rule<S: RuleStore + ?Sized>(
     ))
 }
 
+/// Sets one rule if the stored set is still at `expected` (the version the caller read);
+/// [`RuleStoreError::Conflict`] when anyone changed the rules or the settings since.
+pub async fn put_rule_at<S: RuleStore + ?Sized>(
+    store: &S,
+    rule: Rule,
+    expected: u64,
+) -> Result<VersionedRules, RuleStoreError> {
+    let mut current = load_or_init(store).await?;
+    if current.version != expected {
+        return Err(RuleStoreError::Conflict);
+    }
+    current.rules.set_rule(rule);
+    store.save(&current.rules, expected).await
+}
+
 /// What `PUT /v1/scoring` changes: everything of the set but the rules.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ScoringSettings {

@@ -1,0 +1,133 @@
+import { useCallback, useRef, useState } from 'preact/hooks';
+import { api, ApiError, path, query } from '../api';
+import { href, useSession } from '../app';
+import { Loaded, Section, Table, Time } from '../components';
+import { useInterval, useLoad } from '../data';
+import { type LiveMessage, useLive } from '../live';
+
+export interface LeadRow {
+  rank: number;
+  leadId: string;
+  score: number;
+  stage?: string | null;
+  email?: string | null;
+  name?: string | null;
+  company?: string | null;
+  lastActivityAt?: string | null;
+  eventCount: number;
+}
+
+interface Scoring {
+  stages: { name: string; minScore: number }[];
+  version: number;
+}
+
+const PAGE_SIZE = 20;
+/** How often the board is read again when no live connection is up. */
+const POLL_MS = 3000;
+
+export function Leads() {
+  const { keys } = useSession();
+  if (!keys.read) return <p class="empty">Sign in with a read key to see leads.</p>;
+  return (
+    <>
+      <div class="page-head">
+        <h1>Leads</h1>
+        <Search />
+      </div>
+      <Leaderboard readKey={keys.read} />
+    </>
+  );
+}
+
+/** Finds a lead by id, or by email (a lead without its own id is `email:<address>`). */
+function Search() {
+  const [text, setText] = useState('');
+  const go = (e: Event) => {
+    e.preventDefault();
+    const value = text.trim();
+    if (!value) return;
+    const id = value.includes('@') && !value.includes(':') ? `email:${value.toLowerCase()}` : value;
+    location.hash = href('leads', id);
+  };
+  return (
+    <form class="search" role="search" onSubmit={go}>
+      <label for="lead-search">Lead id or email</label>
+      <input id="lead-search" type="search" value={text} onInput={(e) => setText(e.currentTarget.value)} maxLength={128} />
+      <button type="submit">Find</button>
+    </form>
+  );
+}
+
+function Leaderboard({ readKey }: { readKey: string }) {
+  const [stage, setStage] = useState('');
+  const [cursors, setCursors] = useState<string[]>([]);
+  const cursor = cursors[cursors.length - 1];
+  const [scoring] = useLoad((signal) => api<Scoring>('/v1/scoring', readKey, { signal }), []);
+  const [load, reload] = useLoad(
+    (signal) => api<{ leads: LeadRow[]; nextCursor?: string }>(`/v1/leads${query({ limit: PAGE_SIZE, stage, cursor })}`, readKey, { signal }),
+    [stage, cursor],
+  );
+  const [flash, setFlash] = useState<Set<string>>(new Set());
+  const pending = useRef<ReturnType<typeof setTimeout> | undefined>(undefined);
+  const onLive = useCallback(
+    (message: LiveMessage) => {
+      setFlash(new Set(message.leads.map((l) => l.leadId)));
+      // Several messages in a burst make one read of the board.
+      clearTimeout(pending.current);
+      pending.current = setTimeout(reload, 150);
+    },
+    [reload],
+  );
+  const mode = useLive(onLive);
+  useInterval(reload, mode === 'live' ? null : POLL_MS);
+  const stages = scoring.state === 'ready' ? scoring.data.stages : [];
+  return (
+    <Section
+      title="Leaderboard"
+      actions={
+        <label class="inline">
+          Stage{' '}
+          <select value={stage} onChange={(e) => { setStage(e.currentTarget.value); setCursors([]); }}>
+            <option value="">All stages</option>
+            {stages.map((s) => (
+              <option key={s.name} value={s.name}>
+                {s.name} ({s.minScore}+)
+              </option>
+            ))}
+          </select>
+        </label>
+      }
+    >
+      <Loaded load={load} retry={reload} isEmpty={(d) => d.leads.length === 0} empty={stage ? `No lead is at ${stage} now.` : 'No lead has been scored yet.'}>
+        {(data) => (
+          <>
+            <Table caption="Leads by score" rows={data.leads} rowKey={(r) => r.leadId} columns={[
+              { label: 'Rank', cell: (r) => r.rank, numeric: true },
+              { label: 'Lead', cell: (r) => <a href={href('leads', r.leadId)} class={flash.has(r.leadId) ? 'flash' : undefined}>{r.name || r.email || r.leadId}</a> },
+              { label: 'Score', cell: (r) => <span data-lead-score={r.leadId}>{r.score}</span>, numeric: true },
+              { label: 'Stage', cell: (r) => r.stage ?? <span class="muted">—</span> },
+              { label: 'Company', cell: (r) => r.company ?? <span class="muted">—</span> },
+              { label: 'Events', cell: (r) => r.eventCount, numeric: true },
+              { label: 'Last activity', cell: (r) => <Time iso={r.lastActivityAt} /> },
+            ]} />
+            <div class="pager">
+              <button type="button" disabled={cursors.length === 0} onClick={() => setCursors(cursors.slice(0, -1))}>
+                Previous page
+              </button>
+              <button type="button" disabled={!data.nextCursor} onClick={() => data.nextCursor && setCursors([...cursors, data.nextCursor])}>
+                Next page
+              </button>
+            </div>
+          </>
+        )}
+      </Loaded>
+    </Section>
+  );
+}
+
+export function notFound(error: unknown): boolean {
+  return error instanceof ApiError && error.status === 404;
+}
+
+export { path };
