@@ -130,6 +130,8 @@ try {
     await page.goto(`${BASE}/#/leads`);
     await page.getByRole('heading', { name: 'Leaderboard' }).waitFor();
     await page.evaluate(() => { window.__notReloaded = true; });
+    // The stack's WebSocket API is up: the page listens rather than polls.
+    await page.locator('[data-live="live"]').waitFor();
     for (let i = 0; i < SAMPLES; i++) {
       const email = `live-${Date.now()}-${i}@example.com`;
       const leadId = `email:${email}`;
@@ -146,6 +148,26 @@ try {
     const at = (q) => timings[Math.min(timings.length - 1, Math.floor(q * timings.length))];
     console.log(`202 → score on the page: n=${timings.length} p50=${at(0.5)} ms p95=${at(0.95)} ms max=${timings[timings.length - 1]} ms (${await page.locator('[data-live]').getAttribute('data-live')})`);
     await shot('leads');
+  });
+
+  await run('without a socket, the leaderboard still changes (polling)', async () => {
+    const context = await browser.newContext({ viewport: { width: 1280, height: 900 } });
+    // Every socket the page opens is closed at once, as behind a proxy that drops them.
+    await context.routeWebSocket(/.*/, (socket) => socket.close());
+    const other = await context.newPage();
+    other.on('pageerror', (error) => problems.push(`page error: ${error.message}`));
+    await other.goto(`${BASE}/`);
+    await other.getByLabel('API key (read or admin)').fill(READ_KEY);
+    await other.getByRole('button', { name: 'Use key' }).click();
+    await other.goto(`${BASE}/#/leads`);
+    await other.getByRole('heading', { name: 'Leaderboard' }).waitFor();
+    await other.locator('[data-live="polling"]').waitFor();
+    const email = `polled-${Date.now()}@example.com`;
+    const events = Array.from({ length: 21 }, () => ({ type: 'DEMO_REQUEST', lead: { email } }));
+    assert.equal((await post('/v1/events/batch', events)).status, 202);
+    await other.locator(`[data-lead-score="email:${email}"]`).filter({ hasText: /^1000$/ }).waitFor();
+    await shot('leads-polling', other);
+    await context.close();
   });
 
   await run('stage filter, search and the lead page with its explained events', async () => {
@@ -175,6 +197,30 @@ try {
     }
     await page.goto(`${BASE}/#/reports/companies`);
     await page.locator('table caption', { hasText: 'Companies by active leads' }).waitFor();
+  });
+
+  await run('error and empty states', async () => {
+    // A dependency down: the view says so and offers a retry, which recovers.
+    await page.route('**/v1/aggregations?*', (route) => route.fulfill({
+      status: 503,
+      contentType: 'application/json',
+      body: JSON.stringify({ error: { code: 'SERVICE_UNAVAILABLE', message: 'analytics table is unavailable', details: [] }, requestId: 'r-1' }),
+    }));
+    await page.goto(`${BASE}/#/overview`);
+    const card = page.locator('section', { has: page.getByRole('heading', { name: /^Events per/ }) });
+    await card.getByRole('alert').getByText('Tally had a problem').waitFor();
+    await card.getByText('analytics table is unavailable').waitFor();
+    await shot('overview-error');
+    await page.unroute('**/v1/aggregations?*');
+    await card.getByRole('button', { name: 'Try again' }).click();
+    await card.getByRole('alert').waitFor({ state: 'detached' });
+    // A range with nothing in it.
+    await page.goto(`${BASE}/#/reports/events`);
+    await page.getByLabel('Dates').check();
+    await page.getByLabel('From', { exact: true }).fill('2026-01-01');
+    await page.getByLabel('To', { exact: true }).fill('2026-01-02');
+    await page.getByRole('button', { name: 'Show' }).click();
+    await page.getByText('No events match in this range.').waitFor();
   });
 
   await run('edit a rule with an admin key, and see a conflict', async () => {

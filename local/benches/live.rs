@@ -58,6 +58,7 @@ async fn main() -> Result<()> {
     });
     let stack = LocalStack::start(UpOptions {
         api_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+        live_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
         state_dir: None,
         template: tally_local::repo_root().join("template.yaml"),
         release: true,

@@ -56,6 +56,7 @@ async fn main() -> Result<()> {
     let samples = env_u64("SAMPLES", 50) as usize;
     let stack = LocalStack::start(UpOptions {
         api_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+        live_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
         state_dir: None,
         template: tally_local::repo_root().join("template.yaml"),
         release: true,

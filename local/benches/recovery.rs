@@ -50,6 +50,7 @@ async fn main() -> Result<()> {
     let _ = std::fs::remove_file(&outage_file);
     let stack = LocalStack::start(UpOptions {
         api_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+        live_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
         state_dir: None,
         template: template(&outage_file)?,
         release: true,

@@ -174,6 +174,7 @@ async fn main() -> Result<()> {
     let seconds = env_u64("SECONDS", 30);
     let stack = LocalStack::start(UpOptions {
         api_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+        live_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
         state_dir: None,
         template: root.join("template.yaml"),
         release: true,

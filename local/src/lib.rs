@@ -19,6 +19,7 @@ pub mod stack;
 pub mod template;
 pub mod throttle;
 pub mod up;
+pub mod websocket;
 
 pub use emulators::{emulators, EmulatorOptions, Emulators};
 pub use install::{local_dir, repo_root};

@@ -24,6 +24,9 @@ enum Command {
         /// Address of the HTTP API.
         #[arg(long, default_value = "127.0.0.1:3000")]
         api: SocketAddr,
+        /// Address of the WebSocket API (the console's live updates).
+        #[arg(long, default_value = "127.0.0.1:3001")]
+        live: SocketAddr,
         /// Keep table data here between runs (default: fresh every run).
         #[arg(long)]
         state_dir: Option<PathBuf>,
@@ -102,6 +105,7 @@ async fn main() -> Result<()> {
     match Cli::parse().command {
         Command::Up {
             api,
+            live,
             state_dir,
             template,
             release,
@@ -117,6 +121,7 @@ async fn main() -> Result<()> {
             };
             let stack = LocalStack::start(UpOptions {
                 api_addr: api,
+                live_addr: live,
                 state_dir,
                 template,
                 release,

@@ -37,12 +37,19 @@ const LOCAL_SECRETS: &[(&str, &str)] = &[
     ("WebhookSecrets", "shop=local-shop-secret"),
 ];
 
+/// Function environment variables that carry the WebSocket API's URLs (the console's socket URL
+/// and the live function's `@connections` endpoint); the local stack sets them to its emulator's.
+const LIVE_URL_VARIABLE: &str = "LIVE_URL";
+const LIVE_CALLBACK_VARIABLE: &str = "LIVE_CALLBACK_URL";
+
 /// The pseudo-function behind `POST /_local/schedules/{name}`: fires a schedule now.
 const TRIGGER_FUNCTION: &str = "__tally_local_trigger__";
 
 #[derive(Debug, Clone)]
 pub struct UpOptions {
     pub api_addr: SocketAddr,
+    /// Address of the WebSocket API (the template's `AWS::ApiGatewayV2::Api`, if any).
+    pub live_addr: SocketAddr,
     pub state_dir: Option<PathBuf>,
     pub template: PathBuf,
     pub release: bool,
@@ -64,6 +71,8 @@ pub struct LocalStack {
     state_dir: Option<PathBuf>,
     /// The template's event buses and rules (EventBridge, emulated here).
     pub event_bus: crate::events::EventBridgeEmulator,
+    /// The template's WebSocket API with its `@connections` endpoint, if it declares one.
+    pub live: Option<crate::websocket::SocketEmulator>,
     _emulators: Emulators,
 }
 
@@ -182,12 +191,34 @@ impl LocalStack {
             refs: &refs,
             attributes: &attributes,
         };
+        // The WebSocket API's address is known before the functions start, because the console
+        // and the live function are told its URLs.
+        let socket_api = crate::websocket::parse(&text).context("reading the WebSocket API")?;
+        let socket = match socket_api {
+            Some(api) => {
+                let listener = tokio::net::TcpListener::bind(options.live_addr)
+                    .await
+                    .with_context(|| {
+                        format!("binding the WebSocket API to {}", options.live_addr)
+                    })?;
+                let urls = crate::websocket::SocketEmulator::urls(&listener, &api)?;
+                Some((listener, api, urls))
+            }
+            None => None,
+        };
         let mut specs = Vec::new();
         for (f, binary) in functions.iter().zip(binaries) {
             let mut env: Vec<(String, String)> = Vec::new();
             for (name, value) in &f.environment {
-                let value = functions::resolve(value, &resources)
-                    .with_context(|| format!("{}: environment variable {name}", f.logical_id))?;
+                let value = match (name.as_str(), &socket) {
+                    // The template builds these from the WebSocket API's id and region; locally
+                    // they are the emulator's.
+                    (LIVE_URL_VARIABLE, Some((_, _, (url, _)))) => url.clone(),
+                    (LIVE_CALLBACK_VARIABLE, Some((_, _, (_, callback)))) => callback.clone(),
+                    _ => functions::resolve(value, &resources).with_context(|| {
+                        format!("{}: environment variable {name}", f.logical_id)
+                    })?,
+                };
                 env.push((name.clone(), value));
             }
             env.extend([
@@ -228,6 +259,14 @@ impl LocalStack {
             });
         }
         let runtimes = Arc::new(Runtimes::start(specs)?);
+        let live = match socket {
+            Some((listener, api, _)) => Some(crate::websocket::SocketEmulator::start(
+                listener,
+                api,
+                runtimes.clone(),
+            )?),
+            None => None,
+        };
         let invoker = Arc::new(LocalInvoker {
             runtimes: runtimes.clone(),
             scheduler: OnceLock::new(),
@@ -330,6 +369,7 @@ impl LocalStack {
             runtimes,
             state_dir: options.state_dir,
             event_bus,
+            live,
             _emulators: emulators,
         })
     }
@@ -342,6 +382,9 @@ impl LocalStack {
     /// Stops taking requests, lets in-flight batches finish, then stops every process.
     pub async fn stop(self) {
         self.gateway.shutdown().await;
+        if let Some(live) = &self.live {
+            live.stop();
+        }
         for poller in self.pollers {
             poller.stop().await;
         }
@@ -373,7 +416,15 @@ impl LocalStack {
     pub fn banner(&self) -> String {
         let api = format!("http://{}", self.api_addr);
         let mut out = String::new();
-        out.push_str(&format!("Tally local stack\n  HTTP API      {api}\n"));
+        out.push_str(&format!(
+            "Tally local stack\n  console       {api}/\n  HTTP API      {api}\n"
+        ));
+        if let Some(live) = &self.live {
+            out.push_str(&format!(
+                "  WebSocket API {} (@connections at {})\n",
+                live.url, live.callback_url
+            ));
+        }
         out.push_str(&format!(
             "  DynamoDB      {}\n  moto          {} (SQS, S3, Firehose)\n",
             self.stack.dynamodb_endpoint, self.stack.moto_endpoint

@@ -132,6 +132,7 @@ async fn the_console_works_end_to_end_in_a_real_browser() -> Result<()> {
     let _ = std::fs::remove_file(&outage_file);
     let stack = LocalStack::start(UpOptions {
         api_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+        live_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
         state_dir: None,
         template: template(&outage_file)?,
         release: false,

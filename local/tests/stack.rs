@@ -59,6 +59,7 @@ async fn start_with(
     all.extend(parameters);
     LocalStack::start(UpOptions {
         api_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+        live_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
         state_dir: None,
         template: test_template(name, crash_marker)?,
         release: false,
@@ -377,6 +378,7 @@ async fn state_dir_keeps_tables_and_queued_messages_between_runs() -> Result<()>
     let options = || -> Result<UpOptions> {
         Ok(UpOptions {
             api_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+            live_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
             state_dir: Some(dir.clone()),
             template: test_template("state", None)?,
             release: false,
@@ -447,6 +449,7 @@ async fn stored_events_are_rolled_up_and_archived_through_the_stream_mappings() 
     use chrono::DurationRound;
     let stack = LocalStack::start(UpOptions {
         api_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+        live_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
         state_dir: None,
         template: test_template("rollup", None)?,
         release: false,

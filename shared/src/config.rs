@@ -253,6 +253,32 @@ impl ConsoleConfig {
     }
 }
 
+pub struct LiveConfig {
+    /// Open consoles (`CONNECTIONS_TABLE`).
+    pub connections_table: String,
+    /// The WebSocket stage's management endpoint (`LIVE_CALLBACK_URL`,
+    /// `https://{api}.execute-api.{region}.amazonaws.com/{stage}`).
+    pub callback_url: String,
+    pub api_keys: ApiKeys,
+}
+
+impl LiveConfig {
+    pub fn load<F: Fn(&str) -> Option<String>>(env: &Env<F>) -> Result<Self, ConfigError> {
+        let callback_url = env.required("LIVE_CALLBACK_URL")?;
+        if !(callback_url.starts_with("https://") || callback_url.starts_with("http://")) {
+            return Err(ConfigError::Invalid {
+                name: "LIVE_CALLBACK_URL",
+                reason: "must be an https:// (or, locally, http://) URL".into(),
+            });
+        }
+        Ok(Self {
+            connections_table: env.required("CONNECTIONS_TABLE")?,
+            callback_url,
+            api_keys: env.api_keys()?,
+        })
+    }
+}
+
 pub struct StagesConfig {
     /// The EventBridge bus (`EVENT_BUS_NAME`).
     pub event_bus_name: String,

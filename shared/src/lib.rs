@@ -17,6 +17,7 @@ pub mod event;
 pub mod faults;
 pub mod http;
 pub mod ingest;
+pub mod live;
 pub mod observability;
 pub mod ops;
 pub mod process;

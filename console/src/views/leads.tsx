@@ -25,6 +25,8 @@ interface Scoring {
 const PAGE_SIZE = 20;
 /** How often the board is read again when no live connection is up. */
 const POLL_MS = 3000;
+/** With a live connection, still read again now and then: pushes are best effort. */
+const LIVE_REFRESH_MS = 30_000;
 
 export function Leads() {
   const { keys } = useSession();
@@ -80,7 +82,7 @@ function Leaderboard({ readKey }: { readKey: string }) {
     [reload],
   );
   const mode = useLive(onLive);
-  useInterval(reload, mode === 'live' ? null : POLL_MS);
+  useInterval(reload, mode === 'live' ? LIVE_REFRESH_MS : POLL_MS);
   const stages = scoring.state === 'ready' ? scoring.data.stages : [];
   return (
     <Section

@@ -41,24 +41,31 @@ export function Reports({ tab }: { tab?: string }) {
   );
 }
 
+const FILTER_LABELS: Record<string, string> = {
+  source: 'Source',
+  funnelStage: 'Funnel stage',
+  type: 'Event type',
+  campaignId: 'Campaign',
+};
+
 function Filters({ names, onApply }: { names: string[]; onApply: (values: Record<string, string>) => void }) {
   const [values, setValues] = useState<Record<string, string>>({});
   return (
     <form class="filters row" onSubmit={(e) => { e.preventDefault(); onApply(values); }}>
       {names.map((name) => (
-        <label key={name}>
-          {name}{' '}
+        <span key={name} class="field">
+          <label for={`filter-${name}`}>{FILTER_LABELS[name] ?? name}</label>{' '}
           {name === 'funnelStage' ? (
-            <select value={values[name] ?? ''} onChange={(e) => setValues({ ...values, [name]: e.currentTarget.value })}>
+            <select id={`filter-${name}`} value={values[name] ?? ''} onChange={(e) => setValues({ ...values, [name]: e.currentTarget.value })}>
               <option value="">any</option>
               <option>top</option>
               <option>middle</option>
               <option>bottom</option>
             </select>
           ) : (
-            <input value={values[name] ?? ''} maxLength={128} onInput={(e) => setValues({ ...values, [name]: e.currentTarget.value.trim() })} />
+            <input id={`filter-${name}`} value={values[name] ?? ''} maxLength={128} onInput={(e) => setValues({ ...values, [name]: e.currentTarget.value.trim() })} />
           )}
-        </label>
+        </span>
       ))}
       <button type="submit">Filter</button>
     </form>

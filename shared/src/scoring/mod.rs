@@ -53,7 +53,8 @@ pub use scorer::{
     LeadHistory, LeadRecord, LeadStore, LeadWrite, LeadWriteError, ScoreReport, Scorer,
 };
 pub use stage_stream::{
-    publish_stage_changes, ItemFailure, StageStreamEvent, StageStreamOutcome, StageStreamResponse,
+    publish_stage_changes, stage_change_of, ItemFailure, StageStreamEvent, StageStreamOutcome,
+    StageStreamResponse,
 };
 pub use stages::{StageChange, StagePublisher, STAGE_CHANGED};
 pub use store::{

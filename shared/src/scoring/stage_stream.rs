@@ -68,7 +68,9 @@ fn string<'a>(image: Option<&'a Value>, name: &str) -> Option<&'a str> {
 }
 
 /// The change a record carries, if it is a lead write that changed the stage.
-fn change_of(record: &StageStreamRecord) -> Option<Result<StageChange, serde_json::Error>> {
+pub fn stage_change_of(
+    record: &StageStreamRecord,
+) -> Option<Result<StageChange, serde_json::Error>> {
     let new = record.dynamodb.new_image.as_ref();
     let old = record.dynamodb.old_image.as_ref();
     if !string(new, "pk")?.starts_with("LEAD#") || string(new, "sk")? != "STATE" {
@@ -92,7 +94,7 @@ pub async fn publish_stage_changes(
     };
     let mut found: Vec<(&str, StageChange)> = Vec::new();
     for record in &event.records {
-        match change_of(record) {
+        match stage_change_of(record) {
             None => {}
             Some(Ok(change)) => found.push((&record.dynamodb.sequence_number, change)),
             Some(Err(error)) => {
