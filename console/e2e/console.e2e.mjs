@@ -88,7 +88,7 @@ async function signIn(key, label = 'API key (read or admin)') {
 }
 
 try {
-  await run('first load, and the page sends nothing before sign-in', async () => {
+  await run('first load: the sign-in form, under a strict policy', async () => {
     const started = Date.now();
     await page.goto(`${BASE}/`);
     await page.getByLabel('API key (read or admin)').waitFor();
@@ -184,6 +184,21 @@ try {
     await page.getByText('(clamp)').first().waitFor();
     await page.locator('time[title$="(UTC)"]').first().waitFor();
     await shot('lead');
+    // A second lead, with its own id, has the same email: the search lists both.
+    const email = first.replace(/^email:/, '');
+    assert.equal((await post('/v1/events', { type: 'PAGE_VIEW', leadId: `crm-${Date.now()}`, lead: { email } })).status, 202);
+    await waitFor(async () => {
+      // Until the second lead is stored, the search finds one lead and opens its page.
+      await page.goto(`${BASE}/#/leads`);
+      await page.getByLabel('Lead id or email').fill(email);
+      await page.getByRole('button', { name: 'Find' }).click();
+      const list = page.getByRole('list', { name: 'Leads with this email' });
+      await list.or(page.getByTestId('lead-score')).first().waitFor();
+      return (await list.locator('li').count()) === 2;
+    }, 'both leads with the email');
+    await page.getByLabel('Lead id or email').fill('nobody@example.com');
+    await page.getByRole('button', { name: 'Find' }).click();
+    await page.getByText('No lead has this email.').waitFor();
     await page.goto(`${BASE}/#/leads/nobody-at-all`);
     await page.getByRole('heading', { name: 'No such lead' }).waitFor();
   });

@@ -735,3 +735,60 @@ async fn two_consumers_scoring_overlapping_batches_at_once_converge_on_the_fold(
     assert_eq!(on_board, scores);
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn leads_are_found_by_email_through_the_index_whatever_their_id() -> Result<()> {
+    use tally::event::LeadProfile;
+    use tally::scoring::LeadScore;
+    let f = fixture("scores_by_email", false).await?;
+    f.poller.stop().await;
+    let lead = |email: &str, score: i64| LeadScore {
+        score,
+        events: 1,
+        last_activity_at: Some(Utc::now()),
+        profile: LeadProfile {
+            email: Some(email.to_owned()),
+            ..LeadProfile::default()
+        },
+        ..LeadScore::default()
+    };
+    f.leads
+        .put_lead("email:ada@example.com", &lead("ada@example.com", 10), 0)
+        .await?;
+    f.leads
+        .put_lead("crm-1", &lead("Ada@Example.com ", 20), 0)
+        .await?;
+    f.leads
+        .put_lead("crm-2", &lead("grace@example.com", 30), 0)
+        .await?;
+    // The index is sparse: the lead named after its address is found by its id, not indexed.
+    assert_eq!(
+        f.leads.leads_by_email("ada@example.com", 20).await?,
+        ["crm-1"]
+    );
+    f.leads
+        .put_lead("crm-3", &lead("ada@example.com", 40), 0)
+        .await?;
+    let mut found = f.leads.leads_by_email("ada@example.com", 20).await?;
+    found.sort();
+    assert_eq!(found, ["crm-1", "crm-3"]);
+    // A lead whose email changes moves in the index.
+    f.leads
+        .put_lead("crm-1", &lead("ada@elsewhere.org", 20), 1)
+        .await?;
+    assert_eq!(
+        f.leads.leads_by_email("ada@example.com", 20).await?,
+        ["crm-3"]
+    );
+    assert_eq!(
+        f.leads.leads_by_email("ada@elsewhere.org", 20).await?,
+        ["crm-1"]
+    );
+    assert_eq!(f.leads.leads_by_email("ada@example.com", 1).await?.len(), 1);
+    assert!(f
+        .leads
+        .leads_by_email("nobody@example.com", 20)
+        .await?
+        .is_empty());
+    Ok(())
+}

@@ -1,12 +1,13 @@
 import { useCallback, useRef, useState } from 'preact/hooks';
 import { api, ApiError, path, query } from '../api';
 import { href, useSession } from '../app';
-import { Loaded, Section, Table, Time } from '../components';
+import { ErrorBox, Loaded, Section, Table, Time } from '../components';
 import { useInterval, useLoad } from '../data';
 import { type LiveMessage, useLive } from '../live';
 
 export interface LeadRow {
-  rank: number;
+  /** Absent in search results. */
+  rank?: number;
   leadId: string;
   score: number;
   stage?: string | null;
@@ -35,29 +36,55 @@ export function Leads() {
     <>
       <div class="page-head">
         <h1>Leads</h1>
-        <Search />
+        <Search readKey={keys.read} />
       </div>
       <Leaderboard readKey={keys.read} />
     </>
   );
 }
 
-/** Finds a lead by id, or by email (a lead without its own id is `email:<address>`). */
-function Search() {
+/** Finds a lead by id, or every lead with an email (whatever their ids). */
+function Search({ readKey }: { readKey: string }) {
   const [text, setText] = useState('');
-  const go = (e: Event) => {
+  const [found, setFound] = useState<LeadRow[] | null>(null);
+  const [error, setError] = useState<Error | null>(null);
+  const go = async (e: Event) => {
     e.preventDefault();
     const value = text.trim();
+    setFound(null);
+    setError(null);
     if (!value) return;
-    const id = value.includes('@') && !value.includes(':') ? `email:${value.toLowerCase()}` : value;
-    location.hash = href('leads', id);
+    if (!value.includes('@') || value.startsWith('email:')) {
+      location.hash = href('leads', value);
+      return;
+    }
+    try {
+      const body = await api<{ leads: LeadRow[] }>(`/v1/leads${query({ email: value })}`, readKey);
+      if (body.leads.length === 1) location.hash = href('leads', body.leads[0].leadId);
+      else setFound(body.leads);
+    } catch (err) {
+      setError(err instanceof Error ? err : new Error(String(err)));
+    }
   };
   return (
-    <form class="search" role="search" onSubmit={go}>
-      <label for="lead-search">Lead id or email</label>
-      <input id="lead-search" type="search" value={text} onInput={(e) => setText(e.currentTarget.value)} maxLength={128} />
-      <button type="submit">Find</button>
-    </form>
+    <div>
+      <form class="search" role="search" onSubmit={go}>
+        <label for="lead-search">Lead id or email</label>
+        <input id="lead-search" type="search" value={text} onInput={(e) => setText(e.currentTarget.value)} maxLength={256} />
+        <button type="submit">Find</button>
+      </form>
+      {error ? <ErrorBox error={error} /> : null}
+      {found && found.length === 0 ? <p role="status">No lead has this email.</p> : null}
+      {found && found.length > 1 ? (
+        <ul class="found" aria-label="Leads with this email">
+          {found.map((l) => (
+            <li key={l.leadId}>
+              <a href={href('leads', l.leadId)}>{l.name || l.leadId}</a> ({l.score}, {l.leadId})
+            </li>
+          ))}
+        </ul>
+      ) : null}
+    </div>
   );
 }
 

@@ -24,13 +24,15 @@ use super::item::{n, number, query_all, s, text, Item};
 use futures::{StreamExt, TryStreamExt};
 
 use crate::scoring::{
-    board_shard, BoardEntry, BoardLead, LeadReader, LeadRecord, LeadScore, LeadStore, LeadWrite,
-    LeadWriteError, BOARD_SHARDS,
+    board_shard, indexed_email, BoardEntry, BoardLead, LeadReader, LeadRecord, LeadScore,
+    LeadStore, LeadWrite, LeadWriteError, BOARD_SHARDS,
 };
 use crate::store::StoreError;
 
 /// The analytics table's leaderboard index.
 const BOARD_INDEX: &str = "byBoard";
+/// Keys only: which lead items carry an email (lowercased), for `GET /v1/leads?email=`.
+const EMAIL_INDEX: &str = "byEmail";
 const STATE_SK: &str = "STATE";
 /// `BatchGetItem` takes at most 100 keys.
 const GET_BATCH: usize = 100;
@@ -171,6 +173,12 @@ impl LeadStore for DynamoLeads {
         if let Some(stage) = write.stage {
             item.insert("stage".to_owned(), s(stage));
         }
+        // The `byEmail` index's key, for leads whose id is not their email already (those are
+        // found by id): a sparse, keys-only index, written when such a lead first has an email
+        // or changes it, not on every write.
+        if let Some(email) = indexed_email(write.lead_id, &write.state.profile) {
+            item.insert("email".to_owned(), s(email));
+        }
         // The change rides on the write itself: the table's stream carries it to the `stages`
         // function, so recording it costs nothing more (the attribute is not projected).
         if let Some(change) = write.change {
@@ -281,6 +289,25 @@ impl LeadReader for DynamoLeads {
             .try_collect()
             .await?;
         Ok(shards.into_iter().flatten().collect())
+    }
+
+    async fn leads_by_email(&self, email: &str, limit: usize) -> Result<Vec<String>, StoreError> {
+        let output = self
+            .client
+            .query()
+            .table_name(&self.table)
+            .index_name(EMAIL_INDEX)
+            .key_condition_expression("email = :email")
+            .expression_attribute_values(":email", s(email))
+            .limit(i32::try_from(limit).unwrap_or(i32::MAX))
+            .send()
+            .await
+            .map_err(|e| super::store_unavailable(&e))?;
+        Ok(output
+            .items()
+            .iter()
+            .filter_map(|item| text(item, "pk")?.strip_prefix("LEAD#").map(str::to_owned))
+            .collect())
     }
 }
 

@@ -58,14 +58,36 @@ async fn rules(store: &dyn RuleStore) -> Result<VersionedRules, ApiError> {
     load_or_init(store).await.map_err(ApiError::analytics_down)
 }
 
-/// `GET /v1/leads?limit&cursor[&stage]`.
+/// Leads one `GET /v1/leads?email=` lists at most (an address is usually one lead).
+const MAX_LEADS_BY_EMAIL: usize = 20;
+/// The longest email a profile keeps (docs/api.md: lead strings are at most 256 characters).
+const MAX_EMAIL_LEN: usize = 256;
+
+/// `GET /v1/leads?limit&cursor[&stage]`, or `GET /v1/leads?email=` (search).
 pub(crate) async fn leaderboard(
     leads: &dyn LeadReader,
     rule_store: &dyn RuleStore,
     request: &HttpRequest,
     now: DateTime<Utc>,
 ) -> Result<HttpResponse, ApiError> {
-    let mut params = QueryParams::new(request, &["limit", "cursor", "stage"]);
+    let mut params = QueryParams::new(request, &["limit", "cursor", "stage", "email"]);
+    if let Some(email) = params.text("email", None) {
+        let email = email.trim().to_lowercase();
+        if ["cursor", "stage", "limit"]
+            .iter()
+            .any(|p| request.query(p).is_some())
+        {
+            params.error("email", "is a search: it takes no cursor, stage or limit");
+        }
+        if email.chars().count() > MAX_EMAIL_LEN || !email.contains('@') {
+            params.error(
+                "email",
+                "must be an email address of at most 256 characters",
+            );
+        }
+        params.finish(Some(()))?;
+        return by_email(leads, rule_store, &email, now).await;
+    }
     let limit = params.integer("limit", 1, 100, 20);
     let stage = params.text("stage", None).map(str::to_owned);
     let cursor = match params.text("cursor", None) {
@@ -137,6 +159,63 @@ pub(crate) async fn leaderboard(
         body["nextCursor"] = json!(next.encode());
     }
     Ok(HttpResponse::json(200, &body))
+}
+
+/// The leads whose profile email is `email`, by score (ties by id), as the leaderboard's rows
+/// without their rank: the lead whose id is the address's own (`email:<address>`), if stored,
+/// and those the `byEmail` index finds.
+async fn by_email(
+    leads: &dyn LeadReader,
+    rule_store: &dyn RuleStore,
+    email: &str,
+    now: DateTime<Utc>,
+) -> Result<HttpResponse, ApiError> {
+    let (rules, indexed) = futures::join!(
+        rules(rule_store),
+        leads.leads_by_email(email, MAX_LEADS_BY_EMAIL)
+    );
+    let (rules, indexed) = (rules?, indexed.map_err(ApiError::analytics_down)?);
+    let own = format!("email:{email}");
+    let mut ids: Vec<&str> = vec![own.as_str()];
+    ids.extend(indexed.iter().map(String::as_str).filter(|id| *id != own));
+    let mut states = leads.leads(&ids).await.map_err(ApiError::analytics_down)?;
+    // The lead named after the address counts only if its profile has that address.
+    if states.get(&own).is_some_and(|r| {
+        r.state
+            .profile
+            .email
+            .as_deref()
+            .map(|e| e.trim().to_lowercase())
+            != Some(email.to_owned())
+    }) {
+        states.remove(&own);
+    }
+    let set = &rules.rules;
+    let mut found: Vec<(&str, i64)> = states
+        .iter()
+        .map(|(id, r)| (id.as_str(), r.state.decayed_score(&set.decay, now)))
+        .collect();
+    found.sort_by(|a, b| (Reverse(a.1), a.0).cmp(&(Reverse(b.1), b.0)));
+    let rows: Vec<Value> = found
+        .iter()
+        .filter_map(|(id, score)| {
+            let state = &states.get(*id)?.state;
+            Some(json!({
+                "leadId": id,
+                "score": score,
+                "email": state.profile.email.as_deref(),
+                "name": state.profile.name.as_deref(),
+                "company": state.profile.company.as_deref(),
+                "lastActivityAt": state.last_activity_at.map(format_utc),
+                "eventCount": state.events,
+                "stage": set.stage_of(*score),
+            }))
+        })
+        .collect();
+    Ok(HttpResponse::json(
+        200,
+        &json!({"leads": rows, "asOf": format_utc(now)}),
+    ))
 }
 
 /// `GET /v1/leads/{leadId}`: the stored state advanced by any processed event whose stream batch

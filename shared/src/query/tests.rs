@@ -1153,6 +1153,67 @@ mod leads {
         Ok(())
     }
 
+    #[tokio::test]
+    async fn a_search_by_email_finds_every_lead_with_that_address_whatever_its_id(
+    ) -> Result<(), String> {
+        let f = api(CountingReader::default())?;
+        set_scores(&f, &[("a", 10), ("b", 30)]).await?;
+        // A lead with its own id (a CRM's) and the email of another, in other letter cases.
+        let state = LeadScore {
+            score: 20,
+            events: 2,
+            last_activity_at: Some(Utc::now()),
+            profile: LeadProfile {
+                email: Some(" A@Example.com".into()),
+                name: Some("Ada".into()),
+                ..LeadProfile::default()
+            },
+            ..LeadScore::default()
+        };
+        f.leads
+            .put_lead("crm-7", &state, 0)
+            .await
+            .map_err(|e| e.to_string())?;
+        // A lead posted without its own id is named after its address: found by that id.
+        let mut derived = LeadScore {
+            score: 5,
+            ..state.clone()
+        };
+        derived.profile.email = Some("c@example.com".into());
+        f.leads
+            .put_lead("email:c@example.com", &derived, 0)
+            .await
+            .map_err(|e| e.to_string())?;
+        let (_, body) = page(&f, &[("email", "C@example.com")]).await;
+        assert_eq!(body["leads"][0]["leadId"], "email:c@example.com", "{body}");
+        assert_eq!(body["leads"].as_array().map(Vec::len), Some(1));
+        let (status, body) = page(&f, &[("email", "a@EXAMPLE.com")]).await;
+        assert_eq!(status, 200, "{body}");
+        let found: Vec<(String, i64)> = rows(&body)
+            .into_iter()
+            .map(|(_, id, score)| (id, score))
+            .collect();
+        assert_eq!(found, [("crm-7".to_owned(), 20), ("a".to_owned(), 10)]);
+        assert_eq!(body["leads"][0]["name"], "Ada");
+        assert_eq!(body["leads"][0]["eventCount"], 2);
+        assert!(body["leads"][0].get("rank").is_none(), "{body}");
+        let (_, none) = page(&f, &[("email", "nobody@example.com")]).await;
+        assert_eq!(none["leads"], json!([]));
+        for bad in [
+            vec![("email", "not-an-address")],
+            vec![("email", "a@example.com"), ("stage", "MQL")],
+            vec![("email", "a@example.com"), ("limit", "5")],
+        ] {
+            let (status, body) = page(&f, &bad).await;
+            assert_eq!(status, 400, "{bad:?}: {body}");
+            assert_eq!(body["error"]["details"][0]["path"], "email", "{body}");
+        }
+        let long = format!("{}@example.com", "x".repeat(300));
+        let (status, _) = page(&f, &[("email", &long)]).await;
+        assert_eq!(status, 400);
+        Ok(())
+    }
+
     fn cursor(as_of: DateTime<Utc>) -> String {
         URL_SAFE_NO_PAD
             .encode(json!({"t": as_of.timestamp_millis(), "s": 10, "l": "x"}).to_string())

@@ -251,6 +251,19 @@ impl LeadReader for MemoryLeads {
             .map(|(id, r)| board_lead(id, r))
             .collect())
     }
+
+    async fn leads_by_email(&self, email: &str, limit: usize) -> Result<Vec<String>, StoreError> {
+        let mut ids: Vec<String> = self
+            .lock()
+            .leads
+            .iter()
+            .filter(|(id, r)| super::indexed_email(id, &r.state.profile).as_deref() == Some(email))
+            .map(|(id, _)| id.clone())
+            .collect();
+        ids.sort();
+        ids.truncate(limit);
+        Ok(ids)
+    }
 }
 
 /// Every stored event, by lead: the events table's `byLead` index.

@@ -15,6 +15,9 @@ pub trait LeadReader: Send + Sync {
     async fn leads(&self, lead_ids: &[&str]) -> Result<HashMap<String, LeadRecord>, StoreError>;
     /// Every lead on the leaderboard, in no particular order.
     async fn board_leads(&self) -> Result<Vec<BoardLead>, StoreError>;
+    /// The ids of up to `limit` leads whose profile email is `email` (lowercased), among the leads
+    /// whose id is not that email's own (`email:<address>`; see [`indexed_email`]).
+    async fn leads_by_email(&self, email: &str, limit: usize) -> Result<Vec<String>, StoreError>;
     /// Every lead's leaderboard entry, in no particular order.
     async fn board(&self) -> Result<Vec<(String, BoardEntry)>, StoreError> {
         Ok(self
@@ -24,6 +27,14 @@ pub trait LeadReader: Send + Sync {
             .map(|l| (l.lead_id, l.entry))
             .collect())
     }
+}
+
+/// The email under which a lead is found by search, when its id does not already say it: leads
+/// posted without their own id are `email:<address>` and found by that id, so only the others
+/// carry it (which keeps the index's writes to leads with ids of their own).
+pub fn indexed_email(lead_id: &str, profile: &crate::event::LeadProfile) -> Option<String> {
+    let email = profile.email.as_deref()?.trim().to_lowercase();
+    (lead_id.strip_prefix("email:") != Some(email.as_str())).then_some(email)
 }
 
 /// One event of `recentEvents`, with the points the rules gave it.
