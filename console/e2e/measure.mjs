@@ -54,10 +54,14 @@ try {
   await page.getByRole('button', { name: 'Use key' }).click();
   await page.goto(`${BASE}/#/leads`);
   await page.getByRole('heading', { name: 'Leaderboard' }).waitFor();
+  // The samples measure the live path: the socket is up before the first.
+  await page.locator('[data-live="live"]').waitFor();
   const mode = await page.locator('[data-live]').getAttribute('data-live');
   const live = [];
   for (let i = 0; i < SAMPLES; i++) {
-    const email = `measure-${Date.now()}-${i}@example.com`;
+    // Every sample's lead reaches the maximum score, and ties go by lead id: each new lead's id
+    // sorts before the last one's, so it is on the first page.
+    const email = `${String(9999 - i).padStart(4, '0')}-${Date.now()}@example.com`;
     const events = Array.from({ length: 21 }, () => ({ type: 'DEMO_REQUEST', lead: { email } }));
     const response = await fetch(`${BASE}/v1/events/batch`, {
       method: 'POST',
@@ -68,6 +72,7 @@ try {
     const accepted = Date.now();
     await page.locator(`[data-lead-score="email:${email}"]`).filter({ hasText: /^1000$/ }).waitFor({ timeout: 30_000 });
     live.push(Date.now() - accepted);
+    if ((await page.locator('[data-live]').getAttribute('data-live')) !== 'live') throw new Error('the socket dropped');
     // An idle pipeline for the next sample, as a lone event meets it.
     await new Promise((resolve) => setTimeout(resolve, 1500));
   }
