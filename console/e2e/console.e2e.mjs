@@ -6,7 +6,7 @@
 //   TALLY_LIVE_SAMPLES (how many 202 → page timings to take; default 1).
 // Every step asserts what a user would see; the first failure ends the run with exit code 1.
 import { strict as assert } from 'node:assert';
-import { mkdirSync, rmSync } from 'node:fs';
+import { mkdirSync, readFileSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { chromium } from 'playwright-core';
 
@@ -314,6 +314,21 @@ try {
     await waitFor(async () => (await getJson(`/v1/admin/events/${DEAD[1]}`, ADMIN_KEY)).status === 'PROCESSED', `${DEAD[1]} processed after the redrive`);
     await page.getByTestId('dlq-depth').filter({ hasText: /^0$/ }).waitFor();
     await shot('operations');
+  });
+
+  await run('every view passes an automated accessibility audit (axe, WCAG 2.1 A and AA)', async () => {
+    // Evaluated through the browser's debugging protocol, which the page's policy does not govern.
+    const axe = readFileSync('node_modules/axe-core/axe.min.js', 'utf8');
+    const found = [];
+    for (const view of ['overview', 'leads', `leads/${encodeURIComponent(`email:${DEAD[0]}@example.com`)}`, 'reports/events', 'reports/revenue', 'reports/demographics', 'reports/companies', 'rules', 'upload', 'operations']) {
+      await page.goto(`${BASE}/#/${view}`);
+      await page.locator('main h1').first().waitFor();
+      await page.locator('.loading').first().waitFor({ state: 'detached' }).catch(() => {});
+      await page.evaluate(axe);
+      const result = await page.evaluate(() => window.axe.run(document, { runOnly: { type: 'tag', values: ['wcag2a', 'wcag2aa', 'wcag21a', 'wcag21aa'] } }));
+      for (const v of result.violations) found.push(`${view}: ${v.id} at ${v.nodes.map((n) => n.target.join(' ')).slice(0, 3).join(', ')}`);
+    }
+    assert.deepEqual(found, [], 'axe found violations');
   });
 
   await run('every view at 390 px: no sideways scrolling, every control labelled', async () => {
