@@ -72,6 +72,10 @@ export async function errorOf(response: Response): Promise<ApiError> {
   return new ApiError(response.status, body.error?.code ?? String(response.status), message, body.error?.details ?? [], body.requestId ?? '');
 }
 
+export function isNotFound(error: unknown): boolean {
+  return error instanceof ApiError && error.status === 404;
+}
+
 /** Query string from defined, non-empty values. */
 export function query(params: Record<string, string | number | undefined | null>): string {
   const search = new URLSearchParams();

@@ -4,21 +4,14 @@
 //!
 //! Run: `cargo bench -p tally-local --bench console` (env `SAMPLES`, default 30; `LOADS`, 10).
 
-use std::net::SocketAddr;
-
 use anyhow::{bail, Result};
 use tally_local::up::{LocalStack, UpOptions, LOCAL_INGEST_KEY, LOCAL_READ_KEY};
 
 #[tokio::main]
 async fn main() -> Result<()> {
     let stack = LocalStack::start(UpOptions {
-        api_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
-        live_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
-        state_dir: None,
-        template: tally_local::repo_root().join("template.yaml"),
         release: true,
-        parameters: Vec::new(),
-        cargo_features: Vec::new(),
+        ..UpOptions::new(tally_local::repo_root().join("template.yaml"))
     })
     .await?;
     let console = tally_local::repo_root().join("console");

@@ -57,13 +57,9 @@ async fn main() -> Result<()> {
         let _ = axum::serve(listener, app).await;
     });
     let stack = LocalStack::start(UpOptions {
-        api_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
-        live_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
-        state_dir: None,
-        template: tally_local::repo_root().join("template.yaml"),
         release: true,
         parameters: vec![("StageWebhookUrl".into(), hook)],
-        cargo_features: Vec::new(),
+        ..UpOptions::new(tally_local::repo_root().join("template.yaml"))
     })
     .await?;
     let base = format!("http://{}", stack.api_addr);

@@ -6,7 +6,6 @@
 //! Run: `cargo bench -p tally-local --bench query` (env `DAYS` (30), `EVENTS_PER_DAY` (3000),
 //! `SAMPLES` (50 per route)).
 
-use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, ensure, Context, Result};
@@ -55,10 +54,6 @@ async fn main() -> Result<()> {
     let events_per_day = env_u64("EVENTS_PER_DAY", 3_000) as u32;
     let samples = env_u64("SAMPLES", 50) as usize;
     let stack = LocalStack::start(UpOptions {
-        api_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
-        live_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
-        state_dir: None,
-        template: tally_local::repo_root().join("template.yaml"),
         release: true,
         parameters: vec![
             ("RollupWindowSeconds".into(), WINDOW_SECONDS.to_string()),
@@ -67,7 +62,7 @@ async fn main() -> Result<()> {
             ("ApiRateLimit".into(), "1000000".into()),
             ("ApiBurstLimit".into(), "1000000".into()),
         ],
-        cargo_features: Vec::new(),
+        ..UpOptions::new(tally_local::repo_root().join("template.yaml"))
     })
     .await?;
     let result = run(&stack, days, events_per_day, samples).await;

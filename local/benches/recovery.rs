@@ -7,7 +7,6 @@
 //! Run: `cargo bench -p tally-local --bench recovery` (env `RATE`, `SECONDS`, `OUTAGE_AT`,
 //! `OUTAGE` tune it; defaults 20 events/s for 60 s, the outage from 15 s for 30 s).
 
-use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
@@ -49,13 +48,9 @@ async fn main() -> Result<()> {
         std::env::temp_dir().join(format!("tally-recovery-{}.outage", std::process::id()));
     let _ = std::fs::remove_file(&outage_file);
     let stack = LocalStack::start(UpOptions {
-        api_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
-        live_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
-        state_dir: None,
-        template: template(&outage_file)?,
         release: true,
-        parameters: Vec::new(),
         cargo_features: vec!["process/faults".into()],
+        ..UpOptions::new(template(&outage_file)?)
     })
     .await?;
     let counters = DynamoCounters::new(

@@ -5,7 +5,6 @@
 //!
 //! Run: `cargo bench -p tally-local --bench stack` (env `RATE`, `SECONDS` tune the load).
 
-use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
@@ -173,13 +172,8 @@ async fn main() -> Result<()> {
     let rate = env_u64("RATE", 1000) as u32;
     let seconds = env_u64("SECONDS", 30);
     let stack = LocalStack::start(UpOptions {
-        api_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
-        live_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
-        state_dir: None,
-        template: root.join("template.yaml"),
         release: true,
-        parameters: Vec::new(),
-        cargo_features: Vec::new(),
+        ..UpOptions::new(root.join("template.yaml"))
     })
     .await?;
     let options = PublishOptions {

@@ -59,6 +59,22 @@ pub struct UpOptions {
     pub cargo_features: Vec<String>,
 }
 
+impl UpOptions {
+    /// `template` on loopback ports the system picks, debug binaries, no overrides: what tests
+    /// and benches start from.
+    pub fn new(template: PathBuf) -> Self {
+        Self {
+            api_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+            live_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+            state_dir: None,
+            template,
+            release: false,
+            parameters: Vec::new(),
+            cargo_features: Vec::new(),
+        }
+    }
+}
+
 pub struct LocalStack {
     pub api_addr: SocketAddr,
     pub stack: Stack,

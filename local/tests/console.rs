@@ -7,11 +7,12 @@
 //! console: sign in, the live leaderboard, a rule edit and its conflict, a CSV upload with a bad
 //! row, a replay and a redrive. Its screenshots go to `console/e2e/artifacts/` (git-ignored).
 
-use std::net::SocketAddr;
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, Result};
 use serde_json::{json, Value};
 use serde_yaml::Value as Yaml;
 use tally::aws::DynamoEventStore;
@@ -20,21 +21,13 @@ use tally_local::up::{LocalStack, UpOptions, LOCAL_ADMIN_KEY, LOCAL_INGEST_KEY, 
 
 const DEAD_EVENTS: [&str; 2] = ["console-dead-1", "console-dead-2"];
 
-/// The project's template with quick retries (3 s visibility timeout and function timeout) and
-/// the outage switch on the process function.
+/// The project's template with quick retries and the outage switch on the process function.
 fn template(outage_file: &Path) -> Result<PathBuf> {
-    let root = tally_local::repo_root();
-    let mut doc: Yaml =
-        serde_yaml::from_str(&std::fs::read_to_string(root.join("template.yaml"))?)?;
-    let resources = doc.get_mut("Resources").context("Resources")?;
-    resources["WorkQueue"]["Properties"]["VisibilityTimeout"] = Yaml::from(3);
-    let process = &mut resources["ProcessFunction"]["Properties"];
-    process["Timeout"] = Yaml::from(3);
-    process["Environment"]["Variables"]["TALLY_FAULT_OUTAGE_FILE"] =
-        Yaml::from(outage_file.display().to_string());
-    let path = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("template-console.yaml");
-    std::fs::write(&path, serde_yaml::to_string(&doc)?)?;
-    Ok(path)
+    common::quick_retry_template("console", |process| {
+        process["Environment"]["Variables"]["TALLY_FAULT_OUTAGE_FILE"] =
+            Yaml::from(outage_file.display().to_string());
+        Ok(())
+    })
 }
 
 async fn dead_letter_two_events(stack: &LocalStack, outage_file: &Path) -> Result<()> {
@@ -131,13 +124,9 @@ async fn the_console_works_end_to_end_in_a_real_browser() -> Result<()> {
     let outage_file = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("console-outage");
     let _ = std::fs::remove_file(&outage_file);
     let stack = LocalStack::start(UpOptions {
-        api_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
-        live_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
-        state_dir: None,
-        template: template(&outage_file)?,
-        release: false,
         parameters: vec![("MaxReceiveCount".into(), "2".into())],
         cargo_features: vec!["process/faults".into()],
+        ..UpOptions::new(template(&outage_file)?)
     })
     .await?;
     let outcome = async {

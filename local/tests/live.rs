@@ -6,7 +6,6 @@
 //! `GoneException` through the real SDK and is forgotten; a closed socket is forgotten through
 //! `$disconnect`.
 
-use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
@@ -86,15 +85,9 @@ where
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_console_socket_receives_each_batch_and_closed_connections_are_forgotten() -> Result<()> {
-    let stack = LocalStack::start(UpOptions {
-        api_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
-        live_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
-        state_dir: None,
-        template: tally_local::repo_root().join("template.yaml"),
-        release: false,
-        parameters: Vec::new(),
-        cargo_features: Vec::new(),
-    })
+    let stack = LocalStack::start(UpOptions::new(
+        tally_local::repo_root().join("template.yaml"),
+    ))
     .await?;
     let outcome = async {
         let live = stack.live.as_ref().context("the template declares a WebSocket API")?;

@@ -6,6 +6,8 @@
 //! override), a schedule on the process function, and the process binary built with the
 //! `faults` feature so chosen events fail to store (`poison-*`) or the function crashes once.
 
+mod common;
+
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -26,24 +28,17 @@ const FEATURES: &str = "process/faults";
 /// The project's template with the test settings; `crash_marker` makes the process function
 /// exit during its first invocation.
 fn test_template(name: &str, crash_marker: Option<&PathBuf>) -> Result<PathBuf> {
-    let root = tally_local::repo_root();
-    let mut doc: Yaml =
-        serde_yaml::from_str(&std::fs::read_to_string(root.join("template.yaml"))?)?;
-    let resources = doc.get_mut("Resources").context("Resources")?;
-    resources["WorkQueue"]["Properties"]["VisibilityTimeout"] = Yaml::from(3);
-    let process = &mut resources["ProcessFunction"]["Properties"];
-    process["Timeout"] = Yaml::from(3);
-    let variables = &mut process["Environment"]["Variables"];
-    variables["TALLY_FAULT_FAIL_EVENT_PREFIXES"] = Yaml::from("poison-");
-    if let Some(marker) = crash_marker {
-        variables["TALLY_FAULT_EXIT_ONCE"] = Yaml::from(marker.display().to_string());
-    }
-    process["Events"]["Nightly"] = serde_yaml::from_str(
-        "{Type: Schedule, Properties: {Schedule: 'cron(0 3 * * ? *)', Input: '{\"Records\": []}'}}",
-    )?;
-    let path = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("template-{name}.yaml"));
-    std::fs::write(&path, serde_yaml::to_string(&doc)?)?;
-    Ok(path)
+    common::quick_retry_template(name, |process| {
+        let variables = &mut process["Environment"]["Variables"];
+        variables["TALLY_FAULT_FAIL_EVENT_PREFIXES"] = Yaml::from("poison-");
+        if let Some(marker) = crash_marker {
+            variables["TALLY_FAULT_EXIT_ONCE"] = Yaml::from(marker.display().to_string());
+        }
+        process["Events"]["Nightly"] = serde_yaml::from_str(
+            "{Type: Schedule, Properties: {Schedule: 'cron(0 3 * * ? *)', Input: '{\"Records\": []}'}}",
+        )?;
+        Ok(())
+    })
 }
 
 async fn start(name: &str, crash_marker: Option<&PathBuf>) -> Result<LocalStack> {
@@ -58,13 +53,9 @@ async fn start_with(
     let mut all = vec![("MaxReceiveCount".to_owned(), "2".to_owned())];
     all.extend(parameters);
     LocalStack::start(UpOptions {
-        api_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
-        live_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
-        state_dir: None,
-        template: test_template(name, crash_marker)?,
-        release: false,
         parameters: all,
         cargo_features: vec![FEATURES.into()],
+        ..UpOptions::new(test_template(name, crash_marker)?)
     })
     .await
 }
@@ -377,13 +368,10 @@ async fn state_dir_keeps_tables_and_queued_messages_between_runs() -> Result<()>
         PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("state-{}", uuid::Uuid::new_v4()));
     let options = || -> Result<UpOptions> {
         Ok(UpOptions {
-            api_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
-            live_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
             state_dir: Some(dir.clone()),
-            template: test_template("state", None)?,
-            release: false,
             parameters: vec![("MaxReceiveCount".into(), "2".into())],
             cargo_features: vec![FEATURES.into()],
+            ..UpOptions::new(test_template("state", None)?)
         })
     };
     let first = LocalStack::start(options()?).await?;
@@ -448,13 +436,9 @@ async fn state_dir_keeps_tables_and_queued_messages_between_runs() -> Result<()>
 async fn stored_events_are_rolled_up_and_archived_through_the_stream_mappings() -> Result<()> {
     use chrono::DurationRound;
     let stack = LocalStack::start(UpOptions {
-        api_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
-        live_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
-        state_dir: None,
-        template: test_template("rollup", None)?,
-        release: false,
         parameters: vec![("RollupWindowSeconds".into(), "2".into())],
         cargo_features: vec![FEATURES.into()],
+        ..UpOptions::new(test_template("rollup", None)?)
     })
     .await?;
     let now = chrono::Utc::now();

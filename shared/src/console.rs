@@ -144,7 +144,7 @@ fn asset_response(asset: &Asset, request: &HttpRequest) -> ConsoleResponse {
         // Names carry a content hash (the sample file's does not, and may change with a release).
         (
             "cache-control",
-            if asset.name.contains('.') && is_hashed(asset.name) {
+            if is_hashed(asset.name) {
                 "public, max-age=31536000, immutable".to_owned()
             } else {
                 "public, max-age=300".to_owned()

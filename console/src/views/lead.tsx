@@ -1,12 +1,11 @@
 import { useCallback } from 'preact/hooks';
-import { api, path, query } from '../api';
+import { api, isNotFound, path, query } from '../api';
 import { href, useSession } from '../app';
 import { ChartView } from '../chart';
 import { ErrorBox, Loaded, Section, Table, Time } from '../components';
 import { useLoad } from '../data';
 import { type LiveMessage, useLive } from '../live';
 import { formatAxis } from '../time';
-import { notFound } from './leads';
 
 interface Lead {
   leadId: string;
@@ -64,7 +63,7 @@ export function LeadPage({ leadId }: { leadId: string }) {
     [leadId, reloadLead, reloadTimeline],
   );
   useLive(onLive);
-  if (lead.state === 'error' && notFound(lead.error)) {
+  if (lead.state === 'error' && isNotFound(lead.error)) {
     return (
       <div class="card">
         <h1>No such lead</h1>

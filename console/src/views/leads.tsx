@@ -1,5 +1,5 @@
 import { useCallback, useRef, useState } from 'preact/hooks';
-import { api, ApiError, path, query } from '../api';
+import { api, query } from '../api';
 import { href, useSession } from '../app';
 import { ErrorBox, Loaded, Section, Table, Time } from '../components';
 import { useInterval, useLoad } from '../data';
@@ -154,9 +154,3 @@ function Leaderboard({ readKey }: { readKey: string }) {
     </Section>
   );
 }
-
-export function notFound(error: unknown): boolean {
-  return error instanceof ApiError && error.status === 404;
-}
-
-export { path };

@@ -19,8 +19,8 @@ use crate::error::ApiError;
 use crate::event::{format_utc, FieldError};
 use crate::http::{HttpRequest, HttpResponse};
 use crate::scoring::{
-    lead_view, load_or_init, ranked, LeadHistory, LeadReader, RuleStore, VersionedRules,
-    RECENT_EVENTS,
+    lead_view, load_or_init, normalized_email, profile_email, ranked, LeadHistory, LeadReader,
+    RuleStore, VersionedRules, RECENT_EVENTS,
 };
 
 /// The longest lead id (docs/api.md); longer ones are unknown leads.
@@ -72,7 +72,7 @@ pub(crate) async fn leaderboard(
 ) -> Result<HttpResponse, ApiError> {
     let mut params = QueryParams::new(request, &["limit", "cursor", "stage", "email"]);
     if let Some(email) = params.text("email", None) {
-        let email = email.trim().to_lowercase();
+        let email = normalized_email(email);
         if ["cursor", "stage", "limit"]
             .iter()
             .any(|p| request.query(p).is_some())
@@ -180,14 +180,10 @@ async fn by_email(
     ids.extend(indexed.iter().map(String::as_str).filter(|id| *id != own));
     let mut states = leads.leads(&ids).await.map_err(ApiError::analytics_down)?;
     // The lead named after the address counts only if its profile has that address.
-    if states.get(&own).is_some_and(|r| {
-        r.state
-            .profile
-            .email
-            .as_deref()
-            .map(|e| e.trim().to_lowercase())
-            != Some(email.to_owned())
-    }) {
+    if states
+        .get(&own)
+        .is_some_and(|r| profile_email(&r.state.profile).as_deref() != Some(email))
+    {
         states.remove(&own);
     }
     let set = &rules.rules;

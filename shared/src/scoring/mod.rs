@@ -45,7 +45,9 @@ pub use lead::{
 };
 #[cfg(any(test, feature = "test-utils"))]
 pub use memory::{MemoryBus, MemoryHistory, MemoryLeads, MemoryRules};
-pub use reader::{indexed_email, lead_view, LeadReader, LeadView, RecentEvent};
+pub use reader::{
+    indexed_email, lead_view, normalized_email, profile_email, LeadReader, LeadView, RecentEvent,
+};
 pub use rules::{
     default_stages, Decay, Rule, ScoreRules, Stage, MAX_ABS_POINTS, MAX_RULES, MAX_STAGES,
 };

@@ -33,8 +33,18 @@ pub trait LeadReader: Send + Sync {
 /// posted without their own id are `email:<address>` and found by that id, so only the others
 /// carry it (which keeps the index's writes to leads with ids of their own).
 pub fn indexed_email(lead_id: &str, profile: &crate::event::LeadProfile) -> Option<String> {
-    let email = profile.email.as_deref()?.trim().to_lowercase();
+    let email = profile_email(profile)?;
     (lead_id.strip_prefix("email:") != Some(email.as_str())).then_some(email)
+}
+
+/// A profile's email as searches compare it: trimmed and lowercased.
+pub fn profile_email(profile: &crate::event::LeadProfile) -> Option<String> {
+    profile.email.as_deref().map(normalized_email)
+}
+
+/// An email as searches compare it: trimmed and lowercased.
+pub fn normalized_email(email: &str) -> String {
+    email.trim().to_lowercase()
 }
 
 /// One event of `recentEvents`, with the points the rules gave it.
