@@ -3,18 +3,19 @@
 //! throughput of the whole pipeline (HTTP → ingest → SQS → process → DynamoDB) under the traffic
 //! generator.
 //!
-//! Run: `cargo bench -p tally-local --bench stack` (env `RATE`, `SECONDS` tune the load).
+//! Run: `cargo bench -p tally-local --bench stack` (env `RATE`, `SECONDS`, `BATCH` tune the load;
+//! by default 1,000 events/s for 60 s in batches of 100).
 
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use serde_json::Value;
-use tally::aws::DynamoCounters;
-use tally::counters::CounterSink;
 use tally_local::invoke::Invoker;
-use tally_local::publish::{publish, PublishOptions};
+use tally_local::publish::{publish, verify, PublishOptions, Summary};
 use tally_local::runtime::{FunctionSpec, Runtimes};
-use tally_local::up::{LocalStack, UpOptions, LOCAL_INGEST_KEY, LOCAL_TIKTOK_SECRET};
+use tally_local::up::{
+    LocalStack, UpOptions, LOCAL_ADMIN_KEY, LOCAL_INGEST_KEY, LOCAL_TIKTOK_SECRET,
+};
 
 const COLD_STARTS: usize = 10;
 
@@ -97,7 +98,7 @@ async fn main() -> Result<()> {
         println!("  {name:<8} {:.1} MiB", size as f64 / (1024.0 * 1024.0));
     }
 
-    let verify: Value = serde_json::from_str(&std::fs::read_to_string(
+    let handshake: Value = serde_json::from_str(&std::fs::read_to_string(
         root.join("events/webhook-facebook-verify.json"),
     )?)?;
     let ingest_env = [
@@ -122,7 +123,7 @@ async fn main() -> Result<()> {
         "ingest",
         release.join("ingest"),
         &ingest_env,
-        verify.clone(),
+        handshake.clone(),
     )
     .await?;
     println!(
@@ -158,7 +159,7 @@ async fn main() -> Result<()> {
         ("AWS_SECRET_ACCESS_KEY", "test"),
     ];
     let (init, duration, memory) =
-        cold_starts("ingest", release.join("ingest"), &secret_env, verify).await?;
+        cold_starts("ingest", release.join("ingest"), &secret_env, handshake).await?;
     println!(
         "  ingest   init {init:.1} ms, first invocation {duration:.1} ms (reads the secret), max memory {memory} MB (secrets in Secrets Manager)"
     );
@@ -170,41 +171,41 @@ async fn main() -> Result<()> {
     );
 
     let rate = env_u64("RATE", 1000) as u32;
-    let seconds = env_u64("SECONDS", 30);
+    let seconds = env_u64("SECONDS", 60);
+    let batch = env_u64("BATCH", 100) as u32;
     let stack = LocalStack::start(UpOptions {
         release: true,
         ..UpOptions::new(root.join("template.yaml"))
     })
     .await?;
+    let api = format!("http://{}", stack.api_addr);
     let options = PublishOptions {
-        api: format!("http://{}", stack.api_addr),
+        api: api.clone(),
         ingest_key: LOCAL_INGEST_KEY.into(),
         tiktok_secret: LOCAL_TIKTOK_SECRET.into(),
         rate,
         duration: Duration::from_secs(seconds),
         leads: 3000,
-        batch: 10,
+        batch,
         duplicates: 0.05,
         late: 0.05,
         seed: 1,
         max_in_flight: 32,
     };
+    let before = Summary::read(&reqwest::Client::new(), &api, LOCAL_ADMIN_KEY).await?;
+    let reports_before = stack.runtimes().reports().len();
     let started = Instant::now();
     let report = publish(&options).await?;
-    let counters = DynamoCounters::new(
-        &tally_local::sdk_config(&stack.stack.dynamodb_endpoint),
-        stack.stack.table("AnalyticsTable")?.to_owned(),
-    );
-    let deadline = Instant::now() + Duration::from_secs(600);
-    let totals = loop {
-        let totals = counters.totals().await?;
-        if totals.processed + totals.duplicate >= report.accepted || Instant::now() > deadline {
-            break totals;
-        }
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    };
-    let elapsed = started.elapsed().as_secs_f64();
-    println!("pipeline (release, offered {rate} events/s for {seconds} s, batches of 10):");
+    let found = verify(
+        &api,
+        LOCAL_ADMIN_KEY,
+        &before,
+        started,
+        &report,
+        Duration::from_secs(900),
+    )
+    .await?;
+    println!("pipeline (release, offered {rate} events/s for {seconds} s, batches of {batch}):");
     println!(
         "  HTTP: {} requests ({} failed), {:.0} requests/s, {:.0} events/s accepted",
         report.requests,
@@ -213,12 +214,40 @@ async fn main() -> Result<()> {
         report.accepted as f64 / report.elapsed.as_secs_f64()
     );
     println!(
-        "  stored: {} processed + {} duplicates of {} accepted in {elapsed:.1} s = {:.0} events/s from HTTP to stored",
-        totals.processed,
-        totals.duplicate,
+        "  stored: {} processed + {} duplicates of {} accepted ({} distinct) {:.1} s after the first request = {:.0} events/s from HTTP to stored; exactly once: {}",
+        found.delta.processed,
+        found.delta.duplicates,
         report.accepted,
-        (totals.processed + totals.duplicate) as f64 / elapsed
+        report.distinct_accepted,
+        found.to_stored.as_secs_f64(),
+        found.stored_per_second(),
+        found.exactly_once,
     );
+    println!("  execution environments (cold starts under the load, init median):");
+    let reports = stack.runtimes().reports();
+    for function in stack.runtimes().functions() {
+        let status = stack.runtimes().status(&function).unwrap_or_default();
+        let mut inits: Vec<f64> = reports[reports_before.min(reports.len())..]
+            .iter()
+            .filter(|r| r.function == function)
+            .filter_map(|r| r.init_duration)
+            .map(|d| d.as_secs_f64() * 1000.0)
+            .collect();
+        if status.invocations == 0 {
+            continue;
+        }
+        let cold = inits.len();
+        inits.sort_by(f64::total_cmp);
+        println!(
+            "    {function:<20} peak {} at once, {} invocations, {cold} cold starts during the run (init median {:.1} ms)",
+            status.peak_busy,
+            status.invocations,
+            median(inits),
+        );
+    }
     stack.stop().await;
+    if !found.exactly_once {
+        bail!("not every accepted event was stored exactly once: {found:?}");
+    }
     Ok(())
 }

@@ -231,7 +231,7 @@ pub fn parse(
 }
 
 /// A template condition: `!Equals`, `!Not`, `!And`, `!Or` over parameters and literals.
-fn evaluate(condition: &Yaml, resources: &LocalResources<'_>) -> Result<bool> {
+pub(crate) fn evaluate(condition: &Yaml, resources: &LocalResources<'_>) -> Result<bool> {
     let Yaml::Tagged(tagged) = condition else {
         return Err(anyhow!("unsupported condition {condition:?}"));
     };

@@ -18,6 +18,8 @@ pub struct FunctionDef {
     pub binary: String,
     pub timeout: Duration,
     pub memory_mb: u32,
+    /// `ReservedConcurrentExecutions`, raw (often an `!If`); see [`reserved_concurrency`].
+    pub reserved_concurrency: Option<Value>,
     /// Raw values; resolve with [`resolve`] once the resources exist.
     pub environment: Vec<(String, Value)>,
     pub events: Vec<EventDef>,
@@ -42,6 +44,8 @@ pub struct SqsEventDef {
     pub batch_size: i32,
     pub batching_window: Duration,
     pub report_batch_item_failures: bool,
+    /// `ScalingConfig.MaximumConcurrency` (2..=1000); `None`: as many as the function allows.
+    pub maximum_concurrency: Option<u32>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -57,6 +61,8 @@ pub struct StreamEventDef {
     pub maximum_retry_attempts: i64,
     pub report_batch_item_failures: bool,
     pub on_failure_queue_logical_id: Option<String>,
+    /// `ParallelizationFactor` (1..=10): batches of one shard processed at once.
+    pub parallelization_factor: u32,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -168,6 +174,7 @@ fn function(
         binary,
         timeout: Duration::from_secs(number("Timeout", 3)?),
         memory_mb: number("MemorySize", 128)? as u32,
+        reserved_concurrency: setting("ReservedConcurrentExecutions").cloned(),
         environment,
         events,
     })
@@ -225,6 +232,16 @@ fn event_def(
             batch_size: int("BatchSize", 10) as i32,
             batching_window: Duration::from_secs(int("MaximumBatchingWindowInSeconds", 0) as u64),
             report_batch_item_failures: reports_failures,
+            maximum_concurrency: p
+                .get("ScalingConfig")
+                .and_then(|c| c.get("MaximumConcurrency"))
+                .and_then(|v| {
+                    literal(v).or_else(|| match intrinsic(v) {
+                        Some(Intrinsic::Ref(arg)) => parameters.get(arg.as_str()?).cloned(),
+                        _ => None,
+                    })
+                })
+                .and_then(|s| s.parse().ok()),
         }),
         Some("DynamoDB") => EventDef::DynamoDb(StreamEventDef {
             name: name.to_owned(),
@@ -246,6 +263,7 @@ fn event_def(
                     Some(Intrinsic::GetAtt(arg)) => get_att_target(arg).ok().map(|t| t.0),
                     _ => None,
                 }),
+            parallelization_factor: int("ParallelizationFactor", 1).clamp(1, 10) as u32,
         }),
         Some("Schedule") | Some("ScheduleV2") => EventDef::Schedule(ScheduleEventDef {
             name: text("Name").unwrap_or_else(|| name.to_owned()),
@@ -322,6 +340,50 @@ pub fn resolve(value: &Value, resources: &LocalResources<'_>) -> Result<String> 
     }
 }
 
+/// `ReservedConcurrentExecutions` under the stack's parameters: a number, a `!Ref` to a
+/// parameter, or an `!If` on one of the template's `conditions` whose branch may be
+/// `!Ref AWS::NoValue` (then `None`: nothing reserved).
+pub fn reserved_concurrency(
+    def: &FunctionDef,
+    conditions: Option<&Mapping>,
+    resources: &LocalResources<'_>,
+) -> Result<Option<u32>> {
+    let Some(value) = &def.reserved_concurrency else {
+        return Ok(None);
+    };
+    let mut value = value;
+    if let Value::Tagged(tagged) = value {
+        if tagged.tag == "If" {
+            let branches = tagged
+                .value
+                .as_sequence()
+                .filter(|b| b.len() == 3)
+                .ok_or_else(|| anyhow!("!If takes a condition and two values"))?;
+            let name = branches[0]
+                .as_str()
+                .ok_or_else(|| anyhow!("!If names a condition"))?;
+            let condition = conditions
+                .and_then(|c| c.get(name))
+                .ok_or_else(|| anyhow!("condition {name} is not declared"))?;
+            value = if crate::events::evaluate(condition, resources)? {
+                &branches[1]
+            } else {
+                &branches[2]
+            };
+        }
+    }
+    if let Some(Intrinsic::Ref(arg)) = intrinsic(value) {
+        if arg.as_str() == Some("AWS::NoValue") {
+            return Ok(None);
+        }
+    }
+    let text = resolve(value, resources).context("ReservedConcurrentExecutions")?;
+    let reserved = text
+        .parse()
+        .with_context(|| format!("ReservedConcurrentExecutions {text:?} is not a number"))?;
+    Ok(Some(reserved))
+}
+
 fn pseudo(name: &str) -> Option<String> {
     let value = match name {
         "AWS::Region" => crate::REGION,
@@ -372,6 +434,44 @@ mod tests {
             ("WorkQueue", 10, true)
         );
         assert_eq!(sqs.batching_window, Duration::from_secs(1));
+        assert_eq!(
+            sqs.maximum_concurrency,
+            Some(10),
+            "ProcessMaximumConcurrency"
+        );
+        Ok(())
+    }
+
+    #[test]
+    fn reserved_concurrency_follows_the_conditions_and_parameters() -> Result<()> {
+        let text = std::fs::read_to_string(crate::repo_root().join("template.yaml"))?;
+        let functions = parse(&text)?;
+        let doc: Value = serde_yaml::from_str(&text)?;
+        let conditions = doc.get("Conditions").and_then(Value::as_mapping);
+        let ingest = functions
+            .iter()
+            .find(|f| f.logical_id == "IngestFunction")
+            .ok_or_else(|| anyhow!("ingest"))?;
+        let reserved = |value: &str| -> Result<Option<u32>> {
+            let parameters =
+                HashMap::from([("IngestReservedConcurrency".to_owned(), value.to_owned())]);
+            let empty = HashMap::new();
+            let attributes = HashMap::new();
+            let resources = LocalResources {
+                parameters: &parameters,
+                refs: &empty,
+                attributes: &attributes,
+            };
+            reserved_concurrency(ingest, conditions, &resources)
+        };
+        // 0 reserves nothing (`!Ref AWS::NoValue`); any other value is the limit.
+        assert_eq!(reserved("0")?, None);
+        assert_eq!(reserved("7")?, Some(7));
+        let console = functions
+            .iter()
+            .find(|f| f.logical_id == "ConsoleFunction")
+            .ok_or_else(|| anyhow!("console"))?;
+        assert_eq!(console.reserved_concurrency, None);
         Ok(())
     }
 

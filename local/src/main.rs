@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use anyhow::{anyhow, Context, Result};
 use clap::{Parser, Subcommand};
-use tally_local::publish::{publish, PublishOptions};
+use tally_local::publish::{publish, verify, PublishOptions, Summary};
 use tally_local::seed::{seed, SeedOptions};
 use tally_local::up::{shutdown_signal, LocalStack, UpOptions, STOP_GRACE};
 
@@ -48,6 +48,13 @@ enum Command {
         /// Events per seeded day.
         #[arg(long, default_value_t = SeedOptions::default().events_per_day)]
         seed_events_per_day: u32,
+        /// Most execution environments of one function at once (a function's
+        /// ReservedConcurrentExecutions may lower it).
+        #[arg(long, default_value_t = tally_local::up::DEFAULT_CONCURRENCY, value_parser = clap::value_parser!(u32).range(1..=64))]
+        concurrency: u32,
+        /// Seconds an idle execution environment is kept (the last one of a function stays).
+        #[arg(long, default_value_t = tally_local::runtime::DEFAULT_IDLE_TIMEOUT.as_secs())]
+        idle_seconds: u64,
     },
     /// Post realistic traffic to a running stack and report what it accepted.
     Publish {
@@ -77,6 +84,15 @@ enum Command {
         key: String,
         #[arg(long, default_value = tally_local::up::LOCAL_TIKTOK_SECRET)]
         tiktok_secret: String,
+        /// Admin key, to read the pipeline counters that prove every event was stored once.
+        #[arg(long, default_value = tally_local::up::LOCAL_ADMIN_KEY)]
+        admin_key: String,
+        /// Skip waiting for the pipeline and checking what it stored.
+        #[arg(long)]
+        no_verify: bool,
+        /// Requests in flight at once.
+        #[arg(long, default_value_t = 32)]
+        in_flight: usize,
     },
     /// Fire a schedule of a running stack now.
     Trigger {
@@ -113,6 +129,8 @@ async fn main() -> Result<()> {
             cargo_features,
             seed_days,
             seed_events_per_day,
+            concurrency,
+            idle_seconds,
         } => {
             let template = if template.is_absolute() {
                 template
@@ -127,6 +145,8 @@ async fn main() -> Result<()> {
                 release,
                 parameters,
                 cargo_features,
+                concurrency,
+                idle_timeout: std::time::Duration::from_secs(idle_seconds.max(1)),
             })
             .await?;
             println!("{}", stack.banner());
@@ -176,6 +196,9 @@ async fn main() -> Result<()> {
             seed,
             key,
             tiktok_secret,
+            admin_key,
+            no_verify,
+            in_flight,
         } => {
             let options = PublishOptions {
                 api: api.trim_end_matches('/').to_owned(),
@@ -188,9 +211,16 @@ async fn main() -> Result<()> {
                 duplicates,
                 late,
                 seed,
-                max_in_flight: 32,
+                max_in_flight: in_flight.max(1),
             };
             println!("publishing {rate} events/s for {duration} s to {api} ({leads} leads, batches of {batch})");
+            let client = reqwest::Client::new();
+            let before = if no_verify {
+                None
+            } else {
+                Some(Summary::read(&client, &options.api, &admin_key).await?)
+            };
+            let started = std::time::Instant::now();
             let report = publish(&options).await?;
             println!(
                 "requests {} ({} failed) in {:.1} s: {:.1} requests/s, {:.0} events/s; accepted {}, rejected {}, duplicates sent {}",
@@ -203,7 +233,42 @@ async fn main() -> Result<()> {
                 report.rejected,
                 report.duplicates_sent
             );
-            Ok(())
+            let Some(before) = before else {
+                return Ok(());
+            };
+            println!("waiting for the pipeline to store every accepted event…");
+            let found = verify(
+                &options.api,
+                &admin_key,
+                &before,
+                started,
+                &report,
+                Duration::from_secs(600),
+            )
+            .await?;
+            println!(
+                "stored {} and found {} duplicates of {} accepted ({} distinct) in {:.1} s from the first request: {:.0} events/s HTTP to stored; failed attempts {}, dead-lettered {}",
+                found.delta.processed,
+                found.delta.duplicates,
+                report.accepted,
+                report.distinct_accepted,
+                found.to_stored.as_secs_f64(),
+                found.stored_per_second(),
+                found.delta.failed,
+                found.delta.dead_letter,
+            );
+            if found.exactly_once {
+                println!("every accepted event stored exactly once");
+                Ok(())
+            } else {
+                Err(anyhow!(
+                    "not exactly once: {} distinct ids accepted but {} stored; {} repeats accepted but {} duplicates counted",
+                    report.distinct_accepted,
+                    found.delta.processed,
+                    report.accepted - report.distinct_accepted,
+                    found.delta.duplicates
+                ))
+            }
         }
         Command::Trigger { name, api } => {
             let url = format!("{}/_local/schedules/{name}", api.trim_end_matches('/'));

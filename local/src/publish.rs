@@ -1,9 +1,14 @@
 //! `tally-local publish`: realistic traffic through the HTTP API. Publisher-format Facebook and
 //! TikTok events across funnel stages (users, campaigns, purchases) and canonical lead events for
 //! a few thousand leads, with a share of duplicates and late events.
+//!
+//! [`verify`] then checks through the admin metrics that every accepted event was stored exactly
+//! once (each distinct accepted id processed once, every repeat counted as a duplicate), and
+//! measures the rate from HTTP to stored.
 
+use std::collections::HashSet;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
@@ -39,6 +44,8 @@ pub struct PublishReport {
     pub failed_requests: u64,
     pub accepted: u64,
     pub rejected: u64,
+    /// Distinct event ids among the accepted events.
+    pub distinct_accepted: u64,
     /// Events sent again with an id already sent.
     pub duplicates_sent: u64,
     pub elapsed: Duration,
@@ -264,11 +271,17 @@ pub async fn publish(options: &PublishOptions) -> Result<PublishReport> {
         while tasks.try_join_next().is_some() {}
     }
     while tasks.join_next().await.is_some() {}
+    let distinct_accepted = counters
+        .ids
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .len() as u64;
     Ok(PublishReport {
         requests: counters.requests.load(Ordering::Relaxed),
         failed_requests: counters.failed.load(Ordering::Relaxed),
         accepted: counters.accepted.load(Ordering::Relaxed),
         rejected: counters.rejected.load(Ordering::Relaxed),
+        distinct_accepted,
         duplicates_sent,
         elapsed: started.elapsed(),
     })
@@ -280,6 +293,8 @@ struct Counters {
     failed: AtomicU64,
     accepted: AtomicU64,
     rejected: AtomicU64,
+    /// Ids of the accepted events.
+    ids: Mutex<HashSet<String>>,
 }
 
 impl Counters {
@@ -302,12 +317,123 @@ impl Counters {
                     .fetch_add(b["accepted"].as_u64().unwrap_or(0), Ordering::Relaxed);
                 self.rejected
                     .fetch_add(b["rejected"].as_u64().unwrap_or(0), Ordering::Relaxed);
+                let queued = b["results"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter(|r| r["status"] == "queued")
+                    .filter_map(|r| r["eventId"].as_str());
+                let mut ids = self.ids.lock().unwrap_or_else(PoisonError::into_inner);
+                ids.extend(queued.map(str::to_owned));
             }
             None => {
                 self.failed.fetch_add(1, Ordering::Relaxed);
             }
         }
     }
+}
+
+/// The pipeline counters of `GET /v1/admin/metrics`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Summary {
+    pub processed: u64,
+    pub duplicates: u64,
+    pub failed: u64,
+    pub dead_letter: u64,
+    pub rejected: u64,
+}
+
+impl Summary {
+    pub async fn read(client: &reqwest::Client, api: &str, admin_key: &str) -> Result<Summary> {
+        let url = format!("{api}/v1/admin/metrics");
+        let response = client
+            .get(&url)
+            .bearer_auth(admin_key)
+            .send()
+            .await
+            .with_context(|| format!("GET {url}"))?;
+        let status = response.status();
+        let body: Value = response.json().await.unwrap_or(Value::Null);
+        if !status.is_success() {
+            anyhow::bail!("GET {url}: {status} {body}");
+        }
+        let n = |key: &str| body["summary"][key].as_u64().unwrap_or(0);
+        Ok(Summary {
+            processed: n("processed"),
+            duplicates: n("duplicates"),
+            failed: n("failed"),
+            dead_letter: n("deadLetter"),
+            rejected: n("rejected"),
+        })
+    }
+
+    fn since(&self, before: &Summary) -> Summary {
+        Summary {
+            processed: self.processed.saturating_sub(before.processed),
+            duplicates: self.duplicates.saturating_sub(before.duplicates),
+            failed: self.failed.saturating_sub(before.failed),
+            dead_letter: self.dead_letter.saturating_sub(before.dead_letter),
+            rejected: self.rejected.saturating_sub(before.rejected),
+        }
+    }
+}
+
+/// What [`verify`] found.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Verification {
+    /// The counters' change since the publisher started.
+    pub delta: Summary,
+    /// From the publisher's start until the last accepted event was stored (or the wait ended).
+    pub to_stored: Duration,
+    /// Every distinct accepted id processed once, and every other accepted event a duplicate.
+    pub exactly_once: bool,
+}
+
+impl Verification {
+    /// Events settled (stored or found to be duplicates) per second, from the first request.
+    pub fn stored_per_second(&self) -> f64 {
+        (self.delta.processed + self.delta.duplicates) as f64
+            / self.to_stored.as_secs_f64().max(1e-9)
+    }
+}
+
+/// Waits until the pipeline has settled every accepted event (at most `wait`, or 30 s without
+/// progress), then compares the counters' change since `before` with what was accepted.
+pub async fn verify(
+    api: &str,
+    admin_key: &str,
+    before: &Summary,
+    started: Instant,
+    report: &PublishReport,
+    wait: Duration,
+) -> Result<Verification> {
+    let client = reqwest::Client::new();
+    let deadline = Instant::now() + wait;
+    let mut last = Summary::read(&client, api, admin_key).await?.since(before);
+    let mut last_progress = Instant::now();
+    let mut settled_at = Instant::now();
+    loop {
+        let settled = last.processed + last.duplicates;
+        if settled >= report.accepted
+            || Instant::now() > deadline
+            || last_progress.elapsed() > Duration::from_secs(30)
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        let now = Summary::read(&client, api, admin_key).await?.since(before);
+        if now != last {
+            last_progress = Instant::now();
+            settled_at = last_progress;
+            last = now;
+        }
+    }
+    Ok(Verification {
+        delta: last,
+        to_stored: settled_at.saturating_duration_since(started),
+        exactly_once: last.processed == report.distinct_accepted
+            && last.duplicates == report.accepted - report.distinct_accepted,
+    })
 }
 
 #[cfg(test)]

@@ -57,7 +57,16 @@ pub struct UpOptions {
     pub parameters: Vec<(String, String)>,
     /// Cargo features for the function build (e.g. `process/faults` in end-to-end tests).
     pub cargo_features: Vec<String>,
+    /// Most execution environments of one function at once (the template's
+    /// `ReservedConcurrentExecutions` may lower it).
+    pub concurrency: u32,
+    /// How long an idle execution environment is kept (the last one of a function stays).
+    pub idle_timeout: Duration,
 }
+
+/// The local cap on one function's execution environments: enough to show scale-out and to
+/// overlap DynamoDB and SQS round trips on two cores, without a process per core per poller.
+pub const DEFAULT_CONCURRENCY: u32 = 4;
 
 impl UpOptions {
     /// `template` on loopback ports the system picks, debug binaries, no overrides: what tests
@@ -71,6 +80,8 @@ impl UpOptions {
             release: false,
             parameters: Vec::new(),
             cargo_features: Vec::new(),
+            concurrency: DEFAULT_CONCURRENCY,
+            idle_timeout: crate::runtime::DEFAULT_IDLE_TIMEOUT,
         }
     }
 }
@@ -222,8 +233,21 @@ impl LocalStack {
             }
             None => None,
         };
+        let conditions = serde_yaml::from_str::<serde_yaml::Value>(&text)
+            .context("parsing the template")?
+            .get("Conditions")
+            .and_then(serde_yaml::Value::as_mapping)
+            .cloned();
         let mut specs = Vec::new();
+        let mut concurrency: HashMap<String, u32> = HashMap::new();
         for (f, binary) in functions.iter().zip(binaries) {
+            let reserved = functions::reserved_concurrency(f, conditions.as_ref(), &resources)
+                .with_context(|| f.logical_id.clone())?;
+            if reserved == Some(0) {
+                tracing::warn!(function = %f.logical_id, "ReservedConcurrentExecutions 0 stops a function in AWS; running one environment locally");
+            }
+            let max_concurrency = reserved.unwrap_or(u32::MAX).min(options.concurrency).max(1);
+            concurrency.insert(f.logical_id.clone(), max_concurrency);
             let mut env: Vec<(String, String)> = Vec::new();
             for (name, value) in &f.environment {
                 let value = match (name.as_str(), &socket) {
@@ -272,6 +296,8 @@ impl LocalStack {
                 env,
                 timeout: f.timeout,
                 memory_mb: f.memory_mb,
+                max_concurrency,
+                idle_timeout: options.idle_timeout,
             });
         }
         let runtimes = Arc::new(Runtimes::start(specs)?);
@@ -311,6 +337,12 @@ impl LocalStack {
                         mapping.batching_window = sqs.batching_window;
                         mapping.report_batch_item_failures = sqs.report_batch_item_failures;
                         mapping.function_timeout = f.timeout;
+                        let function_concurrency =
+                            concurrency.get(&f.logical_id).copied().unwrap_or(1);
+                        mapping.maximum_concurrency = sqs
+                            .maximum_concurrency
+                            .unwrap_or(function_concurrency)
+                            .min(function_concurrency);
                         pollers.push(SqsPoller::start(
                             stack.sqs.clone(),
                             mapping,

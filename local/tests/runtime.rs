@@ -65,7 +65,7 @@ fn last_report(runtimes: &Runtimes, function: &str) -> Result<InvocationReport> 
 fn pid_of(runtimes: &Runtimes, function: &str) -> Result<u32> {
     runtimes
         .status(function)
-        .and_then(|s| s.pid)
+        .and_then(|s| s.pid())
         .context("no running process")
 }
 
@@ -73,7 +73,7 @@ fn pid_of(runtimes: &Runtimes, function: &str) -> Result<u32> {
 async fn echo_round_trip_with_report_figures() -> Result<()> {
     let runtimes = Runtimes::start(vec![spec("echo", &[])?])?;
     assert_eq!(
-        runtimes.status("echo").and_then(|s| s.pid),
+        runtimes.status("echo").and_then(|s| s.pid()),
         None,
         "lazy start"
     );
@@ -167,7 +167,7 @@ async fn lambda_environment_and_invocation_headers() -> Result<()> {
     let env = &answer["env"];
     let api = runtimes
         .status("envcheck")
-        .and_then(|s| s.runtime_api)
+        .and_then(|s| s.runtime_api())
         .context("api")?;
     assert_eq!(env["AWS_LAMBDA_RUNTIME_API"], api.to_string());
     assert!(api.ip().is_loopback());
@@ -265,7 +265,7 @@ async fn timeout_kills_the_process_and_the_next_call_cold_starts() -> Result<()>
         !alive(first_pid),
         "the timed-out process is killed and reaped"
     );
-    assert_eq!(runtimes.status("slow").and_then(|s| s.pid), None);
+    assert_eq!(runtimes.status("slow").and_then(|s| s.pid()), None);
     let report = last_report(&runtimes, "slow")?;
     assert_eq!(report.outcome, InvocationOutcome::Timeout);
     assert!(
@@ -365,7 +365,7 @@ async fn init_error_fails_the_invocation_and_restarts() -> Result<()> {
             runtimes.status("badinit").map(|s| s.cold_starts),
             Some(attempt)
         );
-        assert_eq!(runtimes.status("badinit").and_then(|s| s.pid), None);
+        assert_eq!(runtimes.status("badinit").and_then(|s| s.pid()), None);
     }
     runtimes.shutdown().await;
     Ok(())
@@ -422,8 +422,8 @@ async fn shutdown_leaves_no_process_and_no_port() -> Result<()> {
     let mut running = Vec::new();
     for name in ["one", "two"] {
         let status = runtimes.status(name).context("status")?;
-        let pid = status.pid.context("pid")?;
-        let api = status.runtime_api.context("api")?;
+        let pid = status.pid().context("pid")?;
+        let api = status.runtime_api().context("api")?;
         assert!(alive(pid));
         assert!(
             std::net::TcpListener::bind(api).is_err(),
@@ -548,5 +548,135 @@ async fn real_process_binary_answers_an_empty_sqs_batch() -> Result<()> {
             .max()
             .unwrap_or(0)
     );
+    Ok(())
+}
+
+/// Invokes `function` with `events` all at once and returns the answers in order.
+async fn invoke_all(
+    runtimes: &Arc<Runtimes>,
+    function: &str,
+    events: Vec<serde_json::Value>,
+) -> Result<Vec<serde_json::Value>> {
+    let calls = events.into_iter().map(|event| {
+        let runtimes = Arc::clone(runtimes);
+        let function = function.to_owned();
+        tokio::spawn(async move { runtimes.invoke(&function, event).await })
+    });
+    let mut answers = Vec::new();
+    for call in futures::future::join_all(calls).await {
+        answers.push(call??);
+    }
+    Ok(answers)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_environments_of_one_function_serve_requests_at_once() -> Result<()> {
+    let mut two = spec("two", &[])?;
+    two.max_concurrency = 2;
+    let runtimes = Arc::new(Runtimes::start(vec![two, spec("one", &[])?])?);
+    let slow = || json!({"sleep": 0.6, "env": ["AWS_LAMBDA_LOG_STREAM_NAME"]});
+
+    let answers = invoke_all(&runtimes, "two", vec![slow(), slow()]).await?;
+    let status = runtimes.status("two").context("status")?;
+    assert_eq!(status.peak_busy, 2, "both invocations ran at once");
+    assert_eq!(status.cold_starts, 2, "each environment cold-started");
+    assert_eq!(status.environments.len(), 2);
+    let pids: Vec<Option<u32>> = status.environments.iter().map(|e| e.pid).collect();
+    assert!(
+        pids.iter().all(Option::is_some) && pids[0] != pids[1],
+        "{pids:?}"
+    );
+    let streams: Vec<&str> = answers
+        .iter()
+        .filter_map(|a| a["env"]["AWS_LAMBDA_LOG_STREAM_NAME"].as_str())
+        .collect();
+    assert_eq!(streams.len(), 2);
+    assert_ne!(streams[0], streams[1], "one log stream per environment");
+    let mut environments: Vec<u64> = reports_of(&runtimes, "two")
+        .iter()
+        .map(|r| r.environment)
+        .collect();
+    environments.sort_unstable();
+    assert_eq!(environments, [1, 2]);
+    assert!(reports_of(&runtimes, "two").iter().all(|r| r.cold_start()));
+
+    // The same burst on a function capped at one environment runs one after the other.
+    invoke_all(&runtimes, "one", vec![slow(), slow()]).await?;
+    let one = runtimes.status("one").context("status")?;
+    assert_eq!((one.peak_busy, one.cold_starts), (1, 1));
+    let cold: Vec<bool> = reports_of(&runtimes, "one")
+        .iter()
+        .map(InvocationReport::cold_start)
+        .collect();
+    assert_eq!(cold, [true, false]);
+
+    // An idle environment is reused: no third cold start.
+    runtimes.invoke("two", json!({"echo": 1})).await?;
+    let status = runtimes.status("two").context("status")?;
+    assert_eq!((status.cold_starts, status.invocations), (2, 3));
+    Arc::try_unwrap(runtimes)
+        .map_err(|_| anyhow::anyhow!("runtimes still shared"))?
+        .shutdown()
+        .await;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_scales_out_to_the_cap_then_idles_back_to_one_environment() -> Result<()> {
+    let mut burst = spec("burst", &[])?;
+    burst.max_concurrency = 3;
+    burst.idle_timeout = Duration::from_millis(800);
+    let runtimes = Arc::new(Runtimes::start(vec![burst])?);
+
+    let events: Vec<_> = (0..7).map(|n| json!({"sleep": 0.4, "echo": n})).collect();
+    let answers = invoke_all(&runtimes, "burst", events).await?;
+    let echoed: Vec<i64> = answers.iter().filter_map(|a| a["echo"].as_i64()).collect();
+    assert_eq!(echoed, [0, 1, 2, 3, 4, 5, 6], "every invocation answered");
+    let status = runtimes.status("burst").context("status")?;
+    assert_eq!(status.peak_busy, 3, "scaled out to the cap and no further");
+    assert_eq!(status.environments_started, 3);
+    assert_eq!(status.environments.len(), 3);
+    let reports = reports_of(&runtimes, "burst");
+    assert_eq!(reports.len(), 7);
+    let cold: Vec<u64> = reports
+        .iter()
+        .filter(|r| r.cold_start())
+        .map(|r| r.environment)
+        .collect();
+    assert_eq!(cold.len(), 3, "one cold start per environment: {cold:?}");
+    let pids: Vec<u32> = status.environments.iter().filter_map(|e| e.pid).collect();
+
+    // Idle past the timeout: two environments are shut down, the warmest stays.
+    let until = Instant::now() + Duration::from_secs(10);
+    while runtimes
+        .status("burst")
+        .is_some_and(|s| s.environments.len() > 1)
+    {
+        ensure!(
+            Instant::now() < until,
+            "still {:?}",
+            runtimes.status("burst")
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let status = runtimes.status("burst").context("status")?;
+    assert_eq!((status.environments.len(), status.scaled_in), (1, 2));
+    let kept = status.pid().context("the kept environment runs")?;
+    for pid in pids.iter().filter(|&&p| p != kept) {
+        assert!(
+            gone_within(*pid, Duration::from_secs(5)).await,
+            "{pid} is shut down"
+        );
+    }
+    // It stays: later invocations are warm.
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    runtimes.invoke("burst", json!({"echo": "later"})).await?;
+    let later = last_report(&runtimes, "burst")?;
+    assert!(!later.cold_start());
+    assert_eq!(pid_of(&runtimes, "burst")?, kept);
+    Arc::try_unwrap(runtimes)
+        .map_err(|_| anyhow::anyhow!("runtimes still shared"))?
+        .shutdown()
+        .await;
     Ok(())
 }

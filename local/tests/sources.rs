@@ -407,6 +407,7 @@ async fn partial_batch_failure_deletes_the_rest_and_redelivers_the_failed_one() 
             messages_received: 6,
             messages_deleted: 5,
             messages_left_for_retry: 1,
+            peak_pollers: 1,
             ..SqsStats::default()
         }
     );
@@ -510,6 +511,7 @@ async fn invoke_error_leaves_every_message_for_the_visibility_timeout() -> Resul
             messages_deleted: 0,
             messages_left_for_retry: 3,
             invoke_errors: 1,
+            peak_pollers: 1,
             ..SqsStats::default()
         },
     )
@@ -640,9 +642,58 @@ async fn batch_size_and_batching_window_are_honoured() -> Result<()> {
             batches_invoked: 3,
             messages_received: 25,
             messages_deleted: 25,
+            peak_pollers: 1,
             ..SqsStats::default()
         }
     );
+    assert_eq!(messages_in_queue(&sqs, &queue.url).await?, 0);
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_backlog_scales_pollers_out_to_maximum_concurrency_and_back() -> Result<()> {
+    let moto = start_moto().await?;
+    let sqs = sqs_client(&moto.endpoint);
+    let queue = create_queue(
+        &sqs,
+        "backlog",
+        &[(QueueAttributeName::VisibilityTimeout, "30")],
+    )
+    .await?;
+    let bodies: Vec<String> = (0..120).map(|i| format!("m{i:03}")).collect();
+    send_bodies(&sqs, &queue.url, &bodies).await?;
+    // Slow enough that one poller could not keep up: a backlog builds.
+    let invoker = FakeInvoker::with_delay(Duration::from_millis(400), |_, _| Ok(Value::Null));
+    let mut m = mapping(&queue);
+    m.batch_size = 10;
+    m.maximum_concurrency = 3;
+    let poller = SqsPoller::start(sqs.clone(), m, invoker.clone());
+    wait_for("120 messages deleted", Duration::from_secs(60), || {
+        poller.stats().messages_deleted == 120
+    })
+    .await?;
+    let running = invoker.max_running.load(Ordering::SeqCst);
+    assert!(
+        (2..=3).contains(&running),
+        "{running} invocations at once (maximum concurrency 3)"
+    );
+    // With the queue empty, the extra pollers stop.
+    wait_for("one poller left", Duration::from_secs(20), || {
+        poller.stats().pollers == 1
+    })
+    .await?;
+    let stats = poller.stop().await;
+    assert_eq!(stats.peak_pollers, 3);
+    assert_eq!(stats.pollers, 0);
+    // Each message handed over exactly once (no visibility timeout ran out).
+    let mut seen: Vec<String> = invoker
+        .records()
+        .iter()
+        .map(|r| body(r).to_string())
+        .collect();
+    seen.sort();
+    assert_eq!(seen, bodies);
+    assert_eq!(stats.messages_received, 120);
     assert_eq!(messages_in_queue(&sqs, &queue.url).await?, 0);
     Ok(())
 }

@@ -186,8 +186,13 @@ async fn poison_message_ends_in_the_dlq_and_the_others_are_stored() -> Result<()
             bail!("poison-1 never reached the DLQ");
         }
     };
+    // The batch travelled as one message; it is dead-lettered whole, with the stored events in it.
     let envelope: Value = serde_json::from_str(&body)?;
-    assert_eq!(envelope["event"]["eventId"], "poison-1");
+    assert_eq!(envelope["events"][1]["eventId"], "poison-1", "{envelope}");
+    for id in ["good-1", "good-2"] {
+        let good = store.get(id).await?.context("stored")?;
+        assert_eq!((good.status, good.attempts), (EventStatus::Processed, 1));
+    }
     stack.stop().await;
     Ok(())
 }

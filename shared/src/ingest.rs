@@ -4,7 +4,6 @@ use chrono::{DateTime, Utc};
 use serde_json::{json, Map, Value};
 use subtle::ConstantTimeEq;
 use tracing::{info, warn};
-use uuid::Uuid;
 
 use crate::auth::Scope;
 use crate::body::{self, MediaType, BATCH_LIMIT, MAX_BATCH_EVENTS, SINGLE_LIMIT};
@@ -15,7 +14,7 @@ use crate::error::{list_details, ApiError, MAX_DETAILS};
 use crate::event::{normalize, Event, FieldError, NormalizeContext};
 use crate::http::{serve, HttpRequest, HttpResponse};
 use crate::observability::Metrics;
-use crate::queue::{Envelope, EventQueue, OutboundMessage};
+use crate::queue::{pack_events, EventQueue, OutboundMessage, Packed, QueuedEvent};
 use crate::secrets::{Secrets, SecretsCache};
 use crate::signature::{verify_facebook, verify_timestamped};
 
@@ -344,14 +343,8 @@ impl<Q: EventQueue, C: CounterSink> Ingest<Q, C> {
         let json = event
             .to_canonical_json()
             .map_err(|e| ApiError::PayloadTooLarge(e.message.into_owned()))?;
-        let message = message(&event, &json, correlation_id, now)?;
-        if !self
-            .queue
-            .send(std::slice::from_ref(&message))
-            .await
-            .failed
-            .is_empty()
-        {
+        let messages = messages(&[(&event, json.as_str())], correlation_id, now)?;
+        if !self.queue.send(&messages).await.failed.is_empty() {
             return Err(ApiError::unavailable("queue"));
         }
         let mut delta = CounterDelta::default();
@@ -385,9 +378,8 @@ impl<Q: EventQueue, C: CounterSink> Ingest<Q, C> {
         };
         let mut results: Vec<Value> = Vec::with_capacity(items.len());
         let mut details_budget = MAX_RESULT_DETAILS;
-        let mut messages = Vec::new();
-        // (position in `results`, event id, source) of each queued message, in send order.
-        let mut queued = Vec::new();
+        // (position in `results`, event, canonical JSON) of each accepted item, in send order.
+        let mut queued: Vec<(usize, Event, String)> = Vec::new();
         for item in items {
             let (key, number) = item.position.key();
             let prepared = item.value.and_then(|mut value| {
@@ -401,20 +393,13 @@ impl<Q: EventQueue, C: CounterSink> Ingest<Q, C> {
                     message: e.message.into_owned(),
                     details: Vec::new(),
                 })?;
-                let message =
-                    message(&event, &json, correlation_id, now).map_err(|_| ItemError {
-                        code: "INTERNAL",
-                        message: "event could not be encoded".into(),
-                        details: Vec::new(),
-                    })?;
-                Ok((event, message))
+                Ok((event, json))
             });
             match prepared {
-                Ok((event, message)) => {
-                    queued.push((results.len(), event.event_id.clone(), event.source));
+                Ok((event, json)) => {
                     results
                         .push(json!({key: number, "eventId": event.event_id, "status": "queued"}));
-                    messages.push(message);
+                    queued.push((results.len() - 1, event, json));
                 }
                 Err(error) => results.push(json!({
                     key: number,
@@ -424,12 +409,18 @@ impl<Q: EventQueue, C: CounterSink> Ingest<Q, C> {
             }
         }
 
+        let events: Vec<(&Event, &str)> = queued.iter().map(|(_, e, j)| (e, j.as_str())).collect();
+        let packed = pack(&events, correlation_id, now)?;
+        let messages: Vec<OutboundMessage> = packed.iter().map(|p| p.message.clone()).collect();
         let report = self.queue.send(&messages).await;
         if !report.failed.is_empty() {
+            // Every item of a message that could not be queued is to be retried.
             let details = report
                 .failed
                 .iter()
-                .filter_map(|i| queued.get(*i))
+                .filter_map(|m| packed.get(*m))
+                .flat_map(|p| p.events.clone())
+                .filter_map(|i| queued.get(i))
                 .map(|(r, _, _)| {
                     FieldError::new(
                         format!("/results/{r}"),
@@ -444,10 +435,10 @@ impl<Q: EventQueue, C: CounterSink> Ingest<Q, C> {
         }
 
         let mut delta = CounterDelta::default();
-        for (_, _, source) in &queued {
+        for (_, event, _) in &queued {
             *delta
                 .accepted_by_source
-                .entry(self.counter_label(secrets, source).to_owned())
+                .entry(self.counter_label(secrets, &event.source).to_owned())
                 .or_default() += 1;
         }
         let rejected = results.len() - queued.len();
@@ -541,20 +532,32 @@ impl<Q: EventQueue, C: CounterSink> Ingest<Q, C> {
     }
 }
 
-fn message(
-    event: &Event,
-    json: &str,
+/// Accepted events packed into work-queue messages, many to a message.
+fn pack(
+    events: &[(&Event, &str)],
     correlation_id: &str,
     now: DateTime<Utc>,
-) -> Result<OutboundMessage, ApiError> {
-    let body = Envelope::encode(Uuid::now_v7().to_string(), now, correlation_id, json)
-        .map_err(|_| ApiError::Internal)?;
-    Ok(OutboundMessage {
-        body,
-        correlation_id: correlation_id.to_owned(),
-        event_type: event.event_type.clone(),
-        source: event.source.clone(),
-    })
+) -> Result<Vec<Packed>, ApiError> {
+    let queued: Vec<QueuedEvent<'_>> = events
+        .iter()
+        .map(|(event, json)| QueuedEvent {
+            json,
+            event_type: &event.event_type,
+            source: &event.source,
+        })
+        .collect();
+    pack_events(&queued, correlation_id, now).map_err(|_| ApiError::Internal)
+}
+
+fn messages(
+    events: &[(&Event, &str)],
+    correlation_id: &str,
+    now: DateTime<Utc>,
+) -> Result<Vec<OutboundMessage>, ApiError> {
+    Ok(pack(events, correlation_id, now)?
+        .into_iter()
+        .map(|p| p.message)
+        .collect())
 }
 
 /// The caller's `X-Correlation-Id` when it is a plain token, else a fresh one.

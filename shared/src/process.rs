@@ -1,5 +1,10 @@
 //! The SQS-triggered processor: re-validate, store once, record failures, report exactly the
 //! messages worth retrying.
+//!
+//! A message carries many events. Each event is stored, rejected or failed on its own; a message
+//! is retried when any of its events failed transiently. On a retry its stored events are
+//! recognised by their submission id ([`StoreOutcome::Redelivered`]) and its rejected ones by
+//! their record, so nothing is counted twice, and only the failed ones are stored anew.
 
 use std::sync::Arc;
 
@@ -18,7 +23,7 @@ use crate::store::{
     EventStatus, EventStore, FailureRecord, ProcessedRecord, Provenance, StoreOutcome,
 };
 
-/// Messages of one batch stored at once; conditional puts cannot be batched (BatchWriteItem has
+/// Events of one batch stored at once; conditional puts cannot be batched (BatchWriteItem has
 /// no conditions and a transaction would fail every event for one duplicate), so they run
 /// concurrently instead.
 const CONCURRENCY: usize = 16;
@@ -121,19 +126,23 @@ impl<S: EventStore, C: CounterSink> Processor<S, C> {
     /// Processes a batch; returns the ids of the messages SQS should deliver again.
     pub async fn process(&self, messages: Vec<InboundMessage>) -> Vec<String> {
         let started = std::time::Instant::now();
-        let fates: Vec<(InboundMessage, Fate)> = stream::iter(messages)
-            .map(|m| async move {
-                let fate = self.one(&m).await;
-                (m, fate)
+        let units: Vec<(usize, Unit)> = messages
+            .iter()
+            .enumerate()
+            .flat_map(|(index, message)| units(message).into_iter().map(move |u| (index, u)))
+            .collect();
+        let fates: Vec<(usize, Fate)> = stream::iter(units)
+            .map(|(index, unit)| {
+                let message = &messages[index];
+                async move { (index, self.one(message, unit).await) }
             })
             .buffer_unordered(CONCURRENCY)
             .collect()
             .await;
 
         let mut delta = CounterDelta::default();
-        let mut failed = Vec::new();
-        let mut retries = Vec::new();
-        for (message, fate) in fates {
+        let mut retry = vec![false; messages.len()];
+        for (index, fate) in fates {
             match fate {
                 Fate::Stored { latency_ms } => {
                     delta.processed += 1;
@@ -145,11 +154,16 @@ impl<S: EventStore, C: CounterSink> Processor<S, C> {
                 Fate::Failed { dead } => {
                     delta.failed += 1;
                     delta.dead_lettered += u64::from(dead);
-                    retries.push((message.receipt_handle, message.receive_count));
-                    failed.push(message.message_id);
+                    retry[index] = true;
                 }
             }
         }
+        let (failed, retries): (Vec<String>, Vec<(String, u32)>) = messages
+            .into_iter()
+            .zip(retry)
+            .filter(|(_, retry)| *retry)
+            .map(|(m, _)| (m.message_id, (m.receipt_handle, m.receive_count)))
+            .unzip();
         let mut metrics = Metrics::new("process");
         metrics.count("EventsProcessed", delta.processed);
         metrics.count("EventsDuplicate", delta.duplicate);
@@ -169,7 +183,8 @@ impl<S: EventStore, C: CounterSink> Processor<S, C> {
             processed = delta.processed,
             duplicates = delta.duplicate,
             rejected = delta.rejected,
-            failed = failed.len(),
+            failed = delta.failed,
+            messages_failed = failed.len(),
             "batch processed"
         );
         failed
@@ -202,12 +217,11 @@ impl<S: EventStore, C: CounterSink> Processor<S, C> {
         metrics.count("RetryDelayFailures", refused as u64);
     }
 
-    async fn one(&self, message: &InboundMessage) -> Fate {
+    async fn one(&self, message: &InboundMessage, unit: Unit) -> Fate {
         let now = Utc::now();
-        let (decoded, correlation_id) = decode(message);
-        let span = tracing::info_span!("message", message_id = %message.message_id, correlation_id = %correlation_id);
+        let span = tracing::info_span!("message", message_id = %message.message_id, correlation_id = %unit.correlation_id);
         async {
-            match decoded {
+            match unit.decoded {
                 Ok(decoded) => match decoded
                     .event
                     .revalidate(&self.limits, decoded.provenance.received_at)
@@ -229,9 +243,7 @@ impl<S: EventStore, C: CounterSink> Processor<S, C> {
                 },
                 Err(rejection) => {
                     let record = FailureRecord {
-                        event_id: rejection
-                            .event_id
-                            .unwrap_or_else(|| format!("sqs:{}", message.message_id)),
+                        event_id: rejection.event_id.unwrap_or(unit.fallback_id),
                         status: EventStatus::Rejected,
                         reason: rejection.reason,
                         failed_at: now,
@@ -292,6 +304,10 @@ impl<S: EventStore, C: CounterSink> Processor<S, C> {
 
     /// Invalid data is recorded and not retried; only a failure to record it is retried.
     async fn reject(&self, record: FailureRecord, receive_count: u32) -> Fate {
+        if receive_count > 1 && self.rejected_before(&record).await {
+            // The message came back for a sibling's sake; this rejection is already counted.
+            return Fate::Redelivered;
+        }
         warn!(event_id = %record.event_id, reason = %record.reason, "event rejected");
         match self.store.record_failure(&record).await {
             Ok(()) => Fate::Rejected,
@@ -303,6 +319,29 @@ impl<S: EventStore, C: CounterSink> Processor<S, C> {
             }
         }
     }
+
+    /// Whether an earlier delivery of this very submission recorded this rejection.
+    async fn rejected_before(&self, record: &FailureRecord) -> bool {
+        let Some(provenance) = &record.provenance else {
+            // Undecodable: no submission to compare; recording again only adds to its history.
+            return false;
+        };
+        match self.store.get(&record.event_id).await {
+            Ok(Some(stored)) => {
+                stored.status == EventStatus::Rejected
+                    && stored.submission_id.as_deref() == Some(provenance.submission_id.as_str())
+            }
+            _ => false,
+        }
+    }
+}
+
+/// One event of a message, decoded or not.
+struct Unit {
+    decoded: Result<Decoded, Rejection>,
+    correlation_id: String,
+    /// The id its failure record takes when the event has no valid id of its own.
+    fallback_id: String,
 }
 
 struct Decoded {
@@ -316,40 +355,69 @@ struct Rejection {
     reason: String,
 }
 
-/// Parses the envelope and the canonical event; returns the correlation id for logging either way.
-fn decode(message: &InboundMessage) -> (Result<Decoded, Rejection>, String) {
+/// Parses the envelope into its events, each decoded on its own.
+fn units(message: &InboundMessage) -> Vec<Unit> {
+    let fallback = format!("sqs:{}", message.message_id);
     let Ok(envelope) = serde_json::from_str::<Envelope<'_>>(&message.body) else {
-        let rejection = Rejection {
-            event_id: None,
-            reason: "message body is not a Tally envelope".into(),
-        };
-        return (Err(rejection), String::new());
+        return vec![Unit {
+            decoded: Err(Rejection {
+                event_id: None,
+                reason: "message body is not a Tally envelope".into(),
+            }),
+            correlation_id: String::new(),
+            fallback_id: fallback,
+        }];
     };
-    let correlation_id = envelope.correlation_id.clone();
-    let raw = envelope.event.get();
+    let submissions = envelope.submissions();
+    if submissions.is_empty() {
+        return vec![Unit {
+            decoded: Err(Rejection {
+                event_id: None,
+                reason: "message carries no event".into(),
+            }),
+            correlation_id: envelope.correlation_id.clone(),
+            fallback_id: fallback,
+        }];
+    }
     let received_at =
         DateTime::parse_from_rfc3339(&envelope.received_at).map(|t| t.with_timezone(&Utc));
-    let decoded = match (serde_json::from_str::<Event>(raw), received_at) {
-        (Ok(event), Ok(received_at)) => Ok(Decoded {
-            event,
-            event_json: raw.to_owned(),
-            provenance: Provenance {
-                submission_id: envelope.submission_id,
-                correlation_id: envelope.correlation_id,
-                received_at,
-                attempts: message.receive_count,
-            },
-        }),
-        (Err(e), _) => Err(Rejection {
-            event_id: plausible_event_id(raw),
-            reason: format!("event does not match the canonical form: {e}"),
-        }),
-        (_, Err(_)) => Err(Rejection {
-            event_id: plausible_event_id(raw),
-            reason: "receivedAt is not RFC 3339".into(),
-        }),
-    };
-    (decoded, correlation_id)
+    let single = submissions.len() == 1;
+    submissions
+        .into_iter()
+        .enumerate()
+        .map(|(i, (submission_id, raw))| {
+            let raw = raw.get();
+            let decoded = match (serde_json::from_str::<Event>(raw), received_at) {
+                (Ok(event), Ok(received_at)) => Ok(Decoded {
+                    event,
+                    event_json: raw.to_owned(),
+                    provenance: Provenance {
+                        submission_id,
+                        correlation_id: envelope.correlation_id.clone(),
+                        received_at,
+                        attempts: message.receive_count,
+                    },
+                }),
+                (Err(e), _) => Err(Rejection {
+                    event_id: plausible_event_id(raw),
+                    reason: format!("event does not match the canonical form: {e}"),
+                }),
+                (_, Err(_)) => Err(Rejection {
+                    event_id: plausible_event_id(raw),
+                    reason: "receivedAt is not RFC 3339".into(),
+                }),
+            };
+            Unit {
+                decoded,
+                correlation_id: envelope.correlation_id.clone(),
+                fallback_id: if single {
+                    fallback.clone()
+                } else {
+                    format!("{fallback}:{i}")
+                },
+            }
+        })
+        .collect()
 }
 
 /// The `eventId` of an undecodable event, if it is a valid id (so the record lands under it).

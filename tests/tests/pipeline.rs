@@ -223,8 +223,9 @@ async fn poison_message_reaches_the_dlq_with_dead_letter_recorded() -> Result<()
     let garbage_id = format!("sqs:{}", sent.message_id().unwrap_or_default());
 
     let deliveries = p.drain().await?;
-    // 3 good deliveries (two events and the garbage) plus one per attempt of the poison message.
-    assert_eq!(deliveries, 3 + p.max_receive_count as usize);
+    // The three events travel in one message, retried whole while the poison event fails:
+    // one delivery per attempt, plus the garbage.
+    assert_eq!(deliveries, 1 + p.max_receive_count as usize);
 
     for id in ["good-1", "good-2"] {
         assert_eq!(p.stored(id).await?.status, EventStatus::Processed);
@@ -249,7 +250,20 @@ async fn poison_message_reaches_the_dlq_with_dead_letter_recorded() -> Result<()
     let dead = receive(&p.stack.sqs, &dlq, 10, 30).await?;
     assert_eq!(dead.len(), 1);
     let envelope: Value = serde_json::from_str(dead[0].body().unwrap_or_default())?;
-    assert_eq!(envelope["event"]["eventId"], "poison-1");
+    let ids: Vec<&str> = envelope["events"]
+        .as_array()
+        .map(|events| {
+            events
+                .iter()
+                .filter_map(|e| e["eventId"].as_str())
+                .collect()
+        })
+        .unwrap_or_default();
+    assert_eq!(
+        ids,
+        ["good-1", "poison-1", "good-2"],
+        "the message as it was sent"
+    );
     let attribute = dead[0]
         .message_attributes()
         .and_then(|a| a.get("correlationId"))
@@ -260,6 +274,7 @@ async fn poison_message_reaches_the_dlq_with_dead_letter_recorded() -> Result<()
         "correlation id travels with the message"
     );
 
+    // The good events were stored on the first attempt and recognised on the others.
     let totals = p.counters.totals().await?;
     assert_eq!(
         (
@@ -270,6 +285,58 @@ async fn poison_message_reaches_the_dlq_with_dead_letter_recorded() -> Result<()
         ),
         (2, 1, u64::from(p.max_receive_count), 1)
     );
+    for id in ["good-1", "good-2"] {
+        let good = p.stored(id).await?;
+        assert_eq!(good.attempts, 1, "{id} stored on the first delivery");
+        assert_eq!(good.history.len(), 1, "{id}: {:?}", good.history);
+    }
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_message_retried_for_one_event_counts_its_other_events_once() -> Result<()> {
+    let p = Pipeline::start("retried", &["poison-3"]).await?;
+    let now = Utc::now();
+    let at = |t: chrono::DateTime<Utc>| t.to_rfc3339_opts(SecondsFormat::Millis, true);
+    // Stored, rejected by the processor's own checks (older than the age limit when received),
+    // and failing to store: one message, as ingest packs them.
+    let envelope = json!({
+        "submissionId": "sub-retried",
+        "receivedAt": at(now),
+        "correlationId": "corr-retried",
+        "events": [
+            {"eventId": "keep-1", "type": "PAGE_VIEW", "timestamp": at(now), "source": "api"},
+            {"eventId": "old-1", "type": "PAGE_VIEW", "timestamp": at(now - chrono::Duration::days(40)), "source": "api"},
+            {"eventId": "poison-3", "type": "PAGE_VIEW", "timestamp": at(now), "source": "api"}
+        ]
+    });
+    let delivery = |receive_count| tally::process::InboundMessage {
+        message_id: "m-retried".into(),
+        body: envelope.to_string(),
+        receive_count,
+        receipt_handle: String::new(),
+    };
+    for attempt in 1..=2 {
+        let failed = p.processor.process(vec![delivery(attempt)]).await;
+        assert_eq!(
+            failed,
+            ["m-retried"],
+            "attempt {attempt}: retried for poison-3"
+        );
+    }
+    let totals = p.counters.totals().await?;
+    assert_eq!(
+        (totals.processed, totals.rejected, totals.failed),
+        (1, 1, 2),
+        "the stored and the rejected event counted once, the failing one per attempt"
+    );
+    let keep = p.stored("keep-1").await?;
+    assert_eq!((keep.status, keep.attempts), (EventStatus::Processed, 1));
+    let old = p.stored("old-1").await?;
+    assert_eq!(old.status, EventStatus::Rejected);
+    assert_eq!(old.history.len(), 1, "{:?}", old.history);
+    let poison = p.stored("poison-3").await?;
+    assert_eq!((poison.status, poison.attempts), (EventStatus::Failed, 2));
     Ok(())
 }
 
@@ -460,7 +527,13 @@ async fn sqs_sample_is_processed_with_the_poison_record_rejected() -> Result<()>
             continue;
         };
         envelope["receivedAt"] = json!(now);
-        envelope["event"]["timestamp"] = json!(now);
+        if let Some(event) = envelope.get_mut("event") {
+            event["timestamp"] = json!(now);
+        }
+        let packed = envelope.get_mut("events").and_then(Value::as_array_mut);
+        for event in packed.into_iter().flatten() {
+            event["timestamp"] = json!(now);
+        }
         record["body"] = json!(envelope.to_string());
     }
     let messages = tally::process::inbound_messages(serde_json::from_value(event)?)?;
@@ -468,9 +541,14 @@ async fn sqs_sample_is_processed_with_the_poison_record_rejected() -> Result<()>
     let poison_id = format!("sqs:{}", messages[2].message_id);
     let failed = p.processor.process(messages).await;
     assert!(failed.is_empty(), "invalid data is not retried: {failed:?}");
-    assert_eq!(
-        p.stored("sample-evt-1").await?.status,
-        EventStatus::Processed
+    for id in ["sample-evt-1", "sample-evt-2", "fb:444555666"] {
+        assert_eq!(p.stored(id).await?.status, EventStatus::Processed, "{id}");
+    }
+    let first = p.stored("sample-evt-1").await?;
+    let second = p.stored("sample-evt-2").await?;
+    assert_ne!(
+        first.submission_id, second.submission_id,
+        "each event of a packed message is a submission of its own"
     );
     assert_eq!(p.stored(&poison_id).await?.status, EventStatus::Rejected);
     Ok(())

@@ -1,4 +1,5 @@
-//! The loop that owns one function: its queue of invocations and its execution environment.
+//! The loop that owns one execution environment of a function: it runs the invocations the
+//! function's [`super::pool::Pool`] hands it, one at a time, and tells the pool when each ends.
 
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
@@ -10,7 +11,7 @@ use serde_json::Value;
 use super::api::{Delivery, EnvEvent};
 use super::env::ExecEnv;
 use super::report::{emit, InvocationOutcome, InvocationReport, ReportLog};
-use super::{FunctionSpec, FunctionStatus};
+use super::{EnvironmentStatus, FunctionSpec, FunctionStatus};
 use crate::invoke::InvokeError;
 
 /// Lambda's limit on the init phase of an on-demand function.
@@ -23,12 +24,18 @@ pub(crate) struct Command {
 }
 
 pub(crate) struct Actor {
+    /// Which of the function's environments this is (unique per function, never reused).
+    pub(crate) slot: u64,
     pub(crate) spec: Arc<FunctionSpec>,
     pub(crate) status: Arc<Mutex<FunctionStatus>>,
     pub(crate) reports: ReportLog,
     pub(crate) commands: mpsc::UnboundedReceiver<Command>,
     pub(crate) stop: oneshot::Receiver<()>,
     pub(crate) env: Option<ExecEnv>,
+    /// Told this slot's id after every invocation, so the pool can give it the next one.
+    pub(crate) done: mpsc::UnboundedSender<u64>,
+    /// A process was started in this environment before (so the next one replaces it).
+    pub(crate) spawned_before: bool,
 }
 
 enum Wake {
@@ -85,6 +92,7 @@ impl Actor {
                 Wake::Command(command) => {
                     let (result, stopping) = self.invoke(command.event).await;
                     let _ = command.reply.send(result);
+                    let _ = self.done.unbounded_send(self.slot);
                     if stopping {
                         break;
                     }
@@ -108,9 +116,7 @@ impl Actor {
         if let Some(env) = self.env.take() {
             env.teardown().await;
         }
-        let mut status = self.status();
-        status.pid = None;
-        status.runtime_api = None;
+        self.status().environments.retain(|e| e.slot != self.slot);
     }
 
     /// Something happened while no invocation was in flight.
@@ -154,10 +160,17 @@ impl Actor {
             if self.env.is_none() {
                 match ExecEnv::spawn(&self.spec).await {
                     Ok(env) => {
+                        let replaces = std::mem::replace(&mut self.spawned_before, true);
                         let mut status = self.status();
                         status.cold_starts += 1;
-                        status.pid = env.pid;
-                        status.runtime_api = Some(env.addr);
+                        status.replaced += u64::from(replaces);
+                        status.environments.retain(|e| e.slot != self.slot);
+                        status.environments.push(EnvironmentStatus {
+                            slot: self.slot,
+                            pid: env.pid,
+                            runtime_api: env.addr,
+                        });
+                        status.environments.sort_by_key(|e| e.slot);
                         drop(status);
                         self.env = Some(env);
                     }
@@ -287,6 +300,7 @@ impl Actor {
         let report = InvocationReport {
             request_id: request_id.clone(),
             function: name.clone(),
+            environment: self.slot,
             duration: started.map_or(Duration::ZERO, |s| ended.saturating_duration_since(s)),
             init_duration,
             max_memory_mb,

@@ -1,20 +1,24 @@
 //! A Lambda Runtime API emulator: runs each function's real binary the way Lambda does.
 //!
-//! Every function is one execution environment at a time (concurrency 1): a process started
-//! **lazily** on its first invocation (that invocation is the cold start and carries the
-//! `Init Duration`), with its own Runtime API server (2018-06-01) on a free `127.0.0.1` port,
-//! passed to the process as `AWS_LAMBDA_RUNTIME_API`. Invocations of one function queue up and
-//! run one after the other. A timeout kills the process; a timeout, a crash (the process exits
-//! while an invocation is in flight or before its first `/next`) or an init error
-//! (`/init/error`) fails the invocation and the next invocation cold-starts a new process. A
-//! process that dies while idle is simply replaced on the next invocation.
+//! Each function scales out like Lambda: an invocation goes to an idle execution environment, or
+//! starts a new one while fewer than [`FunctionSpec::max_concurrency`] exist (the template's
+//! `ReservedConcurrentExecutions`, capped locally), or waits for one to free up. An environment is
+//! a process started **lazily** by the invocation it will serve (that invocation is its cold start
+//! and carries the `Init Duration`), with its own Runtime API server (2018-06-01) on a free
+//! `127.0.0.1` port, passed to the process as `AWS_LAMBDA_RUNTIME_API`. One environment runs one
+//! invocation at a time. Environments idle for [`FunctionSpec::idle_timeout`] are shut down,
+//! except the last one. A timeout kills the process; a timeout, a crash (the process exits while an
+//! invocation is in flight or before its first `/next`) or an init error (`/init/error`) fails the
+//! invocation, and that environment's next invocation cold-starts a new process. A process that
+//! dies while idle is simply replaced on its next invocation.
 //!
 //! The child inherits our environment (so `PATH`, `HOME`, … work), then gets the spec's `env`,
 //! then Lambda's reserved variables (`AWS_LAMBDA_RUNTIME_API`, `AWS_LAMBDA_FUNCTION_NAME`,
 //! `AWS_LAMBDA_FUNCTION_MEMORY_SIZE`, `AWS_LAMBDA_FUNCTION_VERSION=$LATEST`,
-//! `AWS_LAMBDA_LOG_STREAM_NAME`, `AWS_LAMBDA_LOG_GROUP_NAME`, `AWS_LAMBDA_INITIALIZATION_TYPE`,
-//! `AWS_REGION`/`AWS_DEFAULT_REGION` (from the spec's env, else `us-east-1`), `_HANDLER`,
-//! `LAMBDA_TASK_ROOT` = the binary's directory, which is also its working directory).
+//! `AWS_LAMBDA_LOG_STREAM_NAME` (one per process), `AWS_LAMBDA_LOG_GROUP_NAME`,
+//! `AWS_LAMBDA_INITIALIZATION_TYPE`, `AWS_REGION`/`AWS_DEFAULT_REGION` (from the spec's env, else
+//! `us-east-1`), `_HANDLER`, `LAMBDA_TASK_ROOT` = the binary's directory, which is also its working
+//! directory).
 //!
 //! Everything goes to our stdout as `[<function>] <line>`: the process's stdout and stderr, line by
 //! line, and Lambda's platform lines `START RequestId: …`, `END RequestId: …` and
@@ -24,6 +28,7 @@
 mod actor;
 mod api;
 mod env;
+mod pool;
 mod report;
 
 use std::collections::HashMap;
@@ -39,7 +44,8 @@ use serde_json::Value;
 use tokio::task::JoinHandle;
 
 use crate::invoke::{InvokeError, Invoker};
-use actor::{Actor, Command, SHUT_DOWN};
+use actor::{Command, SHUT_DOWN};
+use pool::Pool;
 use report::ReportLog;
 pub use report::{InvocationOutcome, InvocationReport};
 
@@ -53,10 +59,19 @@ pub struct FunctionSpec {
     pub env: Vec<(String, String)>,
     pub timeout: Duration,
     pub memory_mb: u32,
+    /// Most execution environments at once (at least 1).
+    pub max_concurrency: u32,
+    /// An environment idle this long is shut down (the last one stays).
+    pub idle_timeout: Duration,
 }
 
+/// How long an idle execution environment is kept by default. Lambda keeps them for minutes; a
+/// minute shows scale-in without keeping a burst's processes around for long.
+pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+
 impl FunctionSpec {
-    /// A spec with Lambda's defaults: 3 s timeout, 128 MB, no environment.
+    /// A spec with Lambda's defaults (3 s timeout, 128 MB, no environment) and one execution
+    /// environment.
     pub fn new(name: impl Into<String>, binary: impl Into<PathBuf>) -> Self {
         Self {
             name: name.into(),
@@ -64,27 +79,60 @@ impl FunctionSpec {
             env: Vec::new(),
             timeout: Duration::from_secs(3),
             memory_mb: 128,
+            max_concurrency: 1,
+            idle_timeout: DEFAULT_IDLE_TIMEOUT,
         }
     }
 }
 
-/// What a function's execution environment is doing now, and has done.
+/// One running execution environment.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EnvironmentStatus {
+    /// The environment's number ([`InvocationReport::environment`]).
+    pub slot: u64,
+    pub pid: Option<u32>,
+    /// The Runtime API address the process was given.
+    pub runtime_api: SocketAddr,
+}
+
+/// What a function's execution environments are doing now, and have done.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct FunctionStatus {
-    /// The running process, if any.
-    pub pid: Option<u32>,
-    /// The Runtime API address the running process was given.
-    pub runtime_api: Option<SocketAddr>,
+    /// The running processes, by environment number.
+    pub environments: Vec<EnvironmentStatus>,
     /// Processes started so far (each one a cold start).
     pub cold_starts: u64,
     /// Invocations finished so far (any outcome).
     pub invocations: u64,
+    /// Invocations running now.
+    pub busy: u32,
+    /// The most invocations that ran at once.
+    pub peak_busy: u32,
+    /// Invocations waiting for a free environment now.
+    pub waiting: u32,
+    /// Environments started so far (running or shut down since).
+    pub environments_started: u64,
+    /// Environments shut down after idling.
+    pub scaled_in: u64,
+    /// Processes started to replace a failed one.
+    pub replaced: u64,
 }
 
 impl FunctionStatus {
-    /// Processes started to replace an earlier one (after a timeout, crash or init error).
+    /// Processes started to replace an earlier one of the same environment (after a timeout,
+    /// crash or init error).
     pub fn restarts(&self) -> u64 {
-        self.cold_starts.saturating_sub(1)
+        self.replaced
+    }
+
+    /// The first running environment's process.
+    pub fn pid(&self) -> Option<u32> {
+        self.environments.first().and_then(|e| e.pid)
+    }
+
+    /// The first running environment's Runtime API address.
+    pub fn runtime_api(&self) -> Option<SocketAddr> {
+        self.environments.first().map(|e| e.runtime_api)
     }
 }
 
@@ -135,15 +183,14 @@ impl Runtimes {
             let (stop, stop_rx) = oneshot::channel();
             let status = Arc::new(Mutex::new(FunctionStatus::default()));
             let name = spec.name.clone();
-            let actor = Actor {
+            let pool = Pool {
                 spec: Arc::new(spec),
                 status: Arc::clone(&status),
                 reports: reports.clone(),
                 commands: commands_rx,
                 stop: stop_rx,
-                env: None,
             };
-            let task = handle.spawn(actor.run());
+            let task = handle.spawn(pool.run());
             functions.insert(
                 name,
                 Function {

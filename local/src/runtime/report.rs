@@ -34,6 +34,9 @@ pub enum InvocationOutcome {
 pub struct InvocationReport {
     pub request_id: String,
     pub function: String,
+    /// Which of the function's execution environments ran it (numbered from 1 in start order;
+    /// a process replaced after a crash keeps its environment's number).
+    pub environment: u64,
     /// From delivery of the event (the runtime's `/next` answered) to the runtime's answer, the
     /// timeout, or the crash.
     pub duration: Duration,
@@ -159,6 +162,7 @@ mod tests {
         InvocationReport {
             request_id: "8f507cfc-example".to_owned(),
             function: "f".to_owned(),
+            environment: 1,
             duration: Duration::from_micros(12_340),
             init_duration,
             max_memory_mb: 18,

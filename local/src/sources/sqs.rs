@@ -13,12 +13,15 @@
 //! visible again when the queue's visibility timeout expires, and the queue's redrive policy
 //! moves them to the dead-letter queue after `maxReceiveCount` receives — exactly as with Lambda.
 //!
-//! One batch is in flight at a time per poller (Lambda starts with several concurrent pollers; a
-//! local stack does not need that).
+//! Pollers scale like Lambda's: one to start with; each poller whose batch came back full (a
+//! backlog) starts another, up to `maximum_concurrency` (`ScalingConfig.MaximumConcurrency`,
+//! capped by the function's concurrency); an extra poller that finds the queue empty stops.
+//! Each poller has one batch in flight at a time, so at most `maximum_concurrency` invocations
+//! run at once.
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, PoisonError};
 use std::time::Duration;
 
 use aws_sdk_sqs::types::{Message, MessageSystemAttributeName, QueueAttributeName};
@@ -63,6 +66,9 @@ pub struct SqsMapping {
     pub report_batch_item_failures: bool,
     /// The function's timeout; the queue's visibility timeout should be at least this long.
     pub function_timeout: Duration,
+    /// Most pollers (so concurrent invocations) at once: `ScalingConfig.MaximumConcurrency`
+    /// capped by the function's concurrency.
+    pub maximum_concurrency: u32,
 }
 
 impl SqsMapping {
@@ -81,6 +87,7 @@ impl SqsMapping {
             batching_window: Duration::ZERO,
             report_batch_item_failures: false,
             function_timeout: Duration::from_secs(3),
+            maximum_concurrency: 1,
         }
     }
 }
@@ -103,6 +110,10 @@ pub struct SqsStats {
     pub invalid_batch_responses: u64,
     /// Messages whose deletion SQS refused or that could not be deleted (they come back too).
     pub delete_failures: u64,
+    /// Pollers running now.
+    pub pollers: u64,
+    /// The most pollers that ran at once.
+    pub peak_pollers: u64,
 }
 
 #[derive(Debug, Default)]
@@ -114,6 +125,8 @@ struct Counters {
     invoke_errors: AtomicU64,
     invalid_batch_responses: AtomicU64,
     delete_failures: AtomicU64,
+    pollers: AtomicU64,
+    peak_pollers: AtomicU64,
 }
 
 impl Counters {
@@ -126,6 +139,8 @@ impl Counters {
             invoke_errors: self.invoke_errors.load(Ordering::Relaxed),
             invalid_batch_responses: self.invalid_batch_responses.load(Ordering::Relaxed),
             delete_failures: self.delete_failures.load(Ordering::Relaxed),
+            pollers: self.pollers.load(Ordering::Relaxed),
+            peak_pollers: self.peak_pollers.load(Ordering::Relaxed),
         }
     }
 }
@@ -159,6 +174,7 @@ impl SqsPoller {
             invoker,
             counters: Arc::clone(&counters),
             stop: super::StopSignal::new(stop_rx),
+            extra: Arc::default(),
         };
         let task = tokio::spawn(poll.run());
         SqsPoller {
@@ -224,12 +240,15 @@ fn normalise(mut mapping: SqsMapping) -> SqsMapping {
     mapping
 }
 
+#[derive(Clone)]
 struct Poll {
     sqs: aws_sdk_sqs::Client,
     mapping: SqsMapping,
     invoker: Arc<dyn Invoker>,
     counters: Arc<Counters>,
     stop: super::StopSignal,
+    /// The extra pollers started so far; the first poller waits for them when it stops.
+    extra: Arc<std::sync::Mutex<Vec<JoinHandle<()>>>>,
 }
 
 impl Poll {
@@ -248,13 +267,25 @@ impl Poll {
             batch_size = self.mapping.batch_size,
             batching_window = ?self.mapping.batching_window,
             report_batch_item_failures = self.mapping.report_batch_item_failures,
+            maximum_concurrency = self.mapping.maximum_concurrency,
             "SQS event-source mapping started"
         );
         self.check_visibility_timeout().await;
-        while !self.stopping() {
-            let batch = self.gather().await;
-            if !batch.is_empty() {
-                self.process(batch).await;
+        self.poll(true).await;
+        loop {
+            let extra: Vec<JoinHandle<()>> = self
+                .extra
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .drain(..)
+                .collect();
+            if extra.is_empty() {
+                break;
+            }
+            for task in extra {
+                if let Err(err) = task.await {
+                    tracing::error!(function = %self.mapping.function, "an SQS poller task failed: {err}");
+                }
             }
         }
         tracing::info!(
@@ -262,6 +293,53 @@ impl Poll {
             queue = %self.mapping.queue_url,
             "SQS event-source mapping stopped"
         );
+    }
+
+    /// One poller's loop. The first poller runs until stopped; an extra one also ends when it
+    /// finds the queue empty.
+    async fn poll(&mut self, first: bool) {
+        if first {
+            self.counters.pollers.fetch_add(1, Ordering::Relaxed);
+            self.counters.peak_pollers.fetch_max(1, Ordering::Relaxed);
+        }
+        let batch_size = usize::try_from(self.mapping.batch_size).unwrap_or(1);
+        while !self.stopping() {
+            let batch = self.gather(!first).await;
+            if batch.is_empty() {
+                if first {
+                    continue;
+                }
+                break;
+            }
+            if batch.len() >= batch_size.min(RECEIVE_MAX as usize) {
+                self.scale_out();
+            }
+            self.process(batch).await;
+        }
+        self.counters.pollers.fetch_sub(1, Ordering::Relaxed);
+    }
+
+    /// Starts another poller if the mapping allows one more.
+    fn scale_out(&self) {
+        let limit = u64::from(self.mapping.maximum_concurrency.max(1));
+        // Counted before it starts, so two pollers scaling out at once cannot pass the limit.
+        let Ok(before) =
+            self.counters
+                .pollers
+                .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| {
+                    (n < limit).then_some(n + 1)
+                })
+        else {
+            return;
+        };
+        self.counters
+            .peak_pollers
+            .fetch_max(before + 1, Ordering::Relaxed);
+        let mut poller = self.clone();
+        let task = tokio::spawn(async move { poller.poll(false).await });
+        let mut extra = self.extra.lock().unwrap_or_else(PoisonError::into_inner);
+        extra.retain(|task| !task.is_finished());
+        extra.push(task);
     }
 
     /// Lambda requires the queue's visibility timeout to be at least the function timeout.
@@ -300,8 +378,9 @@ impl Poll {
     }
 
     /// Receives up to `batch_size` messages, or until the batching window (started by the
-    /// first message) has elapsed. Returns an empty batch when nothing arrived or on stop.
-    async fn gather(&mut self) -> Vec<Message> {
+    /// first message) has elapsed. Returns an empty batch on stop, and with `give_up_when_empty`
+    /// also when a long poll found the queue empty.
+    async fn gather(&mut self, give_up_when_empty: bool) -> Vec<Message> {
         let batch_size = usize::try_from(self.mapping.batch_size).unwrap_or(1);
         let mut batch: Vec<Message> = Vec::new();
         let mut deadline: Option<Instant> = None;
@@ -334,6 +413,9 @@ impl Poll {
                         add_to_batch(&mut batch, message);
                     }
                     if !batch.is_empty() && self.mapping.batching_window.is_zero() {
+                        return batch;
+                    }
+                    if got == 0 && batch.is_empty() && give_up_when_empty {
                         return batch;
                     }
                     if got == 0 && wait_seconds == 0 {

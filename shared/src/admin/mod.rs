@@ -21,7 +21,7 @@ use crate::event::{Event, FieldError};
 use crate::http::{serve, HttpRequest, HttpResponse};
 use crate::observability::Metrics;
 use crate::ops::QueueStats;
-use crate::queue::{Envelope, EventQueue, OutboundMessage};
+use crate::queue::{pack_events, EventQueue, OutboundMessage, QueuedEvent};
 use crate::redrive::{RedriveQueues, RedriveRequest, Redriver};
 use crate::scoring::{LeadFailures, LeadRecompute};
 use crate::secrets::{Secrets, SecretsCache};
@@ -234,18 +234,17 @@ impl AdminApi {
             .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
             .map_or_else(Utc::now, |t| t.with_timezone(&Utc));
         let correlation = stored.correlation_id.as_deref().unwrap_or(correlation_id);
-        let body = Envelope::encode(Uuid::now_v7().to_string(), received_at, correlation, json)
-            .map_err(|_| ApiError::Internal)?;
-        let report = self
-            .ports
-            .work_queue
-            .send(&[OutboundMessage {
-                body,
-                correlation_id: correlation.to_owned(),
-                event_type: event.event_type.clone(),
-                source: event.source.clone(),
-            }])
-            .await;
+        let queued = QueuedEvent {
+            json,
+            event_type: &event.event_type,
+            source: &event.source,
+        };
+        let messages: Vec<OutboundMessage> = pack_events(&[queued], correlation, received_at)
+            .map_err(|_| ApiError::Internal)?
+            .into_iter()
+            .map(|p| p.message)
+            .collect();
+        let report = self.ports.work_queue.send(&messages).await;
         if !report.failed.is_empty() {
             return Err(ApiError::unavailable("work queue"));
         }

@@ -412,15 +412,15 @@ async fn replay_queues_a_failed_event_as_it_was_and_refuses_the_rest() -> Result
     assert_eq!(sent.len(), 1);
     let envelope: Value = serde_json::from_str(&sent[0].body).unwrap_or(Value::Null);
     assert_eq!(
-        envelope["event"],
-        serde_json::from_str::<Value>(EVENT).unwrap_or(Value::Null)
+        envelope["events"],
+        json!([serde_json::from_str::<Value>(EVENT).unwrap_or(Value::Null)])
     );
     assert_eq!(envelope["receivedAt"], "2026-11-30T10:00:02.000Z");
     assert_eq!(envelope["correlationId"], "corr-1");
     assert_ne!(envelope["submissionId"], "sub-1", "a new submission");
     assert_eq!(
-        (sent[0].event_type.as_str(), sent[0].source.as_str()),
-        ("PURCHASE", "api")
+        (sent[0].event_type.as_deref(), sent[0].source.as_deref()),
+        (Some("PURCHASE"), Some("api"))
     );
 
     for (id, status) in [("ok-1", 409), ("garbage-1", 409), ("nope", 404)] {

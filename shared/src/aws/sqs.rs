@@ -97,21 +97,31 @@ impl SqsEventQueue {
 }
 
 fn entry(index: usize, message: &OutboundMessage) -> Option<SendMessageBatchRequestEntry> {
-    let attribute = |value: &str| {
+    let attribute = |data_type: &str, value: &str| {
         MessageAttributeValue::builder()
-            .data_type("String")
+            .data_type(data_type)
             .string_value(value)
             .build()
             .ok()
     };
-    SendMessageBatchRequestEntry::builder()
+    let mut entry = SendMessageBatchRequestEntry::builder()
         .id(index.to_string())
         .message_body(&message.body)
-        .message_attributes("correlationId", attribute(&message.correlation_id)?)
-        .message_attributes("eventType", attribute(&message.event_type)?)
-        .message_attributes("source", attribute(&message.source)?)
-        .build()
-        .ok()
+        .message_attributes(
+            "correlationId",
+            attribute("String", &message.correlation_id)?,
+        )
+        .message_attributes(
+            "eventCount",
+            attribute("Number", &message.events.to_string())?,
+        );
+    if let Some(event_type) = &message.event_type {
+        entry = entry.message_attributes("eventType", attribute("String", event_type)?);
+    }
+    if let Some(source) = &message.source {
+        entry = entry.message_attributes("source", attribute("String", source)?);
+    }
+    entry.build().ok()
 }
 
 /// Groups message indexes into batches of at most 10 entries and 256 KiB.
@@ -210,8 +220,9 @@ mod tests {
         OutboundMessage {
             body: "x".repeat(bytes),
             correlation_id: "c".into(),
-            event_type: "T".into(),
-            source: "api".into(),
+            event_type: Some("T".into()),
+            source: Some("api".into()),
+            events: 1,
         }
     }
 
@@ -222,7 +233,7 @@ mod tests {
             pack(&small).iter().map(Vec::len).collect::<Vec<_>>(),
             vec![10, 10, 5]
         );
-        // 32 KiB events: ten would exceed 256 KiB, so batches hold seven.
+        // 33 KiB bodies: ten would exceed 256 KiB, so batches hold seven.
         let large: Vec<_> = (0..10).map(|_| message(33 * 1024)).collect();
         let batches = pack(&large);
         assert_eq!(batches.iter().map(Vec::len).collect::<Vec<_>>(), vec![7, 3]);

@@ -21,7 +21,7 @@ use crate::store::StoreError;
 #[derive(Default)]
 pub(super) struct FakeQueue {
     pub(super) sent: Mutex<Vec<OutboundMessage>>,
-    /// Events of this type cannot be queued.
+    /// Messages carrying an event of this type cannot be queued.
     failing_type: Option<&'static str>,
 }
 
@@ -30,7 +30,8 @@ impl EventQueue for FakeQueue {
     async fn send(&self, messages: &[OutboundMessage]) -> SendReport {
         let mut failed = Vec::new();
         for (i, m) in messages.iter().enumerate() {
-            if Some(m.event_type.as_str()) == self.failing_type {
+            let carries = |t: &str| m.body.contains(&format!(r#""type":"{t}""#));
+            if self.failing_type.is_some_and(carries) {
                 failed.push(i);
             } else if let Ok(mut sent) = self.sent.lock() {
                 sent.push(m.clone());
@@ -135,8 +136,10 @@ async fn single_event_is_queued_with_its_correlation_id() {
     assert_eq!(sent.len(), 1);
     let envelope: Value = serde_json::from_str(&sent[0].body).unwrap_or(Value::Null);
     assert_eq!(envelope["correlationId"], "corr-42");
-    assert_eq!(envelope["event"]["leadId"], "user:u1");
-    assert_eq!(sent[0].event_type, "PAGE_VIEW");
+    assert_eq!(envelope["events"][0]["leadId"], "user:u1");
+    assert_eq!(envelope["events"].as_array().map(Vec::len), Some(1));
+    assert_eq!(sent[0].event_type.as_deref(), Some("PAGE_VIEW"));
+    assert_eq!(sent[0].events, 1);
     let totals = s.counters.totals().await.unwrap_or_default();
     assert_eq!(totals.accepted_by_source.get("api"), Some(&1));
 }
@@ -339,7 +342,17 @@ async fn batch_reports_each_item_and_one_bad_item_rejects_nothing_else() {
     assert_eq!(b["results"][2]["status"], "rejected");
     assert_eq!(b["results"][2]["index"], 2);
     assert_eq!(b["results"][2]["error"]["details"][0]["path"], "/type");
-    assert_eq!(sent(&s).len(), 3);
+    // The three accepted events travel in one message, in order.
+    let sent = sent(&s);
+    assert_eq!(sent.len(), 1);
+    assert_eq!(sent[0].events, 3);
+    let envelope: Value = serde_json::from_str(&sent[0].body).unwrap_or(Value::Null);
+    let types: Vec<&str> = envelope["events"]
+        .as_array()
+        .map(|events| events.iter().filter_map(|e| e["type"].as_str()).collect())
+        .unwrap_or_default();
+    assert_eq!(types, ["A", "B", "C"]);
+    assert_eq!(envelope["events"][0]["eventId"], "a");
     let totals = s.counters.totals().await.unwrap_or_default();
     assert_eq!(totals.accepted_by_source.get("api"), Some(&2));
     assert_eq!(totals.accepted_by_source.get("shop"), Some(&1));
@@ -457,7 +470,12 @@ async fn queue_failure_is_503_never_202() {
     assert_eq!(r.status, 503);
     let b = body(&r);
     assert_eq!(b["error"]["code"], "SERVICE_UNAVAILABLE");
-    assert_eq!(b["error"]["details"][0]["path"], "/results/1");
+    // Both travel in one message, so both are to be retried.
+    let paths: Vec<&str> = b["error"]["details"]
+        .as_array()
+        .map(|d| d.iter().filter_map(|d| d["path"].as_str()).collect())
+        .unwrap_or_default();
+    assert_eq!(paths, ["/results/0", "/results/1"]);
     let single = s
         .handle(request("POST", "/v1/events", &[INGEST], r#"{"type":"B"}"#))
         .await;
@@ -495,7 +513,7 @@ async fn facebook_leadgen_changes_become_events() {
     );
     let sent = sent(&s);
     let envelope: Value = serde_json::from_str(&sent[0].body).unwrap_or(Value::Null);
-    let e = &envelope["event"];
+    let e = &envelope["events"][0];
     assert_eq!(
         (e["eventId"].clone(), e["leadId"].clone()),
         (json!("fb:444"), json!("fb:444"))
@@ -602,7 +620,7 @@ async fn tiktok_and_generic_signatures() {
         ))
         .await;
     assert_eq!(r.status, 403);
-    let sources: Vec<String> = sent(&s).into_iter().map(|m| m.source).collect();
+    let sources: Vec<String> = sent(&s).into_iter().filter_map(|m| m.source).collect();
     assert_eq!(sources, vec!["tiktok", "shop"]);
 }
 
@@ -877,7 +895,9 @@ async fn sources_not_counted_by_name_share_one_counter() {
         ])
     );
     // The events keep their source; only the counter is shared.
-    assert!(sent(&s).iter().any(|m| m.source == "src-7"));
+    assert!(sent(&s)
+        .iter()
+        .any(|m| m.body.contains(r#""source":"src-7""#)));
 }
 
 /// A secret store that answers with `value`, or fails when it is `None`.
