@@ -3,6 +3,7 @@
 //! destination), with a fake function that records events and scripts responses.
 
 use std::collections::BTreeSet;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -131,6 +132,10 @@ type Script = dyn Fn(&Value, usize) -> Result<Value, InvokeError> + Send + Sync;
 struct Fake {
     calls: Mutex<Vec<Value>>,
     script: Box<Script>,
+    /// How long each invocation takes.
+    delay: Duration,
+    running: AtomicUsize,
+    max_running: AtomicUsize,
 }
 
 impl Fake {
@@ -138,9 +143,20 @@ impl Fake {
     fn new(
         script: impl Fn(&Value, usize) -> Result<Value, InvokeError> + Send + Sync + 'static,
     ) -> Arc<Fake> {
+        Self::slow(Duration::ZERO, script)
+    }
+
+    /// Like [`Fake::new`], each invocation taking `delay`.
+    fn slow(
+        delay: Duration,
+        script: impl Fn(&Value, usize) -> Result<Value, InvokeError> + Send + Sync + 'static,
+    ) -> Arc<Fake> {
         Arc::new(Fake {
             calls: Mutex::new(Vec::new()),
             script: Box::new(script),
+            delay,
+            running: AtomicUsize::new(0),
+            max_running: AtomicUsize::new(0),
         })
     }
 
@@ -171,6 +187,12 @@ impl Invoker for Fake {
             calls.push(event.clone());
             calls.len() - 1
         };
+        let running = self.running.fetch_add(1, Ordering::SeqCst) + 1;
+        self.max_running.fetch_max(running, Ordering::SeqCst);
+        if !self.delay.is_zero() {
+            tokio::time::sleep(self.delay).await;
+        }
+        self.running.fetch_sub(1, Ordering::SeqCst);
         (self.script)(&event, index)
     }
 }
@@ -416,6 +438,57 @@ async fn batch_size_is_respected() -> Result<()> {
         ]
     );
     assert_eq!((stats.invocations, stats.records_delivered), (3, 7));
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn parallelization_factor_runs_batches_of_a_shard_at_once_in_key_order() -> Result<()> {
+    let fx = fixture("streams_parallel").await?;
+    // Six items written four times each, interleaved: 24 records of one shard.
+    for version in 0..4u32 {
+        for key in 0..6 {
+            fx.put(&format!("k{key}"), version).await?;
+        }
+    }
+    let fx = &fx;
+    let run = |factor: u32| async move {
+        let fake = Fake::slow(Duration::from_millis(150), |_, _| Ok(json!({})));
+        let mut mapping = fx.mapping();
+        mapping.batch_size = 2;
+        mapping.parallelization_factor = factor;
+        let poller = fx.start(mapping, &fake);
+        wait_until("24 records", Duration::from_secs(30), || {
+            fake.records().len() >= 24
+        })
+        .await?;
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let stats = poller.stop().await;
+        anyhow::Ok((fake, stats))
+    };
+
+    let (fake, stats) = run(3).await?;
+    let at_once = fake.max_running.load(Ordering::SeqCst);
+    assert!(
+        (2..=3).contains(&at_once),
+        "{at_once} batches at once with factor 3"
+    );
+    assert_eq!(stats.records_delivered, 24, "each record once");
+    // Each item's versions arrive in the order they were written.
+    let mut versions: std::collections::BTreeMap<String, Vec<u64>> = Default::default();
+    for record in fake.records() {
+        let n = record["dynamodb"]["NewImage"]["n"]["N"]
+            .as_str()
+            .and_then(|n| n.parse().ok())
+            .context("n")?;
+        versions.entry(record_id(&record)).or_default().push(n);
+    }
+    assert_eq!(versions.len(), 6);
+    for (key, seen) in &versions {
+        assert_eq!(seen, &[0, 1, 2, 3], "{key}");
+    }
+    // The same records with factor 1: one batch at a time.
+    let (fake, _) = run(1).await?;
+    assert_eq!(fake.max_running.load(Ordering::SeqCst), 1);
     Ok(())
 }
 

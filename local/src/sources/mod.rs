@@ -27,6 +27,20 @@ impl StopSignal {
         *self.0.borrow()
     }
 
+    /// Another handle on the same request, for a task this one starts.
+    pub(crate) fn receiver(&self) -> tokio::sync::watch::Receiver<bool> {
+        self.0.clone()
+    }
+
+    /// Waits until stop is requested (forever if the requester is gone without asking).
+    pub(crate) async fn stopped(&mut self) {
+        while !self.requested() {
+            if self.0.changed().await.is_err() {
+                std::future::pending::<()>().await;
+            }
+        }
+    }
+
     /// Sleeps, returning early (with `true`) when stop is requested.
     pub(crate) async fn pause(&mut self, duration: std::time::Duration) -> bool {
         if self.requested() {

@@ -73,9 +73,19 @@
 //! reported minute ([`estimate_creation_time`]), and puts that (whole seconds) in the event's
 //! `ApproximateCreationDateTime`. Its `awsRegion` becomes `us-east-1` ([`crate::REGION`]).
 //!
+//! # ParallelizationFactor
+//!
+//! With a factor above 1 (and no tumbling window), each shard's records are read once and dealt
+//! to that many lanes by a hash of their partition key (the table's `HASH` key, from
+//! `DescribeStream`). Each lane batches, invokes, retries, bisects and discards on its own, one
+//! invocation at a time, so records of one partition key stay in order while up to `factor`
+//! batches of the shard run at once. A lane's checkpoint is its own; the shard is finished when
+//! every lane is. Lambda keeps tumbling-window state per shard, so a windowed mapping runs one
+//! lane (with a warning).
+//!
 //! # Not emulated
 //!
-//! `ParallelizationFactor` (always 1), event filtering, checkpoints surviving a restart of the
+//! Event filtering, checkpoints surviving a restart of the
 //! mapping (a new poller starts from `starting_position`), the 6 MiB limit counting the state.
 //! `function_timeout` is informational: the [`Invoker`] enforces it.
 
@@ -117,6 +127,8 @@ pub const MAX_STATE_BYTES: usize = 1024 * 1024;
 pub const MAX_PAYLOAD_BYTES: usize = 6 * 1024 * 1024;
 /// How often the coordinator looks for new shards.
 pub const SHARD_REFRESH: Duration = Duration::from_secs(2);
+/// Lambda's largest `ParallelizationFactor`.
+pub const MAX_PARALLELIZATION_FACTOR: u32 = 10;
 
 /// `StartingPosition` of a stream mapping.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -181,6 +193,8 @@ pub struct StreamMapping {
     /// How coarse the stream's `ApproximateCreationDateTime` is: 1 s for DynamoDB, 60 s for
     /// DynamoDB Local (see the module docs). [`StreamMapping::new`] picks it from the ARN.
     pub creation_time_resolution: Duration,
+    /// `ParallelizationFactor` (1..=10): batches of one shard in flight at once.
+    pub parallelization_factor: u32,
 }
 
 impl StreamMapping {
@@ -210,6 +224,7 @@ impl StreamMapping {
             retry_backoff: Duration::from_secs(1),
             poll_interval: Duration::from_millis(250),
             creation_time_resolution,
+            parallelization_factor: 1,
         }
     }
 
@@ -235,6 +250,7 @@ impl StreamMapping {
         mapping.report_batch_item_failures = def.report_batch_item_failures;
         mapping.on_failure = on_failure;
         mapping.function_timeout = function_timeout;
+        mapping.parallelization_factor = def.parallelization_factor;
         mapping
     }
 }
@@ -317,6 +333,8 @@ struct Ctx {
     invoker: Arc<dyn Invoker>,
     counters: Arc<Counters>,
     function_arn: String,
+    /// The table's `HASH` key attribute, from `DescribeStream` (lanes deal records by it).
+    hash_key: std::sync::OnceLock<String>,
 }
 
 /// A running DynamoDB stream event-source mapping. Stop it with [`StreamPoller::stop`];
@@ -351,6 +369,7 @@ impl StreamPoller {
             mapping,
             invoker,
             counters: Arc::clone(&counters),
+            hash_key: std::sync::OnceLock::new(),
         });
         let task = tokio::spawn(coordinate(ctx, stop_rx));
         StreamPoller {
@@ -414,6 +433,17 @@ fn normalise(mut m: StreamMapping) -> StreamMapping {
     if m.poll_interval.is_zero() {
         m.poll_interval = Duration::from_millis(10);
     }
+    if !(1..=MAX_PARALLELIZATION_FACTOR).contains(&m.parallelization_factor) {
+        let clamped = m
+            .parallelization_factor
+            .clamp(1, MAX_PARALLELIZATION_FACTOR);
+        tracing::warn!(function = %m.function, "ParallelizationFactor {} is outside 1..={MAX_PARALLELIZATION_FACTOR}; using {clamped}", m.parallelization_factor);
+        m.parallelization_factor = clamped;
+    }
+    if m.parallelization_factor > 1 && m.tumbling_window.is_some() {
+        tracing::warn!(function = %m.function, "a tumbling window keeps its state per shard; ParallelizationFactor {} runs as 1", m.parallelization_factor);
+        m.parallelization_factor = 1;
+    }
     m
 }
 
@@ -443,6 +473,7 @@ async fn coordinate(ctx: Arc<Ctx>, mut stop_rx: watch::Receiver<bool>) {
         bisect_on_error = mapping.bisect_on_error,
         maximum_retry_attempts = mapping.maximum_retry_attempts,
         report_batch_item_failures = mapping.report_batch_item_failures,
+        parallelization_factor = mapping.parallelization_factor,
         "DynamoDB stream event-source mapping started"
     );
     let mut shards: HashMap<String, ShardEntry> = HashMap::new();
@@ -553,6 +584,14 @@ async fn describe_shards(ctx: &Ctx) -> Result<Vec<Shard>, String> {
         let Some(description) = out.stream_description else {
             return Ok(shards);
         };
+        let hash_key = description
+            .key_schema()
+            .iter()
+            .find(|k| k.key_type() == &aws_sdk_dynamodbstreams::types::KeyType::Hash)
+            .map(|k| k.attribute_name().to_owned());
+        if let Some(name) = hash_key {
+            let _ = ctx.hash_key.set(name);
+        }
         shards.extend(description.shards.unwrap_or_default());
         match description.last_evaluated_shard_id {
             Some(last) => start = Some(last),

@@ -29,6 +29,8 @@ const ENVELOPE_BYTES: usize = 16 * 1024;
 #[derive(Debug, Clone)]
 struct Rec {
     seq: String,
+    /// A hash of the record's partition key: which lane takes it.
+    partition: u64,
     /// The creation time the mapping uses (see `estimate_creation_time`).
     created: DateTime<Utc>,
     json: Value,
@@ -102,9 +104,21 @@ enum Verdict {
     },
 }
 
+/// What a shard's reader hands one of its lanes (`ParallelizationFactor`).
+enum LaneInput {
+    Record(Rec),
+    /// Whether the reader's last `GetRecords` found nothing new.
+    CaughtUp(bool),
+}
+
+/// Records in flight from the reader to one lane; the reader waits when a lane is this far behind.
+const LANE_BACKLOG: usize = 1000;
+
 pub(super) struct ShardWorker {
     ctx: Arc<Ctx>,
     shard_id: String,
+    /// A lane reads what its shard's reader deals it instead of the stream.
+    feed: Option<tokio::sync::mpsc::Receiver<LaneInput>>,
     stop: super::super::StopSignal,
     start: StartingPosition,
     iterator: Option<String>,
@@ -135,6 +149,7 @@ impl ShardWorker {
         ShardWorker {
             ctx,
             shard_id,
+            feed: None,
             stop: super::super::StopSignal::new(stop_rx),
             start,
             iterator: None,
@@ -165,7 +180,59 @@ impl ShardWorker {
     }
 
     /// Runs until the shard is finished or stop is requested; returns the shard id.
-    pub(super) async fn run(mut self) -> String {
+    pub(super) async fn run(self) -> String {
+        let factor = self.ctx.mapping.parallelization_factor;
+        if factor > 1 && self.feed.is_none() {
+            return self.deal(factor as usize).await;
+        }
+        self.process().await
+    }
+
+    /// Reads the shard and deals its records to `factor` lanes by partition key, then waits for
+    /// every lane to finish.
+    async fn deal(mut self, factor: usize) -> String {
+        let mut lanes = Vec::with_capacity(factor);
+        let mut tasks = tokio::task::JoinSet::new();
+        for _ in 0..factor {
+            let (tx, rx) = tokio::sync::mpsc::channel(LANE_BACKLOG);
+            let mut lane = ShardWorker::new(
+                Arc::clone(&self.ctx),
+                self.shard_id.clone(),
+                self.start,
+                self.stop.receiver(),
+            );
+            lane.feed = Some(rx);
+            tasks.spawn(lane.process());
+            lanes.push(tx);
+        }
+        tracing::debug!(function = %self.ctx.mapping.function, shard = %self.shard_id, lanes = factor, "reading shard into lanes");
+        'reading: while !self.stopping() {
+            self.fetch().await;
+            while let Some(record) = self.buffer.pop_front() {
+                let lane = &lanes[(record.partition % factor as u64) as usize];
+                tokio::select! {
+                    sent = lane.send(LaneInput::Record(record)) => if sent.is_err() { break 'reading },
+                    _ = self.stop.stopped() => break 'reading,
+                }
+            }
+            for lane in &lanes {
+                let _ = lane.try_send(LaneInput::CaughtUp(self.caught_up));
+            }
+            if self.ended {
+                break;
+            }
+            if self.caught_up && self.pause(self.ctx.mapping.poll_interval).await {
+                break;
+            }
+        }
+        // Closing the channels tells each lane the shard has ended (once it has drained them).
+        drop(lanes);
+        while tasks.join_next().await.is_some() {}
+        self.shard_id
+    }
+
+    /// Batches and invokes the records of the shard (or of this lane) in order.
+    async fn process(mut self) -> String {
         tracing::debug!(function = %self.ctx.mapping.function, shard = %self.shard_id, position = ?self.start, "reading shard");
         loop {
             if self.stopping() {
@@ -198,8 +265,27 @@ impl ShardWorker {
 
     // ------------------------------------------------------------------ reading
 
-    /// One `GetRecords` call (opening an iterator first if needed).
+    /// One `GetRecords` call (opening an iterator first if needed); a lane takes what its
+    /// reader has dealt it instead.
     async fn fetch(&mut self) {
+        if let Some(feed) = self.feed.as_mut() {
+            loop {
+                match feed.try_recv() {
+                    Ok(LaneInput::Record(record)) => {
+                        if self.buffer.is_empty() {
+                            self.batch_started = Some(Instant::now());
+                        }
+                        self.buffer.push_back(record);
+                    }
+                    Ok(LaneInput::CaughtUp(caught_up)) => self.caught_up = caught_up,
+                    Err(tokio::sync::mpsc::error::TryRecvError::Empty) => return,
+                    Err(tokio::sync::mpsc::error::TryRecvError::Disconnected) => {
+                        self.ended = true;
+                        return;
+                    }
+                }
+            }
+        }
         let iterator = match self.iterator.take() {
             Some(iterator) => iterator,
             None => match self.open_iterator().await {
@@ -325,12 +411,14 @@ impl ShardWorker {
         self.previous_created = Some(created);
         let json = lambda_record(record, &self.ctx.mapping.stream_arn, Some(created));
         let size = serde_json::to_vec(&json).map_or(0, |v| v.len());
+        let partition = partition_hash(&json, self.ctx.hash_key.get().map(String::as_str));
         if self.buffer.is_empty() {
             self.batch_started = Some(Instant::now());
         }
         self.last_read = Some(seq.clone());
         self.buffer.push_back(Rec {
             seq,
+            partition,
             created,
             json,
             size,
@@ -784,4 +872,15 @@ impl ShardWorker {
             }
         }
     }
+}
+
+/// A hash of a record's partition key (`dynamodb.Keys.<hash_key>`), or of all its keys
+/// when the key's name is not known.
+fn partition_hash(record: &Value, hash_key: Option<&str>) -> u64 {
+    use std::hash::{Hash as _, Hasher as _};
+    let keys = &record["dynamodb"]["Keys"];
+    let key = hash_key.map_or(keys, |name| &keys[name]);
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    key.to_string().hash(&mut hasher);
+    hasher.finish()
 }
