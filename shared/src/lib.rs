@@ -30,6 +30,7 @@ pub mod retry;
 pub mod rollup;
 pub mod scoring;
 pub mod secrets;
+pub mod shards;
 pub mod signature;
 pub mod store;
 pub mod stream_window;

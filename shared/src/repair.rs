@@ -5,7 +5,7 @@
 //! the stream, which is when their events were stored; so, for each reference:
 //!
 //! 1. the events processed in that time (a minute's margin either side) are read from the
-//!    events table (the `byHour` index, over every hour such an event can be stamped with);
+//!    events table (the `byHourShard` index, over every hour such an event can be stamped with);
 //! 2. rollup failures: every day those events fall on is reconciled (recomputed from its
 //!    events), and every lead among them is re-folded from its events;
 //!    archive failures: every one of those events is sent to the archive again (readers keep

@@ -74,7 +74,7 @@ fn fixture_template_parses() -> Result<()> {
         .iter()
         .map(|i| i.index_name.as_str())
         .collect();
-    assert_eq!(gsis, ["byLead", "byHour", "byFailure"]);
+    assert_eq!(gsis, ["byLead", "byHourShard", "byFailure"]);
 
     let order: Vec<&str> = template
         .queues_in_creation_order()?
@@ -301,24 +301,43 @@ async fn tables_match_the_template() -> Result<()> {
         .iter()
         .map(|g| (g.index_name().unwrap_or_default(), g))
         .collect();
-    let expected = [
-        ("byLead", "leadId", "leadSort"),
-        ("byHour", "hour", "eventSort"),
-        ("byFailure", "failureStatus", "failedAt"),
+    // Each index projects only what its readers take.
+    let expected: [(&str, &str, &str, &[&str]); 3] = [
+        ("byLead", "leadId", "leadSort", &["event"]),
+        (
+            "byHourShard",
+            "hourShard",
+            "eventSort",
+            &["event", "processedAt"],
+        ),
+        (
+            "byFailure",
+            "failureStatus",
+            "failedAt",
+            &["attempts", "failureReason", "status", "type"],
+        ),
     ];
     assert_eq!(gsis.len(), expected.len(), "{:?}", gsis.keys());
-    for (index, hash, range) in expected {
+    for (index, hash, range, projected) in expected {
         let gsi = gsis.get(index).with_context(|| format!("GSI {index}"))?;
         assert_eq!(
             keys(gsi.key_schema()),
             pairs(&[(hash, "HASH"), (range, "RANGE")]),
             "{index}"
         );
+        let projection = gsi.projection().context("projection")?;
         assert_eq!(
-            gsi.projection().and_then(|p| p.projection_type()),
-            Some(&ProjectionType::All),
+            projection.projection_type(),
+            Some(&ProjectionType::Include),
             "{index}"
         );
+        let mut attributes: Vec<&str> = projection
+            .non_key_attributes()
+            .iter()
+            .map(String::as_str)
+            .collect();
+        attributes.sort_unstable();
+        assert_eq!(attributes, projected, "{index}");
     }
 
     let analytics = stack

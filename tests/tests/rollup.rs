@@ -12,7 +12,7 @@ use rust_decimal::Decimal;
 use tally::aggregation::{
     AggregatePart, AggregateReader, AggregateStore, CompactedDay, Reconciler,
 };
-use tally::aws::DynamoEventStore;
+use tally::aws::{hour_shard, DynamoEventStore};
 use tally::event::Event;
 use tally::rollup::{AggregateKey, Dimension, Rollup};
 use tally::store::{EventStatus, EventStore, FailureRecord};
@@ -197,6 +197,31 @@ async fn reconciliation_reports_and_repairs_drift() -> Result<()> {
     let f = fixture("rollup_reconcile", false).await?;
     let events = workload(31, 150)?;
     store_all(&f.events, &events).await?;
+    // The hour index is write-sharded by event id; reconciliation below must read every shard.
+    let scanned = f
+        .stack
+        .dynamodb
+        .scan()
+        .table_name(f.stack.table("EventsTable")?)
+        .projection_expression("eventId, hourShard")
+        .send()
+        .await?;
+    let mut shards: BTreeMap<String, std::collections::BTreeSet<String>> = BTreeMap::new();
+    for item in scanned.items() {
+        let text = |name: &str| item.get(name).and_then(|v| v.as_s().ok()).cloned();
+        let (id, shard) = (
+            text("eventId").context("id")?,
+            text("hourShard").context("shard")?,
+        );
+        let (hour, _) = shard.split_once('#').context("<hour>#<shard>")?;
+        assert_eq!(shard, hour_shard(hour, &id));
+        shards.entry(hour.to_owned()).or_default().insert(shard);
+    }
+    let busiest = shards.values().map(|s| s.len()).max().unwrap_or(0);
+    assert!(
+        busiest >= 4,
+        "an hour's events spread over shards: {shards:?}"
+    );
     let mut expected = Rollup::default();
     events.iter().for_each(|e| expected.add(e));
     let days = days_of(&events);

@@ -139,7 +139,7 @@ pub struct ProcessedEvent {
     pub processed_at: DateTime<Utc>,
 }
 
-/// The source of truth, by hour (the events table's `byHour` index).
+/// The source of truth, by hour (the events table's `byHourShard` index, every shard of the hour).
 #[async_trait]
 pub trait HourlyEvents: Send + Sync {
     /// Every `PROCESSED` event whose timestamp falls in `hour` (`YYYY-MM-DDTHH`).

@@ -21,7 +21,7 @@ mod sqs;
 mod stages;
 
 pub use analytics::DynamoAggregates;
-pub use dynamo::{DynamoCounters, DynamoEventStore};
+pub use dynamo::{hour_shard, DynamoCounters, DynamoEventStore, HOUR_SHARDS};
 pub use firehose::FirehoseArchive;
 pub use leads::DynamoLeads;
 pub use live::{DynamoConnections, ManagementApiSender};

@@ -1,5 +1,5 @@
 //! The repair's adapters: stream failure queues (SQS) and events by processing time (the hours
-//! of the events table's `byHour` index, as reconciliation reads them, kept by `processedAt`).
+//! of the events table's `byHourShard` index, as reconciliation reads them, kept by `processedAt`).
 
 use async_trait::async_trait;
 use chrono::{DateTime, Duration, DurationRound, Utc};

@@ -207,7 +207,7 @@ mod utc_millis {
     }
 }
 
-/// The stored sort key of `(timestamp, eventId)` (the `byLead` and `byHour` index order):
+/// The stored sort key of `(timestamp, eventId)` (the `byLead` and `byHourShard` index order):
 /// `<epoch ms, 13 digits>#<eventId>`. `#` sorts below every character an id may hold, so the
 /// strings order as the pairs do (for times from 1970 on).
 pub fn sort_key(timestamp: DateTime<Utc>, event_id: &str) -> String {

@@ -23,12 +23,7 @@ pub const BOARD_SHARDS: u32 = 32;
 
 /// The shard of a lead: FNV-1a of its id, stable across processes and releases.
 pub fn board_shard(lead_id: &str) -> u32 {
-    let mut hash: u32 = 0x811c_9dc5;
-    for byte in lead_id.as_bytes() {
-        hash ^= u32::from(*byte);
-        hash = hash.wrapping_mul(0x0100_0193);
-    }
-    hash % BOARD_SHARDS
+    crate::shards::shard_of(lead_id, BOARD_SHARDS)
 }
 
 /// One lead on the board.
