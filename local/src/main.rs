@@ -7,7 +7,7 @@ use std::time::Duration;
 use anyhow::{anyhow, Context, Result};
 use clap::{Parser, Subcommand};
 use tally_local::publish::{publish, verify, PublishOptions, Summary};
-use tally_local::seed::{seed, SeedOptions};
+use tally_local::seed::{seed_over_http, SeedOptions};
 use tally_local::up::{shutdown_signal, LocalStack, UpOptions, STOP_GRACE};
 
 #[derive(Parser)]
@@ -156,15 +156,14 @@ async fn main() -> Result<()> {
                     events_per_day: seed_events_per_day,
                     ..SeedOptions::default()
                 };
-                let sdk = tally_local::sdk_config(&stack.stack.dynamodb_endpoint);
-                let table = stack.stack.table("EventsTable")?.to_owned();
+                let api = format!("http://{}", stack.api_addr);
                 println!(
-                    "tally-local: seeding {days} days of {seed_events_per_day} events into {table}…"
+                    "tally-local: seeding {days} days of {seed_events_per_day} events a day through {api}/v1/events/batch…"
                 );
                 tokio::spawn(async move {
-                    match seed(&sdk, &table, &options).await {
+                    match seed_over_http(&api, tally_local::up::LOCAL_INGEST_KEY, &options).await {
                         Ok(r) => println!(
-                            "tally-local: seeded {} events from {} to {} in {:.1} s; they are rolled up as their windows close",
+                            "tally-local: posted {} events from {} to {} in {:.1} s; they are stored as the queue drains and rolled up as their windows close",
                             r.events,
                             r.from.to_rfc3339(),
                             r.to.to_rfc3339(),

@@ -1,9 +1,12 @@
-//! `tally-local up --seed-days N`: days of realistic history for the query routes. The events
-//! (the traffic generator's mix, spread evenly over the days, in time order) are validated like
-//! any posted event and written to the events table as `process` stores them, so the stream rolls
-//! them up and the scorer scores them like any other. Posting a month through the HTTP API would
-//! take about an hour at the local stack's throughput; this takes a minute or two. The pipeline
-//! counters of `/metrics` do not count seeded events (nothing was accepted or processed).
+//! Days of realistic history for the query routes: the traffic generator's mix, spread evenly
+//! over the days, in time order.
+//!
+//! * [`seed_over_http`] (`tally-local up --seed-days N`) posts them through the HTTP API in
+//!   batches, like real traffic: ingest, the queue, `process`, the counters, the rollups and the
+//!   scores all see them.
+//! * [`seed`] writes them to the events table as `process` stores them, for benches and tests
+//!   that need a month of history in a minute without the functions running. The pipeline
+//!   counters do not count those.
 
 use std::time::{Duration, Instant};
 
@@ -54,12 +57,8 @@ const CONCURRENT_WRITES: usize = 32;
 const OLDEST_MARGIN: chrono::Duration = chrono::Duration::minutes(10);
 const NEWEST_MARGIN: chrono::Duration = chrono::Duration::minutes(1);
 
-/// Writes `options.days` days of events to `events_table`, oldest first.
-pub async fn seed(
-    sdk: &aws_config::SdkConfig,
-    events_table: &str,
-    options: &SeedOptions,
-) -> Result<SeedReport> {
+/// The span of history to seed, and the generator of its events.
+fn history(options: &SeedOptions, now: DateTime<Utc>) -> Result<(HistorySpan, Generator)> {
     let limits = Limits::default();
     ensure!(
         (1..=limits.max_event_age_days).contains(&options.days),
@@ -70,21 +69,105 @@ pub async fn seed(
         options.events_per_day > 0,
         "seed events per day must be > 0"
     );
-    let now = Utc::now();
     let from = now - chrono::Duration::days(i64::from(options.days)) + OLDEST_MARGIN;
     let to = now - NEWEST_MARGIN;
     let total = u64::from(options.days) * u64::from(options.events_per_day);
-    let step_ms = (to - from).num_milliseconds() as f64 / total as f64;
+    let span = HistorySpan {
+        from,
+        to,
+        total,
+        step_ms: (to - from).num_milliseconds() as f64 / total as f64,
+    };
+    Ok((span, Generator::new(options.seed, options.leads, 0.0, 0.0)))
+}
+
+struct HistorySpan {
+    from: DateTime<Utc>,
+    to: DateTime<Utc>,
+    total: u64,
+    step_ms: f64,
+}
+
+impl HistorySpan {
+    fn at(&self, i: u64) -> DateTime<Utc> {
+        self.from + chrono::Duration::milliseconds((i as f64 * self.step_ms) as i64)
+    }
+}
+
+/// Events per request, and requests in flight, when seeding over HTTP.
+const SEED_BATCH: usize = 100;
+const SEED_REQUESTS_IN_FLIGHT: usize = 4;
+
+/// Posts `options.days` days of events to the HTTP API at `api` (`/v1/events/batch`, with the
+/// ingest key), oldest first. Fails if any event is refused.
+pub async fn seed_over_http(
+    api: &str,
+    ingest_key: &str,
+    options: &SeedOptions,
+) -> Result<SeedReport> {
+    let (span, mut generator) = history(options, Utc::now())?;
+    let client = reqwest::Client::new();
+    let url = format!("{}/v1/events/batch", api.trim_end_matches('/'));
+    let mut batches = Vec::new();
+    let mut batch = Vec::with_capacity(SEED_BATCH);
+    for i in 0..span.total {
+        let (mut value, _) = generator.next_event();
+        value["timestamp"] = json!(span.at(i).timestamp_millis());
+        batch.push(value);
+        if batch.len() == SEED_BATCH || i + 1 == span.total {
+            batches.push(std::mem::take(&mut batch));
+        }
+    }
+    let started = Instant::now();
+    let accepted = stream::iter(batches)
+        .map(|events| {
+            let (client, url) = (&client, &url);
+            async move {
+                let sent = events.len() as u64;
+                let response = client
+                    .post(url)
+                    .bearer_auth(ingest_key)
+                    .json(&events)
+                    .send()
+                    .await
+                    .with_context(|| format!("POST {url}"))?;
+                let status = response.status();
+                let body: serde_json::Value = response.json().await.unwrap_or_default();
+                let accepted = body["accepted"].as_u64().unwrap_or(0);
+                if !status.is_success() || accepted != sent {
+                    bail!("seeding: {status}, {accepted} of {sent} accepted: {body}");
+                }
+                Ok::<_, anyhow::Error>(accepted)
+            }
+        })
+        .buffered(SEED_REQUESTS_IN_FLIGHT)
+        .try_fold(0u64, |total, n| async move { Ok(total + n) })
+        .await?;
+    Ok(SeedReport {
+        events: accepted,
+        from: span.from,
+        to: span.to,
+        elapsed: started.elapsed(),
+    })
+}
+
+/// Writes `options.days` days of events to `events_table`, oldest first.
+pub async fn seed(
+    sdk: &aws_config::SdkConfig,
+    events_table: &str,
+    options: &SeedOptions,
+) -> Result<SeedReport> {
+    let now = Utc::now();
+    let (span, mut generator) = history(options, now)?;
     let context = NormalizeContext {
         received_at: now,
-        limits,
+        limits: Limits::default(),
         default_source: "api",
     };
-    let mut generator = Generator::new(options.seed, options.leads, 0.0, 0.0);
+    let (from, to, total) = (span.from, span.to, span.total);
     let records = (0..total).map(move |i| {
         let (mut value, _) = generator.next_event();
-        let at = from + chrono::Duration::milliseconds((i as f64 * step_ms) as i64);
-        value["timestamp"] = json!(at.timestamp_millis());
+        value["timestamp"] = json!(span.at(i).timestamp_millis());
         let event = normalize(value, &context)
             .map_err(|errors| anyhow::anyhow!("generated event {i} is invalid: {errors:?}"))?;
         let event_json = event

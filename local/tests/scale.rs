@@ -194,3 +194,54 @@ async fn concurrent_consumers_store_aggregate_and_score_each_event_once() -> Res
     stack.stop().await;
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn seeding_posts_history_through_the_http_api() -> Result<()> {
+    use tally_local::seed::{seed_over_http, SeedOptions};
+    let stack = LocalStack::start(UpOptions {
+        parameters: vec![("RollupWindowSeconds".into(), "2".into())],
+        ..UpOptions::new(tally_local::repo_root().join("template.yaml"))
+    })
+    .await?;
+    let options = SeedOptions {
+        days: 2,
+        events_per_day: 150,
+        ..SeedOptions::default()
+    };
+    let api = format!("http://{}", stack.api_addr);
+    let report = seed_over_http(&api, LOCAL_INGEST_KEY, &options).await?;
+    assert_eq!(report.events, 300);
+    assert!(
+        report.to - report.from > chrono::Duration::hours(47),
+        "{report:?}"
+    );
+
+    // Real traffic: the pipeline counters count it, and the reports see the two days.
+    let metrics = wait_until(
+        "300 events processed",
+        Duration::from_secs(120),
+        async || {
+            let metrics = get(&stack, "/v1/admin/metrics", LOCAL_ADMIN_KEY).await?;
+            let s = &metrics["summary"];
+            Ok((s["processed"].as_u64() == Some(300)).then(|| s.clone()))
+        },
+    )
+    .await?;
+    assert_eq!(metrics["accepted"], json!(300), "{metrics}");
+    let path = format!(
+        "/v1/reports/events?from={}&to={}",
+        report.from.format("%Y-%m-%d"),
+        report.to.format("%Y-%m-%d")
+    );
+    wait_until(
+        "the two days in the events report",
+        Duration::from_secs(120),
+        async || {
+            let body = get(&stack, &path, LOCAL_READ_KEY).await?;
+            Ok((body["total"].as_u64() == Some(300)).then_some(()))
+        },
+    )
+    .await?;
+    stack.stop().await;
+    Ok(())
+}
