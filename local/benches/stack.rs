@@ -193,7 +193,8 @@ async fn main() -> Result<()> {
         max_in_flight: 32,
     };
     let before = Summary::read(&reqwest::Client::new(), &api, LOCAL_ADMIN_KEY).await?;
-    let reports_before = stack.runtimes().reports().len();
+    // Every report from now on (the runtime keeps only the last 10,000).
+    let mut subscription = stack.runtimes().subscribe();
     let started = Instant::now();
     let report = publish(&options).await?;
     let found = verify(
@@ -223,29 +224,38 @@ async fn main() -> Result<()> {
         found.stored_per_second(),
         found.exactly_once,
     );
+    let statuses: Vec<_> = stack
+        .runtimes()
+        .functions()
+        .into_iter()
+        .map(|f| (f.clone(), stack.runtimes().status(&f).unwrap_or_default()))
+        .collect();
+    let mut reports = Vec::new();
+    while let Ok(report) = subscription.try_recv() {
+        reports.push(report);
+    }
+    stack.stop().await;
     println!("  execution environments (cold starts under the load, init median):");
-    let reports = stack.runtimes().reports();
-    for function in stack.runtimes().functions() {
-        let status = stack.runtimes().status(&function).unwrap_or_default();
-        let mut inits: Vec<f64> = reports[reports_before.min(reports.len())..]
+    for (function, status) in statuses {
+        if status.invocations == 0 {
+            continue;
+        }
+        let mut inits: Vec<f64> = reports
             .iter()
             .filter(|r| r.function == function)
             .filter_map(|r| r.init_duration)
             .map(|d| d.as_secs_f64() * 1000.0)
             .collect();
-        if status.invocations == 0 {
-            continue;
-        }
         let cold = inits.len();
         inits.sort_by(f64::total_cmp);
         println!(
-            "    {function:<20} peak {} at once, {} invocations, {cold} cold starts during the run (init median {:.1} ms)",
+            "    {function:<20} peak {} at once, {} environments started, {} invocations during the run, {cold} cold starts (init median {:.1} ms)",
             status.peak_busy,
-            status.invocations,
+            status.environments_started,
+            reports.iter().filter(|r| r.function == function).count(),
             median(inits),
         );
     }
-    stack.stop().await;
     if !found.exactly_once {
         bail!("not every accepted event was stored exactly once: {found:?}");
     }

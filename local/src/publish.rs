@@ -420,7 +420,9 @@ pub async fn verify(
         {
             break;
         }
-        tokio::time::sleep(Duration::from_millis(250)).await;
+        // Once a second: the admin metrics read the counters and queues, which the pipeline
+        // under test shares.
+        tokio::time::sleep(Duration::from_secs(1)).await;
         let now = Summary::read(&client, api, admin_key).await?.since(before);
         if now != last {
             last_progress = Instant::now();

@@ -136,6 +136,9 @@ pub(super) struct ShardWorker {
     caught_up: bool,
     /// When the current batching window started.
     batch_started: Option<Instant>,
+    /// When the last `GetRecords` call was made: Lambda polls a shard at most 4 times a second
+    /// (`poll_interval`), however fast the function returns.
+    last_fetch: Option<Instant>,
     window: Option<OpenWindow>,
 }
 
@@ -161,6 +164,7 @@ impl ShardWorker {
             ended: false,
             caught_up: false,
             batch_started: None,
+            last_fetch: None,
             window: None,
         }
     }
@@ -286,6 +290,14 @@ impl ShardWorker {
                 }
             }
         }
+        if let Some(last) = self.last_fetch {
+            let next = last + self.ctx.mapping.poll_interval;
+            let wait = next.saturating_duration_since(Instant::now());
+            if !wait.is_zero() && self.pause(wait).await {
+                return;
+            }
+        }
+        self.last_fetch = Some(Instant::now());
         let iterator = match self.iterator.take() {
             Some(iterator) => iterator,
             None => match self.open_iterator().await {
