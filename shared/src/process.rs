@@ -4,7 +4,8 @@
 //! A message carries many events. Each event is stored, rejected or failed on its own; a message
 //! is retried when any of its events failed transiently. On a retry its stored events are
 //! recognised by their submission id ([`StoreOutcome::Redelivered`]) and its rejected ones by
-//! their record, so nothing is counted twice, and only the failed ones are stored anew.
+//! their record, so neither is counted twice, and only the failed ones are stored anew. Its
+//! duplicates leave no record, so the duplicates counter counts them again (a metric only).
 
 use std::sync::Arc;
 
