@@ -214,16 +214,7 @@ async fn main() -> Result<()> {
         report.requests_per_second(),
         report.accepted as f64 / report.elapsed.as_secs_f64()
     );
-    println!(
-        "  stored: {} processed + {} duplicates of {} accepted ({} distinct) {:.1} s after the first request = {:.0} events/s from HTTP to stored; exactly once: {}",
-        found.delta.processed,
-        found.delta.duplicates,
-        report.accepted,
-        report.distinct_accepted,
-        found.to_stored.as_secs_f64(),
-        found.stored_per_second(),
-        found.exactly_once,
-    );
+    println!("  {}", found.summary(&report));
     let statuses: Vec<_> = stack
         .runtimes()
         .functions()

@@ -245,17 +245,7 @@ async fn main() -> Result<()> {
                 Duration::from_secs(600),
             )
             .await?;
-            println!(
-                "stored {} and found {} duplicates of {} accepted ({} distinct) in {:.1} s from the first request: {:.0} events/s HTTP to stored; failed attempts {}, dead-lettered {}",
-                found.delta.processed,
-                found.delta.duplicates,
-                report.accepted,
-                report.distinct_accepted,
-                found.to_stored.as_secs_f64(),
-                found.stored_per_second(),
-                found.delta.failed,
-                found.delta.dead_letter,
-            );
+            println!("{}", found.summary(&report));
             if found.exactly_once {
                 println!("every accepted event stored exactly once");
                 Ok(())

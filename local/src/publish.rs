@@ -390,6 +390,22 @@ pub struct Verification {
 }
 
 impl Verification {
+    /// One line: what was stored of what `report` accepted, and how fast.
+    pub fn summary(&self, report: &PublishReport) -> String {
+        format!(
+            "stored {} and found {} duplicates of {} accepted ({} distinct) in {:.1} s from the first request: {:.0} events/s HTTP to stored; failed attempts {}, dead-lettered {}; exactly once: {}",
+            self.delta.processed,
+            self.delta.duplicates,
+            report.accepted,
+            report.distinct_accepted,
+            self.to_stored.as_secs_f64(),
+            self.stored_per_second(),
+            self.delta.failed,
+            self.delta.dead_letter,
+            self.exactly_once,
+        )
+    }
+
     /// Events settled (stored or found to be duplicates) per second, from the first request.
     pub fn stored_per_second(&self) -> f64 {
         (self.delta.processed + self.delta.duplicates) as f64

@@ -150,3 +150,15 @@ pub fn query_ports(stack: &Stack) -> Result<tally::query::QueryPorts> {
         &config,
     ))
 }
+
+/// The `eventId`s a work-queue message body carries, in order.
+pub fn queued_event_ids(body: &str) -> Result<Vec<String>> {
+    let envelope: Value = serde_json::from_str(body)?;
+    let events = envelope["events"]
+        .as_array()
+        .context("the body carries no events")?;
+    Ok(events
+        .iter()
+        .filter_map(|e| e["eventId"].as_str().map(str::to_owned))
+        .collect())
+}

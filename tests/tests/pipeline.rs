@@ -9,7 +9,7 @@ use tally::signature::{sign_facebook, sign_timestamped};
 use tally::store::{EventStatus, EventStore};
 use tally_tests::driver::receive;
 use tally_tests::pipeline::{
-    sample, sample_request, Pipeline, SAMPLE_FACEBOOK_SECRET, SAMPLE_SHOP_SECRET,
+    queued_event_ids, sample, sample_request, Pipeline, SAMPLE_FACEBOOK_SECRET, SAMPLE_SHOP_SECRET,
     SAMPLE_TIKTOK_SECRET,
 };
 
@@ -249,16 +249,7 @@ async fn poison_message_reaches_the_dlq_with_dead_letter_recorded() -> Result<()
     let dlq = p.stack.queue("DeadLetterQueue")?.url.clone();
     let dead = receive(&p.stack.sqs, &dlq, 10, 30).await?;
     assert_eq!(dead.len(), 1);
-    let envelope: Value = serde_json::from_str(dead[0].body().unwrap_or_default())?;
-    let ids: Vec<&str> = envelope["events"]
-        .as_array()
-        .map(|events| {
-            events
-                .iter()
-                .filter_map(|e| e["eventId"].as_str())
-                .collect()
-        })
-        .unwrap_or_default();
+    let ids = queued_event_ids(dead[0].body().unwrap_or_default())?;
     assert_eq!(
         ids,
         ["good-1", "poison-1", "good-2"],

@@ -23,6 +23,23 @@ pub(crate) struct Command {
     pub(crate) reply: oneshot::Sender<Result<Value, InvokeError>>,
 }
 
+impl Command {
+    /// Fails the invocation: the emulator is shutting down.
+    pub(crate) fn refuse(self) {
+        let _ = self
+            .reply
+            .send(Err(InvokeError::Crashed(SHUT_DOWN.to_owned())));
+    }
+}
+
+/// Closes `commands` and fails every invocation still queued in it.
+pub(crate) fn refuse_queued(commands: &mut mpsc::UnboundedReceiver<Command>) {
+    commands.close();
+    while let Ok(command) = commands.try_recv() {
+        command.refuse();
+    }
+}
+
 pub(crate) struct Actor {
     /// Which of the function's environments this is (unique per function, never reused).
     pub(crate) slot: u64,
@@ -100,12 +117,7 @@ impl Actor {
             }
         }
         self.discard_env().await;
-        self.commands.close();
-        while let Ok(command) = self.commands.try_recv() {
-            let _ = command
-                .reply
-                .send(Err(InvokeError::Crashed(SHUT_DOWN.to_owned())));
-        }
+        refuse_queued(&mut self.commands);
     }
 
     fn status(&self) -> std::sync::MutexGuard<'_, FunctionStatus> {

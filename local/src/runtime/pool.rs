@@ -15,10 +15,9 @@ use futures::channel::{mpsc, oneshot};
 use futures::StreamExt as _;
 use tokio::task::JoinHandle;
 
-use super::actor::{Actor, Command, SHUT_DOWN};
+use super::actor::{refuse_queued, Actor, Command};
 use super::report::ReportLog;
 use super::{FunctionSpec, FunctionStatus};
-use crate::invoke::InvokeError;
 
 /// How often idle environments are looked for, at most.
 const REAP_EVERY: Duration = Duration::from_secs(1);
@@ -102,18 +101,9 @@ impl Pool {
                 Wake::Reap => self.reap(&mut state).await,
             }
         }
-        for command in state.waiting.drain(..) {
-            let _ = command
-                .reply
-                .send(Err(InvokeError::Crashed(SHUT_DOWN.to_owned())));
-        }
+        state.waiting.drain(..).for_each(Command::refuse);
         futures::future::join_all(state.slots.drain(..).map(Slot::shut_down)).await;
-        self.commands.close();
-        while let Ok(command) = self.commands.try_recv() {
-            let _ = command
-                .reply
-                .send(Err(InvokeError::Crashed(SHUT_DOWN.to_owned())));
-        }
+        refuse_queued(&mut self.commands);
     }
 
     fn status(&self) -> std::sync::MutexGuard<'_, FunctionStatus> {
@@ -144,10 +134,7 @@ impl Pool {
         slot.busy = true;
         if let Err(err) = slot.commands.unbounded_send(command) {
             // The environment's loop has ended (only on shutdown): fail the invocation.
-            let _ = err
-                .into_inner()
-                .reply
-                .send(Err(InvokeError::Crashed(SHUT_DOWN.to_owned())));
+            err.into_inner().refuse();
             slot.busy = false;
         }
         self.update_busy(state);
