@@ -3,12 +3,14 @@
 //! event-source mappings and the schedules. The test harness (`tests/`) uses the same emulator and
 //! provisioning code.
 
+pub mod cost;
 pub mod emulators;
 pub mod events;
 pub mod functions;
 pub mod gateway;
 pub mod install;
 pub mod invoke;
+pub mod meter;
 pub mod publish;
 pub mod queue_state;
 pub mod runtime;

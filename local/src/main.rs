@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use anyhow::{anyhow, Context, Result};
 use clap::{Parser, Subcommand};
+use tally_local::cost::{CostOptions, Profile};
 use tally_local::publish::{publish, verify, PublishOptions, Summary};
 use tally_local::seed::{seed_over_http, SeedOptions};
 use tally_local::up::{shutdown_signal, LocalStack, UpOptions, STOP_GRACE};
@@ -94,6 +95,31 @@ enum Command {
         #[arg(long, default_value_t = 32)]
         in_flight: usize,
     },
+    /// Run a reference workload through a metered local stack and print what a million events
+    /// cost at list prices, item by item.
+    Cost {
+        /// The SAM template to run.
+        #[arg(long, default_value = "template.yaml")]
+        template: PathBuf,
+        /// Build and run release binaries (Lambda's durations, hence GB-seconds, are closer).
+        #[arg(long)]
+        release: bool,
+        /// Events posted per profile.
+        #[arg(long, default_value_t = 6000)]
+        events: u32,
+        /// Events per second offered.
+        #[arg(long, default_value_t = 200)]
+        rate: u32,
+        /// The rollup's tumbling window in seconds (the template's RollupWindowSeconds).
+        #[arg(long, default_value_t = 60)]
+        rollup_window: u32,
+        /// Lambda architecture to price (the template's Architecture parameter).
+        #[arg(long, default_value = "arm64")]
+        architecture: tally_local::cost::Architecture,
+        /// Profiles to run: single, batch (repeatable; default both).
+        #[arg(long = "profile", value_parser = parse_profile)]
+        profiles: Vec<Profile>,
+    },
     /// Fire a schedule of a running stack now.
     Trigger {
         /// The schedule's name (its event name in the template, or `Name`).
@@ -101,6 +127,14 @@ enum Command {
         #[arg(long, default_value = "http://127.0.0.1:3000")]
         api: String,
     },
+}
+
+fn parse_profile(s: &str) -> Result<Profile, String> {
+    match s {
+        "single" => Ok(Profile::Single),
+        "batch" => Ok(Profile::Batch),
+        other => Err(format!("unknown profile {other} (single or batch)")),
+    }
 }
 
 fn parse_parameter(s: &str) -> Result<(String, String), String> {
@@ -147,6 +181,8 @@ async fn main() -> Result<()> {
                 cargo_features,
                 concurrency,
                 idle_timeout: std::time::Duration::from_secs(idle_seconds.max(1)),
+                meter: None,
+                schedules: true,
             })
             .await?;
             println!("{}", stack.banner());
@@ -258,6 +294,40 @@ async fn main() -> Result<()> {
                     found.delta.duplicates
                 ))
             }
+        }
+        Command::Cost {
+            template,
+            release,
+            events,
+            rate,
+            rollup_window,
+            architecture,
+            profiles,
+        } => {
+            let template = if template.is_absolute() {
+                template
+            } else {
+                tally_local::repo_root().join(template)
+            };
+            let profiles = if profiles.is_empty() {
+                vec![Profile::Batch, Profile::Single]
+            } else {
+                profiles
+            };
+            let bills = tally_local::cost::run(&CostOptions {
+                template,
+                release,
+                events,
+                rate,
+                rollup_window: rollup_window.clamp(1, 900),
+                architecture,
+                profiles,
+            })
+            .await?;
+            for bill in &bills {
+                println!("{}", bill.render());
+            }
+            Ok(())
         }
         Command::Trigger { name, api } => {
             let url = format!("{}/_local/schedules/{name}", api.trim_end_matches('/'));

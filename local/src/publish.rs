@@ -28,7 +28,7 @@ pub struct PublishOptions {
     pub rate: u32,
     pub duration: Duration,
     pub leads: u32,
-    /// Events per request (`/v1/events/batch`).
+    /// Events per request: `/v1/events/batch`, or `/v1/events` for 1.
     pub batch: u32,
     /// Share of events that repeat an earlier `eventId` (0..1).
     pub duplicates: f64,
@@ -244,15 +244,26 @@ pub async fn publish(options: &PublishOptions) -> Result<PublishReport> {
             .context("semaphore")?;
         let (client, counters, options) = (client.clone(), counters.clone(), options.clone());
         tasks.spawn(async move {
+            // A client of one event a request posts it alone, to the single-event routes.
+            let single = options.batch == 1;
             if !events.is_empty() {
-                let request = client
-                    .post(format!("{}/v1/events/batch", options.api))
-                    .bearer_auth(&options.ingest_key)
-                    .json(&events);
+                let request = if single {
+                    client
+                        .post(format!("{}/v1/events", options.api))
+                        .json(&events[0])
+                } else {
+                    client
+                        .post(format!("{}/v1/events/batch", options.api))
+                        .json(&events)
+                };
+                let request = request.bearer_auth(&options.ingest_key);
                 counters.record(request.send().await).await;
             }
             if !tiktok.is_empty() {
-                let body = Value::Array(tiktok).to_string();
+                let body = match tiktok.len() {
+                    1 if single => tiktok[0].to_string(),
+                    _ => Value::Array(tiktok).to_string(),
+                };
                 let signature = sign_timestamped(
                     &options.tiktok_secret,
                     "s",
@@ -312,6 +323,14 @@ impl Counters {
             }
         };
         match body {
+            // `POST /v1/events`: one event, `{"eventId", "status": "queued"}`.
+            Some(b) if b["status"] == "queued" => {
+                self.accepted.fetch_add(1, Ordering::Relaxed);
+                if let Some(id) = b["eventId"].as_str() {
+                    let mut ids = self.ids.lock().unwrap_or_else(PoisonError::into_inner);
+                    ids.insert(id.to_owned());
+                }
+            }
             Some(b) => {
                 self.accepted
                     .fetch_add(b["accepted"].as_u64().unwrap_or(0), Ordering::Relaxed);

@@ -15,6 +15,8 @@ use tally::auth::ApiKeys;
 use crate::functions::{self, EventDef, FunctionDef, LocalResources};
 use crate::gateway::{Gateway, GatewayConfig, Route};
 use crate::invoke::{InvokeError, Invoker};
+use crate::meter::classify::Service;
+use crate::meter::{Meter, MeteringProxy, Upstream};
 use crate::runtime::{FunctionSpec, Runtimes};
 use crate::sources::{
     OnFailure, ScheduleExpression, ScheduleSpec, Scheduler, SqsMapping, SqsPoller, StreamMapping,
@@ -62,6 +64,10 @@ pub struct UpOptions {
     pub concurrency: u32,
     /// How long an idle execution environment is kept (the last one of a function stays).
     pub idle_timeout: Duration,
+    /// Bill every call the functions and the SQS pollers make (`tally-local cost`).
+    pub meter: Option<Meter>,
+    /// Fire the template's schedules on their own (off, they still run when triggered).
+    pub schedules: bool,
 }
 
 /// The local cap on one function's execution environments: enough to show scale-out and to
@@ -82,6 +88,8 @@ impl UpOptions {
             cargo_features: Vec::new(),
             concurrency: DEFAULT_CONCURRENCY,
             idle_timeout: crate::runtime::DEFAULT_IDLE_TIMEOUT,
+            meter: None,
+            schedules: true,
         }
     }
 }
@@ -100,6 +108,7 @@ pub struct LocalStack {
     pub event_bus: crate::events::EventBridgeEmulator,
     /// The template's WebSocket API with its `@connections` endpoint, if it declares one.
     pub live: Option<crate::websocket::SocketEmulator>,
+    _proxies: Vec<MeteringProxy>,
     _emulators: Emulators,
 }
 
@@ -239,6 +248,7 @@ impl LocalStack {
             .and_then(serde_yaml::Value::as_mapping)
             .cloned();
         let mut specs = Vec::new();
+        let mut proxies = Vec::new();
         let mut concurrency: HashMap<String, u32> = HashMap::new();
         for (f, binary) in functions.iter().zip(binaries) {
             let reserved = functions::reserved_concurrency(f, conditions.as_ref(), &resources)
@@ -261,31 +271,21 @@ impl LocalStack {
                 };
                 env.push((name.clone(), value));
             }
+            let endpoints = Endpoints::for_caller(
+                &f.logical_id,
+                options.meter.as_ref(),
+                &emulators,
+                &event_bus.endpoint,
+                &mut proxies,
+            )
+            .await?;
             env.extend([
-                (
-                    "AWS_ENDPOINT_URL_DYNAMODB".into(),
-                    emulators.dynamodb_endpoint.clone(),
-                ),
-                (
-                    "AWS_ENDPOINT_URL_SQS".into(),
-                    emulators.moto_endpoint.clone(),
-                ),
-                (
-                    "AWS_ENDPOINT_URL_S3".into(),
-                    emulators.moto_endpoint.clone(),
-                ),
-                (
-                    "AWS_ENDPOINT_URL_FIREHOSE".into(),
-                    emulators.moto_endpoint.clone(),
-                ),
-                (
-                    "AWS_ENDPOINT_URL_SECRETS_MANAGER".into(),
-                    emulators.moto_endpoint.clone(),
-                ),
-                (
-                    "AWS_ENDPOINT_URL_EVENTBRIDGE".into(),
-                    event_bus.endpoint.clone(),
-                ),
+                ("AWS_ENDPOINT_URL_DYNAMODB".into(), endpoints.dynamodb),
+                ("AWS_ENDPOINT_URL_SQS".into(), endpoints.moto.clone()),
+                ("AWS_ENDPOINT_URL_S3".into(), endpoints.moto.clone()),
+                ("AWS_ENDPOINT_URL_FIREHOSE".into(), endpoints.moto.clone()),
+                ("AWS_ENDPOINT_URL_SECRETS_MANAGER".into(), endpoints.moto),
+                ("AWS_ENDPOINT_URL_EVENTBRIDGE".into(), endpoints.events),
                 ("AWS_ACCESS_KEY_ID".into(), "test".into()),
                 ("AWS_SECRET_ACCESS_KEY".into(), "test".into()),
                 ("AWS_REGION".into(), crate::REGION.into()),
@@ -324,6 +324,21 @@ impl LocalStack {
         let streams =
             aws_sdk_dynamodbstreams::Client::new(&crate::sdk_config(&stack.dynamodb_endpoint));
         let mut schedules = Vec::new();
+        // Lambda's SQS pollers make billed requests in the account; its stream pollers do not.
+        let poller_sqs = match &options.meter {
+            Some(_) => {
+                let endpoints = Endpoints::for_caller(
+                    SQS_POLLERS,
+                    options.meter.as_ref(),
+                    &emulators,
+                    &event_bus.endpoint,
+                    &mut proxies,
+                )
+                .await?;
+                aws_sdk_sqs::Client::new(&crate::sdk_config(&endpoints.moto))
+            }
+            None => stack.sqs.clone(),
+        };
         for f in &functions {
             for event in &f.events {
                 match event {
@@ -344,7 +359,7 @@ impl LocalStack {
                             .unwrap_or(function_concurrency)
                             .min(function_concurrency);
                         pollers.push(SqsPoller::start(
-                            stack.sqs.clone(),
+                            poller_sqs.clone(),
                             mapping,
                             runtimes.clone(),
                         ));
@@ -355,7 +370,7 @@ impl LocalStack {
                         expression: ScheduleExpression::parse(&s.expression)
                             .map_err(|e| anyhow!("{}: schedule {}: {e}", f.logical_id, s.name))?,
                         input: s.input.clone(),
-                        enabled: s.enabled,
+                        enabled: s.enabled && options.schedules,
                     }),
                     EventDef::DynamoDb(s) => {
                         let arn = stream_arns.get(&s.table_logical_id).with_context(|| {
@@ -418,6 +433,7 @@ impl LocalStack {
             state_dir: options.state_dir,
             event_bus,
             live,
+            _proxies: proxies,
             _emulators: emulators,
         })
     }
@@ -521,6 +537,51 @@ impl LocalStack {
             "  API keys      {LOCAL_INGEST_KEY} (ingest), {LOCAL_READ_KEY} (read), {LOCAL_ADMIN_KEY} (admin)\n\nTry:\n  curl -s -X POST {api}/v1/events -H 'authorization: Bearer {LOCAL_INGEST_KEY}' \\\n    -H 'content-type: application/json' -d '{{\"type\":\"PAGE_VIEW\",\"userId\":\"u1\"}}'\n  curl -s -X POST {api}/_local/schedules/<name>   # fire a schedule now\nCtrl-C stops everything.\n"
         ));
         out
+    }
+}
+
+/// The caller name of the SQS pollers' requests in a meter.
+pub const SQS_POLLERS: &str = "SQS event source mappings";
+
+/// The endpoints one caller talks to: the emulators', or metering proxies in front of them.
+struct Endpoints {
+    dynamodb: String,
+    moto: String,
+    events: String,
+}
+
+impl Endpoints {
+    async fn for_caller(
+        caller: &str,
+        meter: Option<&Meter>,
+        emulators: &Emulators,
+        events: &str,
+        proxies: &mut Vec<MeteringProxy>,
+    ) -> Result<Endpoints> {
+        let Some(meter) = meter else {
+            return Ok(Endpoints {
+                dynamodb: emulators.dynamodb_endpoint.clone(),
+                moto: emulators.moto_endpoint.clone(),
+                events: events.to_owned(),
+            });
+        };
+        let proxy = |service, endpoint: &str| {
+            let upstream = Upstream {
+                service,
+                endpoint: endpoint.to_owned(),
+            };
+            MeteringProxy::start(caller, upstream, meter.clone())
+        };
+        let dynamodb = proxy(Service::DynamoDb, &emulators.dynamodb_endpoint).await?;
+        let moto = proxy(Service::Moto, &emulators.moto_endpoint).await?;
+        let events = proxy(Service::EventBridge, events).await?;
+        let endpoints = Endpoints {
+            dynamodb: dynamodb.endpoint.clone(),
+            moto: moto.endpoint.clone(),
+            events: events.endpoint.clone(),
+        };
+        proxies.extend([dynamodb, moto, events]);
+        Ok(endpoints)
     }
 }
 

@@ -2,12 +2,14 @@
 //!
 //! Each stream record that stores a `PROCESSED` event (terminal, so one per event) becomes one
 //! line: the canonical event exactly as stored, which carries its `eventId`, and a newline (the
-//! delivery stream concatenates records as they come). Lines go out with `PutRecordBatch`, at
-//! most 500 records and 4 MiB a call. Firehose answers per record; only the records it refused
-//! are sent again, up to `max_attempts` calls in all with exponential backoff. What still fails
-//! is reported as batch-item failures, so Lambda retries the batch from the first failed record.
-//! Records after it that were delivered are then delivered again: the archive is at least once,
-//! and a reader keeps one line per `eventId` (README, "Archive").
+//! delivery stream concatenates records as they come). Firehose bills every record rounded up to
+//! 5 KB, so consecutive lines are packed into records of up to [`MAX_RECORD_BYTES`]: a line of
+//! 600 bytes alone would be billed as 5 KB. Records go out with `PutRecordBatch`, at most 500
+//! records and 4 MiB a call. Firehose answers per record; only the records it refused are sent
+//! again, up to `max_attempts` calls in all with exponential backoff. The lines of what still
+//! fails are reported as batch-item failures, so Lambda retries the batch from the first failed
+//! line. Lines after it that were delivered are then delivered again: the archive is at least
+//! once, and a reader keeps one line per `eventId` (README, "Archive").
 
 use std::time::{Duration, Instant};
 
@@ -22,6 +24,8 @@ use crate::stream_window::{ItemFailure, StreamRecord};
 /// `PutRecordBatch` limits.
 pub const MAX_BATCH_RECORDS: usize = 500;
 pub const MAX_BATCH_BYTES: usize = 4 * 1024 * 1024;
+/// Firehose's largest record (before base64).
+pub const MAX_RECORD_BYTES: usize = 1000 * 1024;
 
 /// Where archive lines go (a Firehose delivery stream in AWS).
 #[async_trait]
@@ -62,16 +66,19 @@ pub struct ArchiveReport {
     pub skipped: usize,
     /// `PutRecordBatch` calls.
     pub calls: usize,
-    /// Lines sent again after Firehose refused them.
+    /// Records sent again after Firehose refused them.
     pub resent: usize,
-    /// Lines still refused after the last attempt (their records are reported failed).
+    /// Lines still refused after the last attempt (their stream records are reported failed).
     pub failed: usize,
+    /// Firehose records the lines were packed into.
+    pub records: usize,
 }
 
 pub struct Archiver<S> {
     sink: S,
     max_attempts: u32,
     backoff: Duration,
+    record_bytes: usize,
 }
 
 impl<S: ArchiveSink> Archiver<S> {
@@ -82,7 +89,15 @@ impl<S: ArchiveSink> Archiver<S> {
             sink,
             max_attempts: max_attempts.max(1),
             backoff,
+            record_bytes: MAX_RECORD_BYTES,
         }
+    }
+
+    /// Packs lines into records of at most `bytes` (a longer line is a record of its own; 0
+    /// sends one line a record).
+    pub fn with_record_bytes(mut self, bytes: usize) -> Self {
+        self.record_bytes = bytes.min(MAX_RECORD_BYTES);
+        self
     }
 
     /// One invocation: archives the batch, then logs and emits its figures (EMF).
@@ -91,6 +106,7 @@ impl<S: ArchiveSink> Archiver<S> {
         let (response, report) = self.archive(batch).await;
         let mut metrics = Metrics::new("archive");
         metrics.count("RecordsArchived", report.archived as u64);
+        metrics.count("FirehoseRecords", report.records as u64);
         metrics.count("ArchiveCalls", report.calls as u64);
         metrics.count("ArchiveResent", report.resent as u64);
         metrics.count("ArchiveFailed", report.failed as u64);
@@ -98,6 +114,7 @@ impl<S: ArchiveSink> Archiver<S> {
         info!(
             records = batch.records.len(),
             archived = report.archived,
+            firehose_records = report.records,
             skipped = report.skipped,
             calls = report.calls,
             resent = report.resent,
@@ -123,8 +140,15 @@ impl<S: ArchiveSink> Archiver<S> {
                 None => report.skipped += 1,
             }
         }
-        let line_bytes: Vec<&[u8]> = lines.iter().map(|(_, l)| l.as_slice()).collect();
-        let pending = self.deliver(&line_bytes, &mut report).await;
+        let packed = pack(lines.iter().map(|(_, l)| l.as_slice()), self.record_bytes);
+        report.records = packed.len();
+        let record_bytes: Vec<&[u8]> = packed.iter().map(|(_, r)| r.as_slice()).collect();
+        let pending: Vec<usize> = self
+            .deliver(&record_bytes, &mut report)
+            .await
+            .into_iter()
+            .flat_map(|r| packed[r].0.clone())
+            .collect();
         report.failed = pending.len();
         report.archived = lines.len() - pending.len();
         if !pending.is_empty() {
@@ -147,8 +171,9 @@ impl<S: ArchiveSink> Archiver<S> {
         )
     }
 
-    /// Sends `lines`, resending only what Firehose refuses, up to `max_attempts` calls a line.
-    /// Returns the indexes of the lines still refused; counts calls and resends in `report`.
+    /// Sends `records`, resending only what Firehose refuses, up to `max_attempts` calls a
+    /// record. Returns the indexes of the records still refused; counts calls and resends in
+    /// `report`.
     pub async fn deliver(&self, lines: &[&[u8]], report: &mut ArchiveReport) -> Vec<usize> {
         let mut pending: Vec<usize> = (0..lines.len()).collect();
         for attempt in 0..self.max_attempts {
@@ -182,6 +207,25 @@ impl<S: ArchiveSink> Archiver<S> {
         }
         pending
     }
+}
+
+/// Consecutive `lines` joined into records of at most `max` bytes, each with the range of
+/// lines it holds. A line longer than `max` is a record of its own.
+fn pack<'a>(
+    lines: impl IntoIterator<Item = &'a [u8]>,
+    max: usize,
+) -> Vec<(std::ops::Range<usize>, Vec<u8>)> {
+    let mut records: Vec<(std::ops::Range<usize>, Vec<u8>)> = Vec::new();
+    for (i, line) in lines.into_iter().enumerate() {
+        match records.last_mut() {
+            Some((range, record)) if record.len() + line.len() <= max => {
+                range.end = i + 1;
+                record.extend_from_slice(line);
+            }
+            _ => records.push((i..i + 1, line.to_vec())),
+        }
+    }
+    records
 }
 
 /// `pending` split into calls within the record and byte limits, in order.

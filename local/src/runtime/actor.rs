@@ -170,7 +170,7 @@ impl Actor {
         let ending = 'ending: {
             // Cold start: a new process and its Runtime API server.
             if self.env.is_none() {
-                match ExecEnv::spawn(&self.spec).await {
+                match ExecEnv::spawn(&self.spec, Arc::clone(&self.status)).await {
                     Ok(env) => {
                         let replaces = std::mem::replace(&mut self.spawned_before, true);
                         let mut status = self.status();
@@ -239,10 +239,7 @@ impl Actor {
             }
 
             // Invoke: hand the event to `/next` and wait for the answer.
-            emit(
-                &name,
-                &format!("START RequestId: {request_id} Version: $LATEST"),
-            );
+            emit(&name, &start_line(&request_id));
             start_printed = true;
             let queued = Instant::now();
             started = Some(queued);
@@ -321,17 +318,25 @@ impl Actor {
         };
         if !start_printed {
             // Failed before delivery (init): Lambda still opens and closes the request.
-            emit(
-                &name,
-                &format!("START RequestId: {request_id} Version: $LATEST"),
-            );
+            emit(&name, &start_line(&request_id));
         }
-        emit(&name, &format!("END RequestId: {request_id}"));
-        emit(&name, &report.report_line());
-        self.status().invocations += 1;
+        let end = format!("END RequestId: {request_id}");
+        let report_line = report.report_line();
+        emit(&name, &end);
+        emit(&name, &report_line);
+        let mut status = self.status();
+        status.invocations += 1;
+        // Lambda writes these three platform lines to the function's log group.
+        status.log_bytes +=
+            (start_line(&request_id).len() + end.len() + report_line.len() + 3) as u64;
+        drop(status);
         self.reports.push(report);
         (ending.result, stopping)
     }
+}
+
+fn start_line(request_id: &str) -> String {
+    format!("START RequestId: {request_id} Version: $LATEST")
 }
 
 fn function_error(error_type: String, error_message: String) -> Ending {

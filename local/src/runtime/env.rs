@@ -3,7 +3,7 @@
 use std::net::SocketAddr;
 use std::path::Path;
 use std::process::Stdio;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
@@ -15,7 +15,7 @@ use tokio::task::JoinHandle;
 
 use super::api::{ApiServer, ApiShared, Delivery, EnvEvent};
 use super::report::{emit, kb_to_mb, peak_rss_kb};
-use super::FunctionSpec;
+use super::{FunctionSpec, FunctionStatus};
 
 /// How long the watcher waits for the last log lines after the process exited.
 const LOG_DRAIN: Duration = Duration::from_millis(500);
@@ -42,7 +42,10 @@ pub(crate) struct ExecEnv {
 
 impl ExecEnv {
     /// Starts the Runtime API server, then the process pointed at it.
-    pub(crate) async fn spawn(spec: &FunctionSpec) -> anyhow::Result<Self> {
+    pub(crate) async fn spawn(
+        spec: &FunctionSpec,
+        status: Arc<Mutex<FunctionStatus>>,
+    ) -> anyhow::Result<Self> {
         let (events_tx, events) = mpsc::unbounded();
         let (deliveries_tx, deliveries_rx) = mpsc::unbounded();
         let shared = Arc::new(ApiShared::new(
@@ -67,10 +70,18 @@ impl ExecEnv {
         let pid = child.id();
         let mut logs = Vec::new();
         if let Some(stdout) = child.stdout.take() {
-            logs.push(tokio::spawn(forward_lines(spec.name.clone(), stdout)));
+            logs.push(tokio::spawn(forward_lines(
+                spec.name.clone(),
+                stdout,
+                Arc::clone(&status),
+            )));
         }
         if let Some(stderr) = child.stderr.take() {
-            logs.push(tokio::spawn(forward_lines(spec.name.clone(), stderr)));
+            logs.push(tokio::spawn(forward_lines(
+                spec.name.clone(),
+                stderr,
+                Arc::clone(&status),
+            )));
         }
         let (kill, killed) = oneshot::channel();
         let watcher = tokio::spawn(watch(child, killed, logs, events_tx));
@@ -213,15 +224,24 @@ async fn watch(
     let _ = events.unbounded_send(EnvEvent::Exited(status));
 }
 
-/// Copies a child's output to our stdout, one `[function] line` at a time.
-async fn forward_lines(function: String, output: impl AsyncRead + Unpin) {
+/// Copies a child's output to our stdout, one `[function] line` at a time, counting the bytes
+/// Lambda would send to the function's log group.
+async fn forward_lines(
+    function: String,
+    output: impl AsyncRead + Unpin,
+    status: Arc<Mutex<FunctionStatus>>,
+) {
     let mut reader = BufReader::new(output);
     let mut line = Vec::new();
     loop {
         line.clear();
         match reader.read_until(b'\n', &mut line).await {
             Ok(0) | Err(_) => break,
-            Ok(_) => {
+            Ok(read) => {
+                status
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .log_bytes += read as u64;
                 let text = String::from_utf8_lossy(&line);
                 emit(&function, text.trim_end_matches(['\n', '\r']));
             }

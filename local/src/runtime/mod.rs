@@ -116,6 +116,9 @@ pub struct FunctionStatus {
     pub scaled_in: u64,
     /// Processes started to replace a failed one.
     pub replaced: u64,
+    /// Bytes of log lines so far: the processes' output and the platform lines of each
+    /// invocation (what CloudWatch Logs would ingest).
+    pub log_bytes: u64,
 }
 
 impl FunctionStatus {

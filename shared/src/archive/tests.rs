@@ -94,6 +94,7 @@ async fn every_processed_event_becomes_one_line_in_calls_of_at_most_500() {
     records.push(record(5_001, "REMOVE", "PROCESSED", 0));
     records.push(record(5_002, "MODIFY", "PROCESSED", 0));
     let (response, report) = Archiver::new(&sink, 3, NO_WAIT)
+        .with_record_bytes(0)
         .archive(&batch(records))
         .await;
     assert_eq!(response, BatchResponse::default());
@@ -117,7 +118,8 @@ async fn every_processed_event_becomes_one_line_in_calls_of_at_most_500() {
             skipped: 2,
             calls: 3,
             resent: 0,
-            failed: 0
+            failed: 0,
+            records: 1_202,
         }
     );
 }
@@ -127,6 +129,7 @@ async fn calls_stay_within_4_mib() {
     let sink = RecordingSink::new(Box::new(|_, _| None));
     // About 30 KB a line: 4 MiB holds 139 of them.
     let (_, report) = Archiver::new(&sink, 3, NO_WAIT)
+        .with_record_bytes(0)
         .archive(&processed(400, 30_000))
         .await;
     let calls = sink.calls();
@@ -154,6 +157,7 @@ async fn only_refused_records_are_sent_again() {
         (call == 0 && n % 7 == 0).then(|| "ServiceUnavailableException".to_owned())
     }));
     let (response, report) = Archiver::new(&sink, 3, NO_WAIT)
+        .with_record_bytes(0)
         .archive(&processed(100, 0))
         .await;
     let calls = sink.calls();
@@ -174,6 +178,7 @@ async fn a_record_refused_every_time_is_reported_after_the_last_attempt() {
         (id_of(line) == "e42").then(|| "InternalFailure".to_owned())
     }));
     let (response, report) = Archiver::new(&sink, 3, NO_WAIT)
+        .with_record_bytes(0)
         .archive(&processed(100, 0))
         .await;
     let calls = sink.calls();
@@ -195,6 +200,7 @@ async fn a_failed_call_resends_that_call_only() {
     let mut sink = RecordingSink::new(Box::new(|_, _| None));
     sink.fail_call = Some(1);
     let (response, report) = Archiver::new(&sink, 2, NO_WAIT)
+        .with_record_bytes(0)
         .archive(&processed(1_100, 0))
         .await;
     let calls = sink.calls();
@@ -213,9 +219,90 @@ async fn the_sample_batch_archives_its_two_processed_events() -> Result<(), serd
         serde_json::from_str(include_str!("../../../events/archive-stream-batch.json"))?;
     let sink = RecordingSink::new(Box::new(|_, _| None));
     let (response, report) = Archiver::new(&sink, 3, NO_WAIT).archive(&sample).await;
-    let ids: Vec<String> = sink.calls().iter().flatten().map(|l| id_of(l)).collect();
+    let ids: Vec<String> = lines_of(&sink.calls()).iter().map(|l| id_of(l)).collect();
     assert_eq!(ids, vec!["sample-stream-1", "sample-stream-2"]);
-    assert_eq!((report.archived, report.skipped), (2, 1));
+    assert_eq!((report.archived, report.skipped, report.records), (2, 1, 1));
     assert_eq!(response, BatchResponse::default());
     Ok(())
+}
+
+/// Every line of every record sent, in order.
+fn lines_of(calls: &[Vec<String>]) -> Vec<String> {
+    calls
+        .iter()
+        .flatten()
+        .flat_map(|record| record.split_inclusive('\n').map(str::to_owned))
+        .collect()
+}
+
+#[tokio::test]
+async fn lines_are_packed_into_records_of_at_most_1000_kib() {
+    let sink = RecordingSink::new(Box::new(|_, _| None));
+    // About 10 KB a line: a record holds 100 of them.
+    let (response, report) = Archiver::new(&sink, 3, NO_WAIT)
+        .archive(&processed(1_000, 10_000))
+        .await;
+    assert_eq!(response, BatchResponse::default());
+    let records: Vec<String> = sink.calls().into_iter().flatten().collect();
+    assert!(
+        records.len() >= 10 && records.len() < 12,
+        "{}",
+        records.len()
+    );
+    for (n, record) in records.iter().enumerate() {
+        assert!(record.len() <= MAX_RECORD_BYTES && record.ends_with('\n'));
+        // Full: the next record's first line would not have fit.
+        if let Some(next) = records.get(n + 1) {
+            let first = next.split_inclusive('\n').next().map_or(0, str::len);
+            assert!(record.len() + first > MAX_RECORD_BYTES);
+        }
+    }
+    let ids: Vec<String> = lines_of(&sink.calls()).iter().map(|l| id_of(l)).collect();
+    let expected: Vec<String> = (0..1_000).map(|i| format!("e{i}")).collect();
+    assert_eq!(ids, expected, "in stream order, each once");
+    assert_eq!((report.archived, report.records), (1_000, records.len()));
+}
+
+#[tokio::test]
+async fn a_packed_record_refused_every_time_fails_each_of_its_lines() {
+    // Lines of 400 KB: two to a record. The record holding e2 and e3 is always refused.
+    let sink = RecordingSink::new(Box::new(|_, record| {
+        record
+            .split_inclusive('\n')
+            .any(|l| id_of(l) == "e3")
+            .then(|| "InternalFailure".to_owned())
+    }));
+    let (response, report) = Archiver::new(&sink, 2, NO_WAIT)
+        .archive(&processed(6, 400_000))
+        .await;
+    let calls = sink.calls();
+    assert_eq!(calls.len(), 2, "one call, then the refused record alone");
+    assert_eq!(calls[0].len(), 3);
+    assert_eq!(
+        lines_of(&calls[1..])
+            .iter()
+            .map(|l| id_of(l))
+            .collect::<Vec<_>>(),
+        vec!["e2", "e3"]
+    );
+    assert_eq!(
+        response.batch_item_failures,
+        vec![
+            ItemFailure {
+                item_identifier: format!("{:021}", 2)
+            },
+            ItemFailure {
+                item_identifier: format!("{:021}", 3)
+            },
+        ]
+    );
+    assert_eq!(
+        (
+            report.archived,
+            report.failed,
+            report.resent,
+            report.records
+        ),
+        (4, 2, 1, 3)
+    );
 }
