@@ -287,10 +287,15 @@ async fn an_event_history_keeps_fifty_entries_and_counts_the_rest() -> Result<()
         .record_replay("busy-1", chrono::Utc::now(), "corr")
         .await?;
     assert_eq!(p.stored("busy-1").await?.history_omitted, 11);
-    // A full history never stops the event from being processed.
+    // A full history never stops the event from being processed, and still ends with it: the
+    // processed entry is made from the item, not stored.
     p.drain().await?;
     let stored = p.stored("busy-1").await?;
     assert_eq!(stored.status, EventStatus::Processed);
-    assert_eq!((stored.history.len(), stored.history_omitted), (50, 12));
+    assert_eq!((stored.history.len(), stored.history_omitted), (51, 11));
+    assert_eq!(
+        stored.history.last().map(|h| h.status.as_str()),
+        Some("PROCESSED")
+    );
     Ok(())
 }

@@ -5,8 +5,10 @@ use anyhow::{Context, Result};
 use chrono::{Duration, SecondsFormat, Utc};
 use serde_json::{json, Value};
 use tally::counters::CounterSink;
+use tally::event::{normalize, Limits, NormalizeContext};
+use tally::request_cost::RequestCost;
 use tally::signature::{sign_facebook, sign_timestamped};
-use tally::store::{EventStatus, EventStore};
+use tally::store::{EventStatus, EventStore, ProcessedRecord, Provenance, StoreOutcome};
 use tally_tests::driver::receive;
 use tally_tests::pipeline::{
     queued_event_ids, sample, sample_request, Pipeline, SAMPLE_FACEBOOK_SECRET, SAMPLE_SHOP_SECRET,
@@ -542,5 +544,60 @@ async fn sqs_sample_is_processed_with_the_poison_record_rejected() -> Result<()>
         "each event of a packed message is a submission of its own"
     );
     assert_eq!(p.stored(&poison_id).await?.status, EventStatus::Rejected);
+    Ok(())
+}
+
+/// DynamoDB bills a write by the KB: a processed event's item keeps only what is read back (the
+/// canonical event, its provenance and index keys), so a publisher-format event with its
+/// demographics and engagement, the largest kind the replaced systems send, is written in one
+/// unit on the table and one on each index it is in (`byLead`, `byHourShard`).
+#[tokio::test]
+async fn a_publisher_event_is_stored_in_one_write_unit_per_table_and_index() -> Result<()> {
+    let p = Pipeline::start("item_size", &[]).await?;
+    let received_at = Utc::now();
+    let raw = json!({
+        "eventId": "gen-1a2b-1796529340026-100234", "timestamp": received_at.to_rfc3339(),
+        "source": "facebook", "funnelStage": "bottom", "eventType": "PURCHASE",
+        "data": {
+            "user": {"userId": "facebook-u8231", "age": 34, "gender": "non-binary",
+                "location": {"country": "United States", "city": "Springfield"}, "followers": 183_422},
+            "engagement": {"campaignId": "facebook-c17", "likes": 412, "purchaseAmount": "123.45"}
+        }
+    });
+    let ctx = NormalizeContext {
+        received_at,
+        limits: Limits::default(),
+        default_source: "api",
+    };
+    let event = normalize(raw, &ctx).map_err(|e| anyhow::anyhow!("{e:?}"))?;
+    let record = ProcessedRecord {
+        event_json: event
+            .to_canonical_json()
+            .map_err(|e| anyhow::anyhow!("{e:?}"))?,
+        event,
+        provenance: Provenance {
+            submission_id: "0191f2a4-7c3e-7d2a-9b1e-5f2c8a4d6e10/99".into(),
+            correlation_id: "6f1c2d3e-4b5a-4978-8c6d-5e4f3a2b1c0d".into(),
+            received_at,
+            attempts: 1,
+        },
+        processed_at: Utc::now(),
+    };
+    let (stored, cost) = RequestCost::measure(p.store.store_processed(&record)).await;
+    assert_eq!(stored?, StoreOutcome::Stored);
+    assert_eq!(cost.write_units, 3.0, "{cost:?}");
+    // Its history still ends with how it was processed.
+    let history = p.stored(&record.event.event_id).await?.history;
+    assert_eq!(
+        history
+            .iter()
+            .map(|h| (h.status.as_str(), h.attempts, h.correlation_id.as_deref()))
+            .collect::<Vec<_>>(),
+        vec![(
+            "PROCESSED",
+            Some(1),
+            Some(record.provenance.correlation_id.as_str())
+        )]
+    );
     Ok(())
 }

@@ -131,7 +131,22 @@ async fn measure(options: &CostOptions, stack: &LocalStack, meter: &Meter) -> Re
         .map(|f| f.logical_id.clone());
     let api = format!("http://{}", stack.api_addr);
     let client = reqwest::Client::new();
-    let settle = Duration::from_secs(u64::from(options.rollup_window) + 5);
+    // Quiet for longer than any stream mapping gathers or windows (the archive's gathers for
+    // 10 s), so the last batch of every consumer is counted.
+    let longest_window = stack
+        .functions
+        .iter()
+        .flat_map(|f| &f.events)
+        .filter_map(|e| match e {
+            EventDef::DynamoDb(s) => {
+                Some(s.batching_window.max(s.tumbling_window.unwrap_or_default()))
+            }
+            _ => None,
+        })
+        .max()
+        .unwrap_or_default()
+        .max(Duration::from_secs(u64::from(options.rollup_window)));
+    let settle = longest_window + Duration::from_secs(5);
     let mut bills = Vec::new();
     for (i, profile) in options.profiles.iter().enumerate() {
         let before = usage(meter, stack, &memory);
@@ -200,8 +215,8 @@ fn usage(meter: &Meter, stack: &LocalStack, memory: &HashMap<String, u32>) -> Us
     usage
 }
 
-/// Waits until nothing new is billed for `quiet` (the rollup's windows have closed and every
-/// stream consumer has caught up), or ten minutes. Idle polling goes on regardless.
+/// Waits until nothing new is billed for `quiet` (every stream consumer has gathered, windowed
+/// and caught up), or ten minutes. Idle polling goes on regardless.
 async fn wait_until_quiet(meter: &Meter, quiet: Duration) {
     let deadline = Instant::now() + Duration::from_secs(600);
     let busy = || {

@@ -7,7 +7,7 @@ use futures::{StreamExt as _, TryStreamExt as _};
 
 use super::item::{n, number, query_all, s, text, Item};
 use crate::counters::{CounterDelta, CounterSink};
-use crate::event::{format_utc, Event};
+use crate::event::format_utc;
 use crate::store::{
     EventStatus, EventStore, FailureRecord, ProcessedRecord, Provenance, StatusChange, StoreError,
     StoreOutcome, StoredEvent, REPLAYED,
@@ -43,27 +43,32 @@ impl DynamoEventStore {
         event_id: &str,
         set: Item,
         remove: &[&str],
-        change: AttributeValue,
+        change: Option<AttributeValue>,
     ) -> Result<Option<Item>, StoreError> {
+        let Some(change) = change else {
+            return self
+                .try_update(event_id, set, remove, History::Untouched)
+                .await;
+        };
         match self
-            .try_update(event_id, set.clone(), remove, Some(change))
+            .try_update(event_id, set.clone(), remove, History::Append(change))
             .await?
         {
             Some(existing) if history_is_full(&existing) && !is_processed(&existing) => {
-                self.try_update(event_id, set, remove, None).await
+                self.try_update(event_id, set, remove, History::CountOmitted)
+                    .await
             }
             outcome => Ok(outcome),
         }
     }
 
-    /// One attempt of [`Self::update_unless_processed`]; without `change`, the omitted entry is
-    /// counted instead of appended.
+    /// One attempt of [`Self::update_unless_processed`].
     async fn try_update(
         &self,
         event_id: &str,
         set: Item,
         remove: &[&str],
-        change: Option<AttributeValue>,
+        history: History,
     ) -> Result<Option<Item>, StoreError> {
         let mut request = self
             .client
@@ -75,19 +80,20 @@ impl DynamoEventStore {
             .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld);
         let mut clauses = Vec::new();
         let mut counted = String::new();
-        request = match change {
-            Some(change) => {
+        request = match history {
+            History::Append(change) => {
                 clauses.push(HISTORY_APPEND.to_owned());
                 history_values(request, change)
                     .condition_expression(format!("({UNLESS_PROCESSED}) AND {HISTORY_HAS_ROOM}"))
                     .expression_attribute_values(":maxHistory", n(MAX_HISTORY_ENTRIES))
             }
-            None => {
+            History::CountOmitted => {
                 counted = " ADD historyOmitted :one".to_owned();
                 request
                     .condition_expression(UNLESS_PROCESSED)
                     .expression_attribute_values(":one", n(1))
             }
+            History::Untouched => request.condition_expression(UNLESS_PROCESSED),
         };
         for (i, (name, value)) in set.into_iter().enumerate() {
             let placeholder = if name == "status" {
@@ -117,6 +123,16 @@ impl DynamoEventStore {
             },
         }
     }
+}
+
+/// What a status write does to the event's history.
+enum History {
+    Append(AttributeValue),
+    /// The history is full: count the entry in `historyOmitted` instead.
+    CountOmitted,
+    /// Nothing: the processed entry is read from the item's own attributes
+    /// ([`read_history`]), so the write stays under 1 KB more often (a write unit per KB).
+    Untouched,
 }
 
 /// Appends `:change` to the history (created on first use).
@@ -179,7 +195,27 @@ fn clipped(text: &str, max_chars: usize) -> &str {
         .map_or(text, |(end, _)| &text[..end])
 }
 
+/// The stored history, ended by the processed entry when the event is processed: that entry
+/// is not stored (events stored before it was dropped keep theirs), but made from the item's
+/// `processedAt`, `attempts` and `correlationId`.
 fn read_history(item: &Item) -> Vec<StatusChange> {
+    let mut history = stored_history(item);
+    let processed = EventStatus::Processed.as_str();
+    if is_processed(item) && history.last().is_none_or(|h| h.status != processed) {
+        if let Some(at) = text(item, "processedAt") {
+            history.push(StatusChange {
+                status: processed.to_owned(),
+                at: at.to_owned(),
+                attempts: number(item, "attempts").and_then(|a| u32::try_from(a).ok()),
+                reason: None,
+                correlation_id: text(item, "correlationId").map(str::to_owned),
+            });
+        }
+    }
+    history
+}
+
+fn stored_history(item: &Item) -> Vec<StatusChange> {
     let Some(AttributeValue::L(entries)) = item.get("history") else {
         return Vec::new();
     };
@@ -200,14 +236,6 @@ fn read_history(item: &Item) -> Vec<StatusChange> {
         .collect()
 }
 
-fn event_attributes(item: &mut Item, event: &Event, event_json: &str) {
-    item.insert("type".into(), s(&event.event_type));
-    item.insert("source".into(), s(&event.source));
-    item.insert("timestamp".into(), s(format_utc(event.timestamp)));
-    item.insert("ts".into(), n(event.timestamp.timestamp_millis()));
-    item.insert("event".into(), s(event_json));
-}
-
 fn provenance_attributes(item: &mut Item, p: &Provenance) {
     item.insert("submissionId".into(), s(&p.submission_id));
     item.insert("correlationId".into(), s(&p.correlation_id));
@@ -221,7 +249,8 @@ impl EventStore for DynamoEventStore {
         let event = &record.event;
         let mut item = Item::new();
         item.insert("status".into(), s(EventStatus::Processed.as_str()));
-        event_attributes(&mut item, event, &record.event_json);
+        // Only what is read back: the canonical event carries its type, source and timestamp.
+        item.insert("event".into(), s(&record.event_json));
         provenance_attributes(&mut item, &record.provenance);
         item.insert("processedAt".into(), s(format_utc(record.processed_at)));
         // Index keys exist only on processed events, so rollups and scoring never see failures.
@@ -235,17 +264,9 @@ impl EventStore for DynamoEventStore {
             item.insert("leadId".into(), s(lead));
             item.insert("leadSort".into(), s(sort));
         }
-        let p = &record.provenance;
-        let change = status_change(
-            EventStatus::Processed.as_str(),
-            record.processed_at,
-            Some(p.attempts),
-            None,
-            Some(&p.correlation_id),
-        );
         // A recorded failure's index key and reason go: the history keeps them.
         let stored = self
-            .update_unless_processed(&event.event_id, item, &FAILURE_ATTRIBUTES, change)
+            .update_unless_processed(&event.event_id, item, &FAILURE_ATTRIBUTES, None)
             .await?;
         Ok(match stored {
             None => StoreOutcome::Stored,
@@ -270,7 +291,9 @@ impl EventStore for DynamoEventStore {
         item.insert("failureReason".into(), s(&record.reason));
         item.insert("failedAt".into(), s(format_utc(record.failed_at)));
         if let (Some(event), Some(json)) = (&record.event, &record.event_json) {
-            event_attributes(&mut item, event, json);
+            // The failure listing (`byFailure`) shows the type.
+            item.insert("type".into(), s(&event.event_type));
+            item.insert("event".into(), s(json));
         }
         match &record.provenance {
             Some(p) => provenance_attributes(&mut item, p),
@@ -289,7 +312,7 @@ impl EventStore for DynamoEventStore {
                 .map(|p| p.correlation_id.as_str()),
         );
         // A processed event keeps its record: the condition failing is the expected no-op.
-        self.update_unless_processed(&record.event_id, item, &[], change)
+        self.update_unless_processed(&record.event_id, item, &[], Some(change))
             .await
             .map(|_| ())
     }
