@@ -2,7 +2,6 @@
 //! one profile after the other, and the pipeline left to settle (stored, rolled up, scored,
 //! archived) before each profile's units are read.
 
-use std::collections::HashMap;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
@@ -85,10 +84,10 @@ async fn measure(options: &CostOptions, stack: &LocalStack, meter: &Meter) -> Re
     let template = std::fs::read_to_string(&options.template)?;
     // Each request writes one line (and its newline) to the access log group.
     let access_log_line = access_log_line(&template)?.map_or(0, |l| l.len() + 1);
-    let memory: HashMap<String, u32> = stack
+    let functions: Vec<String> = stack
         .functions
         .iter()
-        .map(|f| (f.logical_id.clone(), f.memory_mb))
+        .map(|f| f.logical_id.clone())
         .collect();
     // Lambda bills the duration rounded up to the millisecond, and (for a custom runtime) the
     // init phase of a cold start.
@@ -149,7 +148,7 @@ async fn measure(options: &CostOptions, stack: &LocalStack, meter: &Meter) -> Re
     let settle = longest_window + Duration::from_secs(5);
     let mut bills = Vec::new();
     for (i, profile) in options.profiles.iter().enumerate() {
-        let before = usage(meter, stack, &memory);
+        let before = usage(meter, stack, &functions);
         let counters = Summary::read(&client, &api, LOCAL_ADMIN_KEY).await?;
         let started = Instant::now();
         let report = publish(&PublishOptions {
@@ -175,7 +174,15 @@ async fn measure(options: &CostOptions, stack: &LocalStack, meter: &Meter) -> Re
             Duration::from_secs(600),
         )
         .await?;
-        if !check.exactly_once || report.failed_requests > 0 {
+        if report.failed_requests > 0 {
+            bail!(
+                "{}: {} of {} requests failed",
+                profile.name(),
+                report.failed_requests,
+                report.requests
+            );
+        }
+        if !check.exactly_once {
             bail!(
                 "{}: the pipeline did not store every accepted event exactly once: {}",
                 profile.name(),
@@ -183,7 +190,7 @@ async fn measure(options: &CostOptions, stack: &LocalStack, meter: &Meter) -> Re
             );
         }
         wait_until_quiet(meter, settle).await;
-        let mut used = usage(meter, stack, &memory).since(&before);
+        let mut used = usage(meter, stack, &functions).since(&before);
         if let Some(reader) = &reader {
             used = used.without(|caller, _| caller == reader);
         }
@@ -205,9 +212,9 @@ async fn measure(options: &CostOptions, stack: &LocalStack, meter: &Meter) -> Re
 }
 
 /// What the meter counted, plus every function's log bytes so far.
-fn usage(meter: &Meter, stack: &LocalStack, memory: &HashMap<String, u32>) -> Usage {
+fn usage(meter: &Meter, stack: &LocalStack, functions: &[String]) -> Usage {
     let mut usage = meter.snapshot();
-    for function in memory.keys() {
+    for function in functions {
         if let Some(status) = stack.runtimes().status(function) {
             usage.add(function, Unit::LambdaLogBytes, status.log_bytes as f64);
         }
