@@ -322,6 +322,48 @@ async fn every_aggregation_route_answers_what_was_posted() -> Result<()> {
         "{reconciled:?} vs {unreconciled:?}"
     );
 
+    // The replaced systems' spellings answer exactly as the v1 routes do, over the same data.
+    let window = [
+        ("window", "day"),
+        ("start", start_text.as_str()),
+        ("end", end_text.as_str()),
+    ];
+    let top = [
+        ("metric", "count"),
+        ("dimension", "campaignId"),
+        ("type", "PAGE_VIEW"),
+        ("start", start_text.as_str()),
+        ("end", end_text.as_str()),
+    ];
+    let range = [("from", start_text.as_str()), ("to", end_text.as_str())];
+    type Query<'a> = &'a [(&'a str, &'a str)];
+    let mut aliases: Vec<(String, &str, Query)> = vec![
+        ("/api/aggregations".into(), "/v1/aggregations", &window),
+        (
+            "/api/aggregations/top-performing".into(),
+            "/v1/aggregations/top",
+            &top,
+        ),
+    ];
+    for report in ["events", "revenue", "demographics"] {
+        for prefix in ["/api/reports", "/api/v1/reports", "/reports"] {
+            let v1 = match report {
+                "events" => "/v1/reports/events",
+                "revenue" => "/v1/reports/revenue",
+                _ => "/v1/reports/demographics",
+            };
+            aliases.push((format!("{prefix}/{report}"), v1, &range));
+        }
+    }
+    for (alias, v1, query) in aliases {
+        let old = api.handle(get(&alias, query, READ_KEY)).await;
+        let new = api.handle(get(v1, query, READ_KEY)).await;
+        ensure!(old.status == 200, "{alias}: {} {}", old.status, old.body);
+        let (old, new) = (body(&old)?, body(&new)?);
+        ensure!(old == new, "{alias} answered {old}, {v1} {new}");
+        ensure!(old.to_string().len() > 100, "{alias}: {old}");
+    }
+
     // Rules: the defaults on first read, then an admin's change, as DynamoDB Local stores them.
     let rules = body(&api.handle(get("/v1/rules", &[], READ_KEY)).await)?;
     let points_of = |rules: &Value, ty: &str| {

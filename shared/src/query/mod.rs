@@ -103,11 +103,24 @@ impl Route {
             "/health" | "/health/live" => (Self::Health, "GET"),
             "/health/ready" => (Self::Ready, "GET"),
             "/metrics" => (Self::Metrics, "GET"),
-            "/v1/aggregations" => (Self::Aggregations, "GET"),
-            "/v1/aggregations/top" | "/v1/aggregations/top-performing" => (Self::Top, "GET"),
-            "/v1/reports/events" => (Self::EventsReport, "GET"),
-            "/v1/reports/revenue" => (Self::RevenueReport, "GET"),
-            "/v1/reports/demographics" => (Self::DemographicsReport, "GET"),
+            // The replaced systems' spellings are aliases (README, "Moving from the replaced
+            // systems").
+            "/v1/aggregations" | "/api/aggregations" => (Self::Aggregations, "GET"),
+            "/v1/aggregations/top"
+            | "/v1/aggregations/top-performing"
+            | "/api/aggregations/top-performing" => (Self::Top, "GET"),
+            "/v1/reports/events"
+            | "/api/reports/events"
+            | "/api/v1/reports/events"
+            | "/reports/events" => (Self::EventsReport, "GET"),
+            "/v1/reports/revenue"
+            | "/api/reports/revenue"
+            | "/api/v1/reports/revenue"
+            | "/reports/revenue" => (Self::RevenueReport, "GET"),
+            "/v1/reports/demographics"
+            | "/api/reports/demographics"
+            | "/api/v1/reports/demographics"
+            | "/reports/demographics" => (Self::DemographicsReport, "GET"),
             "/v1/reports/companies" => (Self::CompaniesReport, "GET"),
             "/v1/rules" => (Self::Rules, "GET"),
             "/v1/leads" => (Self::Leaderboard, "GET"),
