@@ -174,8 +174,8 @@ impl<S: ArchiveSink> Archiver<S> {
     /// Sends `records`, resending only what Firehose refuses, up to `max_attempts` calls a
     /// record. Returns the indexes of the records still refused; counts calls and resends in
     /// `report`.
-    pub async fn deliver(&self, lines: &[&[u8]], report: &mut ArchiveReport) -> Vec<usize> {
-        let mut pending: Vec<usize> = (0..lines.len()).collect();
+    pub async fn deliver(&self, records: &[&[u8]], report: &mut ArchiveReport) -> Vec<usize> {
+        let mut pending: Vec<usize> = (0..records.len()).collect();
         for attempt in 0..self.max_attempts {
             if pending.is_empty() {
                 break;
@@ -185,10 +185,10 @@ impl<S: ArchiveSink> Archiver<S> {
                 tokio::time::sleep(self.backoff * 2u32.saturating_pow(attempt - 1)).await;
             }
             let mut refused = Vec::new();
-            for call in calls(&pending, |i| lines[i].len()) {
+            for call in calls(&pending, |i| records[i].len()) {
                 report.calls += 1;
-                let records = call.iter().map(|&i| lines[i].to_vec()).collect();
-                match self.sink.put_batch(records).await {
+                let batch = call.iter().map(|&i| records[i].to_vec()).collect();
+                match self.sink.put_batch(batch).await {
                     Ok(results) => {
                         for (n, &i) in call.iter().enumerate() {
                             // A missing answer is a refusal: never assume delivery.

@@ -354,6 +354,8 @@ impl Repairer {
                 line
             })
             .collect();
+        // One line a record, unlike the stream's archiver: a repair is rare, and a refusal
+        // then leaves exactly one event's line unarchived.
         let refs: Vec<&[u8]> = lines.iter().map(Vec::as_slice).collect();
         let mut archive = ArchiveReport::default();
         let refused = self.archiver.deliver(&refs, &mut archive).await;

@@ -32,12 +32,11 @@ impl DynamoEventStore {
         }
     }
 
-    /// Sets `set`, removes `remove` and appends `change` to the status history, unless the event
-    /// is processed already; then it returns the stored item and changes nothing.
-    /// Sets `set`, removes `remove` and appends `change` to the history, unless the event is
-    /// processed. A history already [`MAX_HISTORY_ENTRIES`] long is not appended to: the write
-    /// is made again without the entry and counts it in `historyOmitted`, so a status write
-    /// never fails for the history's sake. Returns the stored item when the event is processed.
+    /// Sets `set`, removes `remove` and appends `change` (if any) to the history, unless the
+    /// event is processed; then it returns the stored item and changes nothing. A history
+    /// already [`MAX_HISTORY_ENTRIES`] long is not appended to: the write is made again without
+    /// the entry and counts it in `historyOmitted`, so a status write never fails for the
+    /// history's sake.
     async fn update_unless_processed(
         &self,
         event_id: &str,
