@@ -129,6 +129,15 @@ enum Command {
     },
 }
 
+/// `path` as given when absolute, else under the repository's root.
+fn in_repo(path: PathBuf) -> PathBuf {
+    if path.is_absolute() {
+        path
+    } else {
+        tally_local::repo_root().join(path)
+    }
+}
+
 fn parse_profile(s: &str) -> Result<Profile, String> {
     match s {
         "single" => Ok(Profile::Single),
@@ -166,11 +175,7 @@ async fn main() -> Result<()> {
             concurrency,
             idle_seconds,
         } => {
-            let template = if template.is_absolute() {
-                template
-            } else {
-                tally_local::repo_root().join(template)
-            };
+            let template = in_repo(template);
             let stack = LocalStack::start(UpOptions {
                 api_addr: api,
                 live_addr: live,
@@ -304,11 +309,7 @@ async fn main() -> Result<()> {
             architecture,
             profiles,
         } => {
-            let template = if template.is_absolute() {
-                template
-            } else {
-                tally_local::repo_root().join(template)
-            };
+            let template = in_repo(template);
             let profiles = if profiles.is_empty() {
                 vec![Profile::Batch, Profile::Single]
             } else {

@@ -43,13 +43,18 @@ async fn wait_until<T>(
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn concurrent_consumers_store_aggregate_and_score_each_event_once() -> Result<()> {
-    let stack = LocalStack::start(UpOptions {
+/// The template's stack, with 2 s rollup windows so that aggregates show up quickly.
+async fn start_stack() -> Result<LocalStack> {
+    LocalStack::start(UpOptions {
         parameters: vec![("RollupWindowSeconds".into(), "2".into())],
         ..UpOptions::new(tally_local::repo_root().join("template.yaml"))
     })
-    .await?;
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_consumers_store_aggregate_and_score_each_event_once() -> Result<()> {
+    let stack = start_stack().await?;
     let now = chrono::Utc::now();
     let at = now.to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
     // Every tenth event repeats the id of one sent in an earlier request.
@@ -198,11 +203,7 @@ async fn concurrent_consumers_store_aggregate_and_score_each_event_once() -> Res
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn seeding_posts_history_through_the_http_api() -> Result<()> {
     use tally_local::seed::{seed_over_http, SeedOptions};
-    let stack = LocalStack::start(UpOptions {
-        parameters: vec![("RollupWindowSeconds".into(), "2".into())],
-        ..UpOptions::new(tally_local::repo_root().join("template.yaml"))
-    })
-    .await?;
+    let stack = start_stack().await?;
     let options = SeedOptions {
         days: 2,
         events_per_day: 150,

@@ -52,6 +52,22 @@ enum Route {
     PutScoring,
 }
 
+/// The replaced systems' spellings of the read routes, and the v1 route each stands for
+/// (README, "Moving from the replaced systems").
+const LEGACY_ALIASES: &[(&str, &str)] = &[
+    ("/api/aggregations", "/v1/aggregations"),
+    ("/api/aggregations/top-performing", "/v1/aggregations/top"),
+    ("/api/reports/events", "/v1/reports/events"),
+    ("/api/reports/revenue", "/v1/reports/revenue"),
+    ("/api/reports/demographics", "/v1/reports/demographics"),
+    ("/api/v1/reports/events", "/v1/reports/events"),
+    ("/api/v1/reports/revenue", "/v1/reports/revenue"),
+    ("/api/v1/reports/demographics", "/v1/reports/demographics"),
+    ("/reports/events", "/v1/reports/events"),
+    ("/reports/revenue", "/v1/reports/revenue"),
+    ("/reports/demographics", "/v1/reports/demographics"),
+];
+
 impl Route {
     fn name(&self) -> &'static str {
         match self {
@@ -99,28 +115,19 @@ impl Route {
             .strip_suffix('/')
             .filter(|p| !p.is_empty())
             .unwrap_or(path);
+        let path = LEGACY_ALIASES
+            .iter()
+            .find(|(alias, _)| *alias == path)
+            .map_or(path, |(_, v1)| v1);
         let (route, allow) = match path {
             "/health" | "/health/live" => (Self::Health, "GET"),
             "/health/ready" => (Self::Ready, "GET"),
             "/metrics" => (Self::Metrics, "GET"),
-            // The replaced systems' spellings are aliases (README, "Moving from the replaced
-            // systems").
-            "/v1/aggregations" | "/api/aggregations" => (Self::Aggregations, "GET"),
-            "/v1/aggregations/top"
-            | "/v1/aggregations/top-performing"
-            | "/api/aggregations/top-performing" => (Self::Top, "GET"),
-            "/v1/reports/events"
-            | "/api/reports/events"
-            | "/api/v1/reports/events"
-            | "/reports/events" => (Self::EventsReport, "GET"),
-            "/v1/reports/revenue"
-            | "/api/reports/revenue"
-            | "/api/v1/reports/revenue"
-            | "/reports/revenue" => (Self::RevenueReport, "GET"),
-            "/v1/reports/demographics"
-            | "/api/reports/demographics"
-            | "/api/v1/reports/demographics"
-            | "/reports/demographics" => (Self::DemographicsReport, "GET"),
+            "/v1/aggregations" => (Self::Aggregations, "GET"),
+            "/v1/aggregations/top" | "/v1/aggregations/top-performing" => (Self::Top, "GET"),
+            "/v1/reports/events" => (Self::EventsReport, "GET"),
+            "/v1/reports/revenue" => (Self::RevenueReport, "GET"),
+            "/v1/reports/demographics" => (Self::DemographicsReport, "GET"),
             "/v1/reports/companies" => (Self::CompaniesReport, "GET"),
             "/v1/rules" => (Self::Rules, "GET"),
             "/v1/leads" => (Self::Leaderboard, "GET"),
