@@ -20,7 +20,7 @@ use crate::signature::{verify_facebook, verify_timestamped};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Route {
-    Single,
+    Single(SingleAnswer),
     Batch,
     Csv,
     FacebookVerify,
@@ -32,7 +32,7 @@ enum Route {
 impl Route {
     fn name(&self) -> &'static str {
         match self {
-            Self::Single => "POST /v1/events",
+            Self::Single(_) => "POST /v1/events",
             Self::Batch => "POST /v1/events/batch",
             Self::Csv => "POST /v1/events/csv",
             Self::FacebookVerify => "GET /v1/webhooks/facebook",
@@ -55,7 +55,12 @@ impl Route {
             }
         };
         match path {
-            "/v1/events" => post_only(Self::Single),
+            // The replaced systems' spellings (deprecated aliases): the aggregation service's
+            // `/api/events` answers as v1 does, EventFlow's `/events` in EventFlow's shape, and
+            // the webhook reporter's `/api/webhook` is the generic route for source `webhook`.
+            "/v1/events" | "/api/events" => post_only(Self::Single(SingleAnswer::V1)),
+            "/events" => post_only(Self::Single(SingleAnswer::EventFlow)),
+            "/api/webhook" => post_only(Self::Generic(LEGACY_WEBHOOK_SOURCE.to_owned())),
             "/v1/events/batch" => post_only(Self::Batch),
             "/v1/events/csv" => post_only(Self::Csv),
             "/v1/webhooks/facebook" => match method {
@@ -73,6 +78,18 @@ impl Route {
         }
     }
 }
+
+/// How `POST /v1/events` and its aliases answer an accepted event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum SingleAnswer {
+    /// `202 {"eventId", "status": "queued"}`.
+    V1,
+    /// EventFlow's `201 {"success": true, "eventId", "message"}`.
+    EventFlow,
+}
+
+/// The source `POST /api/webhook` posts as: its signing secrets are the generic route's for it.
+pub const LEGACY_WEBHOOK_SOURCE: &str = "webhook";
 
 /// The ingest function's logic, generic over the queue and counter ports.
 pub struct Ingest<Q, C> {
@@ -200,7 +217,7 @@ impl<Q: EventQueue, C: CounterSink> Ingest<Q, C> {
         let secrets = &*self.secrets.get().await?;
         let outcome = match &route {
             Route::FacebookVerify => return self.facebook_handshake(secrets, request),
-            Route::Single | Route::Batch | Route::Csv => {
+            Route::Single(_) | Route::Batch | Route::Csv => {
                 secrets
                     .api_keys
                     .authorize(request.header("authorization"), Scope::Ingest)?;
@@ -210,17 +227,31 @@ impl<Q: EventQueue, C: CounterSink> Ingest<Q, C> {
                     request.header(IDEMPOTENCY_HEADER),
                 )?;
                 let media = body::media_type(request.header("content-type"));
-                let limit = if route == Route::Single {
+                let limit = if matches!(route, Route::Single(_)) {
                     SINGLE_LIMIT
                 } else {
                     BATCH_LIMIT
                 };
                 let items = match (&route, media) {
-                    (Route::Single, Some(MediaType::Json)) => {
+                    (Route::Single(answer), Some(MediaType::Json)) => {
                         let body = decode(request, limit)?;
-                        return self
+                        let event_id = self
                             .single(secrets, &body, &ids, correlation_id, now, metrics)
-                            .await;
+                            .await?;
+                        return Ok(match answer {
+                            SingleAnswer::V1 => HttpResponse::json(
+                                202,
+                                &json!({"eventId": event_id, "status": "queued"}),
+                            ),
+                            SingleAnswer::EventFlow => HttpResponse::json(
+                                201,
+                                &json!({
+                                    "success": true,
+                                    "eventId": event_id,
+                                    "message": "Event accepted and queued for processing",
+                                }),
+                            ),
+                        });
                     }
                     (Route::Batch, Some(MediaType::Json)) => {
                         json_items(&decode(request, limit)?, false)?
@@ -324,7 +355,7 @@ impl<Q: EventQueue, C: CounterSink> Ingest<Q, C> {
         correlation_id: &str,
         now: DateTime<Utc>,
         metrics: &mut Metrics,
-    ) -> Result<HttpResponse, ApiError> {
+    ) -> Result<String, ApiError> {
         let mut value = parse_json(body)?;
         if value.is_array() {
             return Err(ApiError::validation(vec![FieldError::new(
@@ -354,10 +385,7 @@ impl<Q: EventQueue, C: CounterSink> Ingest<Q, C> {
         metrics.count("EventsAccepted", 1);
         self.count(&delta, metrics).await;
         info!(event_id = %event.event_id, "event queued");
-        Ok(HttpResponse::json(
-            202,
-            &json!({"eventId": event.event_id, "status": "queued"}),
-        ))
+        Ok(event.event_id)
     }
 
     /// Normalizes every item (after `ids` has checked, prefixed or derived its id), queues the

@@ -4,7 +4,7 @@
 
 use anyhow::Result;
 use serde_json::{json, Value};
-use tally::admin::AdminApi;
+use tally::admin::{AdminApi, FailedEvents};
 use tally::auth::ApiKeys;
 use tally::aws::{admin_ports, DynamoCounters, DynamoEventStore};
 use tally::config::AdminConfig;
@@ -99,6 +99,25 @@ async fn failed_events_are_listed_replayed_once_and_redrive_counts_no_second_eve
         ],
         "{list}"
     );
+    // EventFlow's numbered pages over the same list, totals counted on the failure index.
+    let page =
+        |n: &str| get("/admin/events/failed", ADMIN).with_query(&[("page", n), ("limit", "1")]);
+    let first = body(&api.handle(page("1")).await);
+    assert_eq!(
+        first["pagination"],
+        json!({"page": 1, "limit": 1, "total": 2, "totalPages": 2}),
+        "{first}"
+    );
+    assert_eq!(first["events"][0]["eventId"], "poison-1");
+    let second = body(&api.handle(page("2")).await);
+    assert_eq!(
+        second["events"][0]["eventId"],
+        json!(garbage_id),
+        "{second}"
+    );
+    let store = DynamoEventStore::new(&ddb, config.events_table.clone());
+    assert_eq!(store.count(EventStatus::Rejected, 10).await?, 1);
+    assert_eq!(store.count(EventStatus::Failed, 10).await?, 0);
     let one = body(&api.handle(get("/v1/admin/events/poison-1", ADMIN)).await);
     assert_eq!(one["status"], "DEAD_LETTER");
     assert_eq!(one["attempts"], p.max_receive_count);
@@ -208,6 +227,20 @@ async fn failed_events_are_listed_replayed_once_and_redrive_counts_no_second_eve
     );
     assert!(metrics["processingStats"]["averageProcessingTimeSeconds"].as_f64() >= Some(0.0));
     assert_eq!(metrics["queues"]["deadLetterDepth"], 0, "{metrics}");
+    let flow = body(&api.handle(get("/admin/metrics", ADMIN)).await);
+    assert_eq!(
+        flow["summary"],
+        json!({
+            "total": metrics["summary"]["accepted"],
+            "pending": metrics["queues"]["workDepth"],
+            "processing": metrics["queues"]["workInFlight"],
+            "processed": after.processed,
+            "failed": after.failed,
+            "deadLetter": after.dead_lettered,
+        }),
+        "{flow}"
+    );
+    assert_eq!(flow["eventsByType"], metrics["eventsByType"]);
     assert_eq!(api.handle(get("/v1/admin/metrics", READ)).await.status, 403);
 
     // Only the rejection is left in the failed list.

@@ -50,6 +50,9 @@ pub trait FailedEvents: Send + Sync {
         limit: u32,
         after: Option<&FailedKey>,
     ) -> Result<FailedPage, StoreError>;
+
+    /// How many events have `status`, counted up to `cap` (the answer is `cap` when more do).
+    async fn count(&self, status: EventStatus, cap: u64) -> Result<u64, StoreError>;
 }
 
 const ORDER: [EventStatus; 3] = [
@@ -117,12 +120,26 @@ pub(super) async fn list(
         },
     };
     let (limit, cursor) = params.finish(limit.zip(cursor))?;
-    let mut position = cursor.clone().unwrap_or(Cursor {
+    let position = cursor.unwrap_or(Cursor {
         status: only.unwrap_or(0),
         after: None,
         only,
     });
-    let last = only.unwrap_or(ORDER.len() - 1);
+    let (events, next) = walk(store, position, limit).await?;
+    let mut body = json!({ "events": events });
+    if let Some(next) = next {
+        body["nextCursor"] = json!(next.encode());
+    }
+    Ok(HttpResponse::json(200, &body))
+}
+
+/// Up to `limit` events from `position` on, in listing order, and where the next page starts.
+async fn walk(
+    store: &dyn FailedEvents,
+    mut position: Cursor,
+    limit: u32,
+) -> Result<(Vec<FailedEvent>, Option<Cursor>), ApiError> {
+    let last = position.only.unwrap_or(ORDER.len() - 1);
     let mut events = Vec::new();
     let next = loop {
         let wanted = limit - events.len() as u32;
@@ -142,7 +159,7 @@ pub(super) async fn list(
                 position = Cursor {
                     status: position.status + 1,
                     after: None,
-                    only,
+                    only: position.only,
                 };
                 if events.len() as u32 >= limit {
                     break Some(position);
@@ -151,9 +168,73 @@ pub(super) async fn list(
             None => break None,
         }
     };
-    let mut body = json!({ "events": events });
-    if let Some(next) = next {
-        body["nextCursor"] = json!(next.encode());
+    Ok((events, next))
+}
+
+/// Events a numbered page may skip: pages are read from the start, so deep ones are bounded;
+/// the cursor listing goes anywhere.
+const MAX_SKIPPED: u32 = 10_000;
+
+/// Events counted per status for `total`; past it the total is a lower bound, and says so.
+const MAX_COUNTED: u64 = 10_000;
+
+/// EventFlow's `GET /admin/events/failed?page=1&limit=50[&status]`: the same listing in numbered
+/// pages, answered as `{"events", "pagination": {"page", "limit", "total", "totalPages"}}`.
+pub(super) async fn numbered_page(
+    store: &dyn FailedEvents,
+    request: &HttpRequest,
+) -> Result<HttpResponse, ApiError> {
+    let mut params = QueryParams::new(request, &["page", "limit", "status"]);
+    let limit = params.integer("limit", 1, 100, 50);
+    let page = params.integer("page", 1, MAX_SKIPPED + 1, 1);
+    let status_text = params.text("status", None);
+    let only = params
+        .choice("status", status_text, &STATUSES)
+        .and_then(|s| ORDER.iter().position(|o| *o == s));
+    if let (Some(limit), Some(page)) = (limit, page) {
+        if (page - 1).saturating_mul(limit) > MAX_SKIPPED {
+            params.error(
+                "page",
+                format!(
+                    "skips more than {MAX_SKIPPED} events; list further with \
+                     /v1/admin/events/failed and its cursor"
+                ),
+            );
+        }
     }
-    Ok(HttpResponse::json(200, &body))
+    let (limit, page) = params.finish(limit.zip(page))?;
+    let skipped = (page - 1) * limit;
+    let start = Cursor {
+        status: only.unwrap_or(0),
+        after: None,
+        only,
+    };
+    let statuses: Vec<EventStatus> = match only {
+        Some(o) => vec![ORDER[o]],
+        None => ORDER.to_vec(),
+    };
+    let ((mut events, _), counts) = futures::try_join!(
+        walk(store, start, skipped + limit),
+        futures::future::try_join_all(statuses.iter().map(|s| async move {
+            store
+                .count(*s, MAX_COUNTED)
+                .await
+                .map_err(ApiError::events_down)
+        })),
+    )?;
+    let events = events.split_off((skipped as usize).min(events.len()));
+    let total: u64 = counts.iter().sum();
+    let mut pagination = json!({
+        "page": page,
+        "limit": limit,
+        "total": total,
+        "totalPages": total.div_ceil(u64::from(limit)),
+    });
+    if counts.contains(&MAX_COUNTED) {
+        pagination["totalIsLowerBound"] = json!(true);
+    }
+    Ok(HttpResponse::json(
+        200,
+        &json!({"events": events, "pagination": pagination}),
+    ))
 }

@@ -1,7 +1,7 @@
-//! `GET /v1/admin/metrics`: the pipeline at a glance. The counters `ingest` and `process` keep
-//! (totals since the stack began, processing times as a histogram), the events of the last
-//! 24 hours by type (the hourly aggregates of today and yesterday), the queues' depths, and the
-//! leads the scorer could not write.
+//! `GET /v1/admin/metrics` (and EventFlow's `GET /admin/metrics`): the pipeline at a glance.
+//! The counters `ingest` and `process` keep (totals since the stack began, processing times as a
+//! histogram), the events of the last 24 hours by type (the hourly aggregates of today and
+//! yesterday), the queues' depths, and the leads the scorer could not write.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -13,7 +13,6 @@ use crate::aggregation::AggregateReader;
 use crate::counters::CounterSink;
 use crate::error::ApiError;
 use crate::event::format_utc;
-use crate::http::HttpResponse;
 use crate::ops::QueueStats;
 use crate::query::aggregations::hour_start;
 use crate::rollup::Filter;
@@ -33,7 +32,7 @@ pub(super) async fn metrics(
     dead_letter: &Arc<dyn QueueStats>,
     lead_failures: &dyn LeadFailures,
     now: DateTime<Utc>,
-) -> Result<HttpResponse, ApiError> {
+) -> Result<Value, ApiError> {
     let since = (now - Duration::hours(TYPES_WINDOW_HOURS))
         .duration_trunc(Duration::hours(1))
         .map_err(|_| ApiError::Internal)?;
@@ -88,9 +87,7 @@ pub(super) async fn metrics(
 
     let seconds = |ms: Option<f64>| ms.map_or(Value::Null, |ms| json!(ms / 1000.0));
     let latency = &totals.latency;
-    Ok(HttpResponse::json(
-        200,
-        &json!({
+    Ok(json!({
             "summary": {
                 "accepted": totals.accepted_by_source.values().sum::<u64>(),
                 "processed": totals.processed,
@@ -122,6 +119,28 @@ pub(super) async fn metrics(
                     .map(|f| json!({"leadId": f.lead_id, "reason": f.reason, "failedAt": format_utc(f.failed_at)}))
                     .collect::<Vec<_>>(),
             },
-        }),
-    ))
+    }))
+}
+
+/// The EventFlow service's metrics shape, from the v1 answer: `total` is every event accepted,
+/// `pending` and `processing` the work queue's waiting and in-flight messages.
+pub(super) fn eventflow(v1: &Value) -> Value {
+    let summary = &v1["summary"];
+    let queues = &v1["queues"];
+    let stats = &v1["processingStats"];
+    json!({
+        "summary": {
+            "total": summary["accepted"],
+            "pending": queues["workDepth"],
+            "processing": queues["workInFlight"],
+            "processed": summary["processed"],
+            "failed": summary["failed"],
+            "deadLetter": summary["deadLetter"],
+        },
+        "eventsByType": v1["eventsByType"],
+        "processingStats": {
+            "averageProcessingTimeSeconds": stats["averageProcessingTimeSeconds"],
+            "totalProcessed": stats["totalProcessed"],
+        },
+    })
 }

@@ -71,8 +71,20 @@ impl Route {
         }
     }
 
-    fn resolve(method: &str, path: &str) -> Result<Self, ApiError> {
+    /// The route and the dialect it answers in. EventFlow's `/admin/...` paths are deprecated
+    /// aliases of the v1 routes it had (not redrive nor recompute), answered in its shapes.
+    fn resolve(method: &str, path: &str) -> Result<(Self, Dialect), ApiError> {
         let path = path.strip_suffix('/').unwrap_or(path);
+        if let Some(rest) = path.strip_prefix("/admin/") {
+            return match Self::resolve_v1(method, &format!("/v1/admin/{rest}"))? {
+                Self::Redrive | Self::Recompute => Err(ApiError::NotFound),
+                route => Ok((route, Dialect::EventFlow)),
+            };
+        }
+        Ok((Self::resolve_v1(method, path)?, Dialect::V1))
+    }
+
+    fn resolve_v1(method: &str, path: &str) -> Result<Self, ApiError> {
         let (route, allow) = if path == "/v1/admin/metrics" {
             (Self::Metrics, "GET")
         } else if path == "/v1/admin/events/failed" {
@@ -97,9 +109,25 @@ impl Route {
     }
 }
 
+/// Which system's shapes a route answers in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Dialect {
+    V1,
+    /// The EventFlow service's: a numbered failed list, and its replay and metrics bodies.
+    EventFlow,
+}
+
 /// One percent-decoded path segment; an empty, nested or undecodable one names no route.
 fn decoded(segment: &str) -> Result<String, ApiError> {
     crate::http::path_segment(segment).ok_or(ApiError::NotFound)
+}
+
+/// An event queued again, and what it was before.
+struct Replayed {
+    event_id: String,
+    event_type: String,
+    previous_status: EventStatus,
+    attempts: u32,
 }
 
 pub struct AdminApi {
@@ -137,8 +165,8 @@ impl AdminApi {
         correlation_id: &str,
         metrics: &mut Metrics,
     ) -> Result<HttpResponse, ApiError> {
-        let route = Route::resolve(&request.method, &request.path)?;
-        info!(route = route.name(), "request");
+        let (route, dialect) = Route::resolve(&request.method, &request.path)?;
+        info!(route = route.name(), ?dialect, "request");
         metrics.property("route", route.name());
         self.keys
             .get()
@@ -148,7 +176,7 @@ impl AdminApi {
         let response = match &route {
             Route::Metrics => {
                 let p = &self.ports;
-                metrics::metrics(
+                let body = metrics::metrics(
                     &*p.counters,
                     &*p.aggregates,
                     &p.work_queue_stats,
@@ -156,11 +184,45 @@ impl AdminApi {
                     &*p.lead_failures,
                     Utc::now(),
                 )
-                .await?
+                .await?;
+                let body = match dialect {
+                    Dialect::V1 => body,
+                    Dialect::EventFlow => metrics::eventflow(&body),
+                };
+                HttpResponse::json(200, &body)
             }
-            Route::Failed => failed::list(&*self.ports.failed, request).await?,
+            Route::Failed => match dialect {
+                Dialect::V1 => failed::list(&*self.ports.failed, request).await?,
+                Dialect::EventFlow => failed::numbered_page(&*self.ports.failed, request).await?,
+            },
             Route::Event(id) => self.event(id).await?,
-            Route::Replay(id) => self.replay(id, correlation_id, metrics).await?,
+            Route::Replay(id) => {
+                let replayed = self.replay(id, correlation_id, metrics).await?;
+                match dialect {
+                    Dialect::V1 => HttpResponse::json(
+                        202,
+                        &json!({
+                            "eventId": replayed.event_id,
+                            "status": "queued",
+                            "previousStatus": replayed.previous_status.as_str(),
+                        }),
+                    ),
+                    Dialect::EventFlow => HttpResponse::json(
+                        200,
+                        &json!({
+                            "success": true,
+                            "message": "Event queued for replay",
+                            "event": {
+                                "eventId": replayed.event_id,
+                                "type": replayed.event_type,
+                                "status": "queued",
+                                "previousStatus": replayed.previous_status.as_str(),
+                                "attempts": replayed.attempts,
+                            },
+                        }),
+                    ),
+                }
+            }
             Route::Redrive => self.redrive(request).await?,
             Route::Recompute => self.recompute(request, metrics).await?,
         };
@@ -209,7 +271,7 @@ impl AdminApi {
         event_id: &str,
         correlation_id: &str,
         metrics: &mut Metrics,
-    ) -> Result<HttpResponse, ApiError> {
+    ) -> Result<Replayed, ApiError> {
         let stored = self.stored(event_id).await?;
         if stored.status == EventStatus::Processed {
             return Err(ApiError::Conflict(
@@ -260,10 +322,12 @@ impl AdminApi {
         {
             tracing::warn!(event_id, error = %e, "replayed, but the history does not say so");
         }
-        Ok(HttpResponse::json(
-            202,
-            &json!({"eventId": event_id, "status": "queued", "previousStatus": stored.status.as_str()}),
-        ))
+        Ok(Replayed {
+            event_id: event_id.to_owned(),
+            event_type: event.event_type,
+            previous_status: stored.status,
+            attempts: stored.attempts,
+        })
     }
 
     /// One lead is re-folded before the answer; all of them are requested, and the rollup's

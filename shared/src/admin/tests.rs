@@ -96,6 +96,11 @@ impl FailedEvents for MemoryFailed {
             });
         Ok(FailedPage { events, next })
     }
+
+    async fn count(&self, status: EventStatus, cap: u64) -> Result<u64, StoreError> {
+        let n = self.by_status.get(status.as_str()).map_or(0, Vec::len) as u64;
+        Ok(n.min(cap))
+    }
 }
 
 #[derive(Default)]
@@ -695,5 +700,128 @@ async fn recompute_folds_one_lead_now_and_requests_all() -> Result<(), String> {
     assert_eq!(call(&f.api, text).await.0, 415);
     let get = request("GET", "/v1/admin/leads/recompute", &[], Some("a"));
     assert_eq!(call(&f.api, get).await.0, 405);
+    Ok(())
+}
+
+#[tokio::test]
+async fn eventflow_paths_answer_in_eventflow_shapes() -> Result<(), String> {
+    let f = fixture()?;
+    // The same scope as the v1 routes; redrive and recompute were never EventFlow's.
+    for (method, path) in [
+        ("GET", "/admin/metrics"),
+        ("GET", "/admin/events/failed"),
+        ("GET", "/admin/events/dl-1"),
+        ("POST", "/admin/events/dl-1/replay"),
+    ] {
+        let (status, body) = call(&f.api, request(method, path, &[], Some("r"))).await;
+        assert_eq!(status, 403, "{path}: {body}");
+    }
+    for (method, path) in [
+        ("POST", "/admin/redrive"),
+        ("POST", "/admin/leads/recompute"),
+    ] {
+        let (status, _) = call(&f.api, request(method, path, &[], Some("a"))).await;
+        assert_eq!(status, 404, "{path}");
+    }
+
+    // Numbered pages over the same order as the cursor listing: 3 dead letters, 4 failures,
+    // 2 rejections.
+    let page = |page: &'static str, limit: &'static str, status: Option<&'static str>| {
+        let mut query = vec![("page", page), ("limit", limit)];
+        query.extend(status.map(|s| ("status", s)));
+        request("GET", "/admin/events/failed", &query, Some("a"))
+    };
+    let ids = |body: &Value| -> Vec<String> {
+        body["events"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|e| e["eventId"].as_str().map(str::to_owned))
+            .collect()
+    };
+    let mut all = Vec::new();
+    for number in ["1", "2", "3", "4"] {
+        let (status, body) = call(&f.api, page(number, "4", None)).await;
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(
+            body["pagination"],
+            json!({"page": number.parse::<u32>().unwrap_or(0), "limit": 4, "total": 9, "totalPages": 3})
+        );
+        all.extend(ids(&body));
+    }
+    assert_eq!(
+        all,
+        ["d0", "d1", "d2", "f0", "f1", "f2", "f3", "r0", "r1"],
+        "each event once, in order, and page 4 is empty"
+    );
+    let (_, body) = call(&f.api, page("2", "1", Some("REJECTED"))).await;
+    assert_eq!(ids(&body), ["r1"]);
+    assert_eq!(
+        body["pagination"],
+        json!({"page": 2, "limit": 1, "total": 2, "totalPages": 2})
+    );
+    // Bad numbers, a page too deep to read from the start, and the v1 cursor, are 400s.
+    for query in [
+        vec![("page", "0")],
+        vec![("limit", "101")],
+        vec![("page", "202"), ("limit", "50")],
+        vec![("cursor", "abc")],
+    ] {
+        let (status, body) = call(
+            &f.api,
+            request("GET", "/admin/events/failed", &query, Some("a")),
+        )
+        .await;
+        assert_eq!(status, 400, "{query:?}: {body}");
+    }
+
+    // Metrics: EventFlow's summary from the same counters and queues.
+    let (status, body) = call(&f.api, request("GET", "/admin/metrics", &[], Some("a"))).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        body,
+        json!({
+            "summary": {"total": 12, "pending": 6, "processing": 1, "processed": 10, "failed": 2, "deadLetter": 1},
+            "eventsByType": [
+                {"eventType": "PAGE_VIEW", "count": 3},
+                {"eventType": "PURCHASE", "count": 2},
+                {"eventType": "EMAIL_OPEN", "count": 1}
+            ],
+            "processingStats": {"averageProcessingTimeSeconds": 4.77, "totalProcessed": 10},
+        })
+    );
+
+    // One event reads as in v1; replay answers success, message and the event, and queues it.
+    let (v1_status, v1) = call(
+        &f.api,
+        request("GET", "/v1/admin/events/dl-1", &[], Some("a")),
+    )
+    .await;
+    let (status, flow) = call(&f.api, request("GET", "/admin/events/dl-1", &[], Some("a"))).await;
+    assert_eq!((status, &flow), (v1_status, &v1));
+    let (status, body) = call(
+        &f.api,
+        request("POST", "/admin/events/dl-1/replay", &[], Some("a")),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        body,
+        json!({
+            "success": true,
+            "message": "Event queued for replay",
+            "event": {"eventId": "dl-1", "type": "PURCHASE", "status": "queued", "previousStatus": "DEAD_LETTER", "attempts": 5},
+        })
+    );
+    assert_eq!(f.queue.0.lock().map(|q| q.len()).unwrap_or(0), 1);
+    let (status, body) = call(
+        &f.api,
+        request("POST", "/admin/events/ok-1/replay", &[], Some("a")),
+    )
+    .await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (409, Some("CONFLICT"))
+    );
     Ok(())
 }

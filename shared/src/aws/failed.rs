@@ -2,6 +2,7 @@
 //! status, newest first, a page at a time.
 
 use async_trait::async_trait;
+use aws_sdk_dynamodb::types::Select;
 
 use super::item::{number, s, text, Item};
 use super::DynamoEventStore;
@@ -57,5 +58,29 @@ impl FailedEvents for DynamoEventStore {
             })
         });
         Ok(FailedPage { events, next })
+    }
+
+    async fn count(&self, status: EventStatus, cap: u64) -> Result<u64, StoreError> {
+        let mut counted = 0u64;
+        let mut start_key = None;
+        loop {
+            let output = self
+                .client
+                .query()
+                .table_name(&self.table)
+                .index_name("byFailure")
+                .key_condition_expression("failureStatus = :status")
+                .expression_attribute_values(":status", s(status.as_str()))
+                .select(Select::Count)
+                .set_exclusive_start_key(start_key)
+                .send()
+                .await
+                .map_err(|e| super::store_unavailable(&e))?;
+            counted = counted.saturating_add(output.count().max(0) as u64);
+            start_key = output.last_evaluated_key().cloned();
+            if counted >= cap || start_key.is_none() {
+                return Ok(counted.min(cap));
+            }
+        }
     }
 }

@@ -970,3 +970,103 @@ async fn keys_and_webhook_secrets_come_from_the_secret_store_when_one_is_given()
     assert!(!r.body.contains("AccessDenied"), "{}", r.body);
     assert!(sent(&down).is_empty());
 }
+
+#[tokio::test]
+async fn the_replaced_systems_ingest_paths_are_aliases_of_the_v1_routes() {
+    let mut legacy = config();
+    legacy.webhook_secrets = WebhookSecrets::parse("webhook=legacy-secret").unwrap_or_default();
+    let s = Ingest::new(legacy, FakeQueue::default(), FakeCounters::default());
+    let event = r#"{"type":"PAGE_VIEW","userId":"u1"}"#;
+    let post = |path: &str, key: Option<&'static str>| {
+        let mut headers = vec![INGEST, ("content-type", "application/json")];
+        if let Some(key) = key {
+            headers.push(("idempotency-key", key));
+        }
+        request("POST", path, &headers, event)
+    };
+
+    // The aggregation service's path answers as v1 does.
+    let api = s.handle(post("/api/events", None)).await;
+    assert_eq!(api.status, 202, "{}", api.body);
+    assert_eq!(body(&api)["status"], "queued");
+    // EventFlow's answers in its own shape, and is the same route: one idempotency key derives
+    // the same id through either path.
+    let v1 = body(&s.handle(post("/v1/events", Some("k-7"))).await);
+    let flow = s.handle(post("/events", Some("k-7"))).await;
+    assert_eq!(flow.status, 201, "{}", flow.body);
+    let flow = body(&flow);
+    assert_eq!(
+        flow,
+        json!({
+            "success": true,
+            "eventId": v1["eventId"],
+            "message": "Event accepted and queued for processing",
+        })
+    );
+    // Their refusals are Tally's: the scope, the method, one event per request.
+    let read = request(
+        "POST",
+        "/events",
+        &[("authorization", "Bearer read-key")],
+        event,
+    );
+    assert_eq!(s.handle(read).await.status, 403);
+    assert_eq!(
+        s.handle(request("GET", "/api/events", &[INGEST], ""))
+            .await
+            .status,
+        405
+    );
+    let array = s
+        .handle(request(
+            "POST",
+            "/events",
+            &[INGEST, ("content-type", "application/json")],
+            format!("[{event}]"),
+        ))
+        .await;
+    assert_eq!(body_code(&array), json!("VALIDATION_FAILED"));
+
+    // The webhook reporter's path is the generic webhook of source `webhook`, signed as it is.
+    let now = Utc::now().timestamp();
+    let signed = sign_timestamped("legacy-secret", "v1", now, event.as_bytes());
+    let hook = s
+        .handle(request(
+            "POST",
+            "/api/webhook",
+            &[("x-signature", &signed)],
+            event,
+        ))
+        .await;
+    assert_eq!(hook.status, 202, "{}", hook.body);
+    assert!(
+        event_ids(&hook)[0]
+            .as_str()
+            .is_some_and(|id| id.starts_with("wh:webhook:")),
+        "{}",
+        hook.body
+    );
+    let forged = sign_timestamped("other-secret", "v1", now, event.as_bytes());
+    let refused = s
+        .handle(request(
+            "POST",
+            "/api/webhook",
+            &[("x-signature", &forged)],
+            event,
+        ))
+        .await;
+    assert_eq!(refused.status, 403);
+    let sources: Vec<String> = sent(&s).into_iter().filter_map(|m| m.source).collect();
+    assert_eq!(sources, vec!["api", "api", "api", "webhook"]);
+
+    // Without a secret for source `webhook`, the path is unknown, as `/v1/webhooks/webhook` is.
+    let unsigned = service()
+        .handle(request(
+            "POST",
+            "/api/webhook",
+            &[("x-signature", &signed)],
+            event,
+        ))
+        .await;
+    assert_eq!(unsigned.status, 404);
+}
