@@ -51,6 +51,17 @@ impl<F: Fn(&str) -> Option<String>> Env<F> {
         })
     }
 
+    /// `COUNTED_SOURCES` (default `web`): sources counted by name besides the built-in ones.
+    fn counted_sources(&self) -> Result<CountedSources, ConfigError> {
+        match self.optional("COUNTED_SOURCES") {
+            Some(spec) => CountedSources::parse(&spec).map_err(|e| ConfigError::Invalid {
+                name: "COUNTED_SOURCES",
+                reason: e,
+            }),
+            None => Ok(CountedSources::default()),
+        }
+    }
+
     fn limits(&self) -> Result<Limits, ConfigError> {
         Ok(Limits {
             max_event_age_days: self
@@ -112,12 +123,7 @@ impl IngestConfig {
                 &env.optional("WEBHOOK_SECRETS").unwrap_or_default(),
             )
             .map_err(|e| invalid("WEBHOOK_SECRETS", e))?,
-            counted_sources: match env.optional("COUNTED_SOURCES") {
-                Some(spec) => {
-                    CountedSources::parse(&spec).map_err(|e| invalid("COUNTED_SOURCES", e))?
-                }
-                None => CountedSources::default(),
-            },
+            counted_sources: env.counted_sources()?,
             limits: env.limits()?,
         })
     }
@@ -160,6 +166,8 @@ pub struct ProcessConfig {
     pub max_receive_count: u32,
     /// `RETRY_BASE_SECONDS` (default 2) and `RETRY_CAP_SECONDS` (default 60).
     pub backoff: Backoff,
+    /// `COUNTED_SOURCES`, as ingest's: labels replayed events by source in the counters.
+    pub counted_sources: CountedSources,
     pub limits: Limits,
 }
 
@@ -191,6 +199,7 @@ impl ProcessConfig {
                 base: std::time::Duration::from_secs(base),
                 cap: std::time::Duration::from_secs(cap),
             },
+            counted_sources: env.counted_sources()?,
             limits: env.limits()?,
         })
     }

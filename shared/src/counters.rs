@@ -62,6 +62,9 @@ impl CountedSources {
 pub struct CounterDelta {
     pub accepted_by_source: BTreeMap<String, u64>,
     pub processed: u64,
+    /// `processed` and `failed` by the label the events' acceptance was counted under.
+    pub processed_by_source: BTreeMap<String, u64>,
+    pub failed_by_source: BTreeMap<String, u64>,
     pub duplicate: u64,
     pub failed: u64,
     pub rejected: u64,
@@ -83,14 +86,19 @@ pub struct LatencyHistogram {
     pub buckets: [u64; LATENCY_BOUNDS_MS.len() + 1],
 }
 
+/// The bucket of a histogram with upper `bounds` (inclusive, ascending) that `ms` falls in;
+/// `bounds.len()` is the unbounded one.
+pub fn bucket_of(bounds: &[u64], ms: u64) -> usize {
+    bounds
+        .iter()
+        .position(|bound| ms <= *bound)
+        .unwrap_or(bounds.len())
+}
+
 impl LatencyHistogram {
     pub fn record(&mut self, ms: u64) {
         self.sum_ms += ms;
-        let bucket = LATENCY_BOUNDS_MS
-            .iter()
-            .position(|bound| ms <= *bound)
-            .unwrap_or(LATENCY_BOUNDS_MS.len());
-        self.buckets[bucket] += 1;
+        self.buckets[bucket_of(&LATENCY_BOUNDS_MS, ms)] += 1;
     }
 
     pub fn count(&self) -> u64 {
@@ -145,7 +153,28 @@ impl LatencyHistogram {
     }
 }
 
+/// Attribute prefixes of the by-source counters (`accepted.` is the accepted counter's).
+const ACCEPTED_BY: &str = "accepted.";
+const PROCESSED_BY: &str = "processedBy.";
+const FAILED_BY: &str = "failedBy.";
+
 impl CounterDelta {
+    /// Adds a stored by-source counter (`accepted.<source>`, `processedBy.<source>`,
+    /// `failedBy.<source>`); false when the name is none of them.
+    pub fn add_by_source(&mut self, name: &str, value: u64) -> bool {
+        for (prefix, counts) in [
+            (ACCEPTED_BY, &mut self.accepted_by_source),
+            (PROCESSED_BY, &mut self.processed_by_source),
+            (FAILED_BY, &mut self.failed_by_source),
+        ] {
+            if let Some(source) = name.strip_prefix(prefix) {
+                *counts.entry(source.to_owned()).or_default() += value;
+                return true;
+            }
+        }
+        false
+    }
+
     pub fn is_empty(&self) -> bool {
         *self == Self::default()
     }
@@ -155,8 +184,14 @@ impl CounterDelta {
         let mut out: Vec<(String, u64)> = self
             .accepted_by_source
             .iter()
-            .map(|(source, n)| (format!("accepted.{source}"), *n))
+            .map(|(source, n)| (format!("{ACCEPTED_BY}{source}"), *n))
             .collect();
+        for (prefix, counts) in [
+            (PROCESSED_BY, &self.processed_by_source),
+            (FAILED_BY, &self.failed_by_source),
+        ] {
+            out.extend(counts.iter().map(|(s, n)| (format!("{prefix}{s}"), *n)));
+        }
         for (name, n) in [
             ("processed", self.processed),
             ("duplicate", self.duplicate),
@@ -175,8 +210,14 @@ impl CounterDelta {
     }
 
     pub fn merge(&mut self, other: &CounterDelta) {
-        for (source, n) in &other.accepted_by_source {
-            *self.accepted_by_source.entry(source.clone()).or_default() += n;
+        for (mine, theirs) in [
+            (&mut self.accepted_by_source, &other.accepted_by_source),
+            (&mut self.processed_by_source, &other.processed_by_source),
+            (&mut self.failed_by_source, &other.failed_by_source),
+        ] {
+            for (source, n) in theirs {
+                *mine.entry(source.clone()).or_default() += n;
+            }
         }
         self.processed += other.processed;
         self.duplicate += other.duplicate;

@@ -10,6 +10,7 @@ use uuid::Uuid;
 use crate::error::ApiError;
 use crate::observability::Metrics;
 use crate::request_cost::RequestCost;
+use crate::request_latency::{LatencyBuffer, UNMATCHED};
 
 #[derive(Debug, Clone, Default)]
 pub struct HttpRequest {
@@ -148,11 +149,13 @@ pub fn correlation_id(request: &HttpRequest) -> String {
 }
 
 /// Serves one request the same way in every HTTP function: a span carrying the correlation id,
-/// EMF metrics for `function` (flushed once answered, with the request's DynamoDB cost), and
-/// `route`'s outcome turned into the response by [`respond`].
+/// EMF metrics for `function` (flushed once answered, with the request's DynamoDB cost and
+/// `RequestLatency`), `route`'s outcome turned into the response by [`respond`], and its time
+/// recorded in `latencies` under the `route` property the handler set ([`UNMATCHED`] if none).
 pub async fn serve(
     function: &'static str,
     request: &HttpRequest,
+    latencies: Option<&LatencyBuffer>,
     route: impl AsyncFnOnce(&str, &mut Metrics) -> Result<HttpResponse, ApiError>,
 ) -> HttpResponse {
     let correlation_id = correlation_id(request);
@@ -162,11 +165,18 @@ pub async fn serve(
         request_id = %request.request_id,
     );
     async {
+        let started = std::time::Instant::now();
         let mut metrics = Metrics::new(function);
         metrics.property("correlationId", correlation_id.as_str());
         let (outcome, cost) = RequestCost::measure(route(&correlation_id, &mut metrics)).await;
         cost.add_to(&mut metrics);
         let response = respond(outcome, &request.request_id, &correlation_id, &mut metrics);
+        let elapsed = started.elapsed();
+        metrics.duration("RequestLatency", started);
+        if let Some(latencies) = latencies {
+            let route = metrics.text_property("route").unwrap_or(UNMATCHED);
+            latencies.record(route, elapsed).await;
+        }
         metrics.flush();
         response
     }

@@ -15,6 +15,7 @@ use crate::event::{normalize, Event, FieldError, NormalizeContext};
 use crate::http::{serve, HttpRequest, HttpResponse};
 use crate::observability::Metrics;
 use crate::queue::{pack_events, EventQueue, OutboundMessage, Packed, QueuedEvent};
+use crate::request_latency::LatencyBuffer;
 use crate::secrets::{Secrets, SecretsCache};
 use crate::signature::{verify_facebook, verify_timestamped};
 
@@ -98,6 +99,8 @@ pub struct Ingest<Q, C> {
     secrets: SecretsCache,
     queue: Q,
     counters: C,
+    /// Request times by route, for `/metrics`.
+    latencies: Option<LatencyBuffer>,
 }
 
 /// Error details listed in one batch result, all items together: 10,000 CSV rows of a dozen
@@ -176,7 +179,14 @@ impl<Q: EventQueue, C: CounterSink> Ingest<Q, C> {
             secrets,
             queue,
             counters,
+            latencies: None,
         }
+    }
+
+    /// Records each request's time by route in `latencies`.
+    pub fn with_latencies(mut self, latencies: LatencyBuffer) -> Self {
+        self.latencies = Some(latencies);
+        self
     }
 
     /// Reads keys and webhook secrets from `secrets` (on the first request that needs them,
@@ -199,9 +209,14 @@ impl<Q: EventQueue, C: CounterSink> Ingest<Q, C> {
 
     /// Handles a request as of `now` (the receive time stamped on its events).
     pub async fn handle_at(&self, request: HttpRequest, now: DateTime<Utc>) -> HttpResponse {
-        serve("ingest", &request, async |correlation_id, metrics| {
-            self.route(&request, correlation_id, now, metrics).await
-        })
+        serve(
+            "ingest",
+            &request,
+            self.latencies.as_ref(),
+            async |correlation_id, metrics| {
+                self.route(&request, correlation_id, now, metrics).await
+            },
+        )
         .await
     }
 
@@ -214,6 +229,7 @@ impl<Q: EventQueue, C: CounterSink> Ingest<Q, C> {
     ) -> Result<HttpResponse, ApiError> {
         let route = Route::resolve(&request.method, &request.path)?;
         info!(route = route.name(), "request");
+        metrics.property("route", route.name());
         let secrets = &*self.secrets.get().await?;
         let outcome = match &route {
             Route::FacebookVerify => return self.facebook_handshake(secrets, request),
@@ -374,14 +390,13 @@ impl<Q: EventQueue, C: CounterSink> Ingest<Q, C> {
         let json = event
             .to_canonical_json()
             .map_err(|e| ApiError::PayloadTooLarge(e.message.into_owned()))?;
-        let messages = messages(&[(&event, json.as_str())], correlation_id, now)?;
+        let label = self.counter_label(secrets, &event.source);
+        let messages = messages(&[(&event, json.as_str(), label)], correlation_id, now)?;
         if !self.queue.send(&messages).await.failed.is_empty() {
             return Err(ApiError::unavailable("queue"));
         }
         let mut delta = CounterDelta::default();
-        delta
-            .accepted_by_source
-            .insert(self.counter_label(secrets, &event.source).to_owned(), 1);
+        delta.accepted_by_source.insert(label.to_owned(), 1);
         metrics.count("EventsAccepted", 1);
         self.count(&delta, metrics).await;
         info!(event_id = %event.event_id, "event queued");
@@ -437,7 +452,10 @@ impl<Q: EventQueue, C: CounterSink> Ingest<Q, C> {
             }
         }
 
-        let events: Vec<(&Event, &str)> = queued.iter().map(|(_, e, j)| (e, j.as_str())).collect();
+        let events: Vec<(&Event, &str, &str)> = queued
+            .iter()
+            .map(|(_, e, j)| (e, j.as_str(), self.counter_label(secrets, &e.source)))
+            .collect();
         let packed = pack(&events, correlation_id, now)?;
         let messages: Vec<OutboundMessage> = packed.iter().map(|p| p.message.clone()).collect();
         let report = self.queue.send(&messages).await;
@@ -463,10 +481,10 @@ impl<Q: EventQueue, C: CounterSink> Ingest<Q, C> {
         }
 
         let mut delta = CounterDelta::default();
-        for (_, event, _) in &queued {
+        for (_, _, label) in &events {
             *delta
                 .accepted_by_source
-                .entry(self.counter_label(secrets, &event.source).to_owned())
+                .entry((*label).to_owned())
                 .or_default() += 1;
         }
         let rejected = results.len() - queued.len();
@@ -561,24 +579,27 @@ impl<Q: EventQueue, C: CounterSink> Ingest<Q, C> {
 }
 
 /// Accepted events packed into work-queue messages, many to a message.
+/// Packs events with their canonical JSON and the source label their acceptance is counted
+/// under.
 fn pack(
-    events: &[(&Event, &str)],
+    events: &[(&Event, &str, &str)],
     correlation_id: &str,
     now: DateTime<Utc>,
 ) -> Result<Vec<Packed>, ApiError> {
     let queued: Vec<QueuedEvent<'_>> = events
         .iter()
-        .map(|(event, json)| QueuedEvent {
+        .map(|(event, json, label)| QueuedEvent {
             json,
             event_type: &event.event_type,
             source: &event.source,
+            counted_as: Some(label),
         })
         .collect();
     pack_events(&queued, correlation_id, now).map_err(|_| ApiError::Internal)
 }
 
 fn messages(
-    events: &[(&Event, &str)],
+    events: &[(&Event, &str, &str)],
     correlation_id: &str,
     now: DateTime<Utc>,
 ) -> Result<Vec<OutboundMessage>, ApiError> {

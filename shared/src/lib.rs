@@ -26,6 +26,7 @@ pub mod queue;
 pub mod redrive;
 pub mod repair;
 pub mod request_cost;
+pub mod request_latency;
 pub mod retry;
 pub mod rollup;
 pub mod scoring;

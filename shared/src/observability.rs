@@ -76,6 +76,11 @@ impl Metrics {
         self.properties.insert(key.to_owned(), value.into());
     }
 
+    /// A property set as text.
+    pub fn text_property(&self, key: &str) -> Option<&str> {
+        self.properties.get(key).and_then(Value::as_str)
+    }
+
     pub fn document(&self, timestamp_millis: i64) -> Value {
         let definitions: Vec<Value> = self
             .values

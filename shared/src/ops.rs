@@ -8,7 +8,8 @@ use std::time::Duration;
 use async_trait::async_trait;
 use futures::future::join_all;
 
-use crate::counters::CounterDelta;
+use crate::counters::{CounterDelta, LATENCY_BOUNDS_MS};
+use crate::request_latency::{RouteLatencies, REQUEST_BOUNDS_MS};
 use crate::store::StoreError;
 
 /// Messages in a queue, as SQS approximates them.
@@ -102,21 +103,34 @@ pub async fn unready(dependencies: &[NamedDependency]) -> Vec<&'static str> {
     join_all(checks).await.into_iter().flatten().collect()
 }
 
-/// The counters and queue depths in the Prometheus text format, version 0.0.4.
-pub fn prometheus(counters: &CounterDelta, queues: &[(&str, QueueDepth)]) -> String {
+/// The counters, request times and queue depths in the Prometheus text format, version 0.0.4.
+pub fn prometheus(
+    counters: &CounterDelta,
+    routes: &RouteLatencies,
+    queues: &[(&str, QueueDepth)],
+) -> String {
     let mut out = String::new();
-    family(
-        &mut out,
-        "tally_events_accepted_total",
-        "counter",
-        "Events accepted by ingest (queued), by source.",
-    );
-    for (source, n) in &counters.accepted_by_source {
-        let _ = writeln!(
-            out,
-            "tally_events_accepted_total{{source=\"{}\"}} {n}",
-            label_value(source)
-        );
+    for (name, help, counts) in [
+        (
+            "tally_events_accepted_total",
+            "Events accepted by ingest (queued), by source.",
+            &counters.accepted_by_source,
+        ),
+        (
+            "tally_events_processed_by_source_total",
+            "Events stored by process, by the source their acceptance was counted under.",
+            &counters.processed_by_source,
+        ),
+        (
+            "tally_events_failed_by_source_total",
+            "Failed attempts to store an event, by the source its acceptance was counted under.",
+            &counters.failed_by_source,
+        ),
+    ] {
+        family(&mut out, name, "counter", help);
+        for (source, n) in counts {
+            let _ = writeln!(out, "{name}{{source=\"{}\"}} {n}", label_value(source));
+        }
     }
     for (name, help, n) in [
         (
@@ -148,35 +162,95 @@ pub fn prometheus(counters: &CounterDelta, queues: &[(&str, QueueDepth)]) -> Str
         family(&mut out, name, "counter", help);
         let _ = writeln!(out, "{name} {n}");
     }
-    family(
+    let processing = &counters.latency;
+    histogram(
         &mut out,
-        "tally_queue_depth",
-        "gauge",
-        "Messages waiting in a queue (approximate).",
+        "tally_processing_duration_seconds",
+        "Time from acceptance to storage of each processed event.",
+        [(
+            None,
+            &LATENCY_BOUNDS_MS[..],
+            &processing.buckets[..],
+            processing.sum_ms,
+        )],
     );
-    for (queue, depth) in queues {
-        let _ = writeln!(
-            out,
-            "tally_queue_depth{{queue=\"{}\"}} {}",
-            label_value(queue),
-            depth.visible
-        );
-    }
-    family(
+    histogram(
         &mut out,
-        "tally_queue_in_flight",
-        "gauge",
-        "Messages received from a queue and not yet deleted (approximate).",
+        "tally_http_request_duration_seconds",
+        "Time the HTTP functions took to answer, by route (each environment adds its own at most every 10 s).",
+        routes.iter().map(|(route, h)| {
+            (
+                Some(route.as_str()),
+                &REQUEST_BOUNDS_MS[..],
+                &h.buckets[..],
+                h.sum_ms,
+            )
+        }),
     );
-    for (queue, depth) in queues {
-        let _ = writeln!(
-            out,
-            "tally_queue_in_flight{{queue=\"{}\"}} {}",
-            label_value(queue),
-            depth.in_flight
-        );
+    for (name, help, value) in [
+        (
+            "tally_queue_depth",
+            "Messages waiting in a queue (approximate).",
+            (|d: &QueueDepth| d.visible) as fn(&QueueDepth) -> u64,
+        ),
+        (
+            "tally_queue_in_flight",
+            "Messages received from a queue and not yet deleted (approximate).",
+            |d: &QueueDepth| d.in_flight,
+        ),
+    ] {
+        family(&mut out, name, "gauge", help);
+        for (queue, depth) in queues {
+            let _ = writeln!(
+                out,
+                "{name}{{queue=\"{}\"}} {}",
+                label_value(queue),
+                value(depth)
+            );
+        }
     }
     out
+}
+
+/// A histogram family: per series (its `route` label, if any), cumulative buckets in seconds,
+/// then the sum and the count.
+fn histogram<'a>(
+    out: &mut String,
+    name: &str,
+    help: &str,
+    series: impl IntoIterator<Item = (Option<&'a str>, &'a [u64], &'a [u64], u64)>,
+) {
+    family(out, name, "histogram", help);
+    for (route, bounds, buckets, sum_ms) in series {
+        let label = route.map_or(String::new(), |r| format!("route=\"{}\",", label_value(r)));
+        let mut cumulative = 0u64;
+        for (i, n) in buckets.iter().enumerate() {
+            cumulative += n;
+            let le = bounds.get(i).map_or("+Inf".to_owned(), |ms| seconds(*ms));
+            let _ = writeln!(out, "{name}_bucket{{{label}le=\"{le}\"}} {cumulative}");
+        }
+        let label = label.trim_end_matches(',');
+        let braces = if label.is_empty() {
+            String::new()
+        } else {
+            format!("{{{label}}}")
+        };
+        let _ = writeln!(out, "{name}_sum{braces} {}", seconds(sum_ms));
+        let _ = writeln!(out, "{name}_count{braces} {cumulative}");
+    }
+}
+
+/// Milliseconds as seconds, without trailing zeros (`0.005`, `2.5`, `30`).
+fn seconds(ms: u64) -> String {
+    let whole = ms / 1000;
+    let fraction = ms % 1000;
+    if fraction == 0 {
+        whole.to_string()
+    } else {
+        format!("{whole}.{:03}", fraction)
+            .trim_end_matches('0')
+            .to_owned()
+    }
 }
 
 fn family(out: &mut String, name: &str, kind: &str, help: &str) {
@@ -213,10 +287,22 @@ mod tests {
             failed: 2,
             rejected: 3,
             dead_lettered: 4,
+            processed_by_source: BTreeMap::from([("web".into(), 5)]),
+            failed_by_source: BTreeMap::from([("(other)".into(), 2)]),
             latency: Default::default(),
         };
+        let mut counters = counters;
+        for ms in [80, 400, 400] {
+            counters.latency.record(ms);
+        }
+        let mut leads = crate::request_latency::RouteHistogram::default();
+        for ms in [3, 30, 30, 2_000, 45_000] {
+            leads.record(ms);
+        }
+        let routes = RouteLatencies::from([("GET /v1/leads".to_owned(), leads)]);
         let text = prometheus(
             &counters,
+            &routes,
             &[
                 (
                     "work",
@@ -241,6 +327,24 @@ mod tests {
             "tally_queue_depth{queue=\"work\"} 9",
             "tally_queue_depth{queue=\"dead_letter\"} 0",
             "tally_queue_in_flight{queue=\"work\"} 2",
+            "tally_events_processed_by_source_total{source=\"web\"} 5",
+            "tally_events_failed_by_source_total{source=\"(other)\"} 2",
+            "# TYPE tally_processing_duration_seconds histogram",
+            "tally_processing_duration_seconds_bucket{le=\"0.1\"} 1",
+            "tally_processing_duration_seconds_bucket{le=\"0.25\"} 1",
+            "tally_processing_duration_seconds_bucket{le=\"0.5\"} 3",
+            "tally_processing_duration_seconds_bucket{le=\"+Inf\"} 3",
+            "tally_processing_duration_seconds_sum 0.88",
+            "tally_processing_duration_seconds_count 3",
+            "# TYPE tally_http_request_duration_seconds histogram",
+            "tally_http_request_duration_seconds_bucket{route=\"GET /v1/leads\",le=\"0.005\"} 1",
+            "tally_http_request_duration_seconds_bucket{route=\"GET /v1/leads\",le=\"0.025\"} 1",
+            "tally_http_request_duration_seconds_bucket{route=\"GET /v1/leads\",le=\"0.05\"} 3",
+            "tally_http_request_duration_seconds_bucket{route=\"GET /v1/leads\",le=\"2.5\"} 4",
+            "tally_http_request_duration_seconds_bucket{route=\"GET /v1/leads\",le=\"30\"} 4",
+            "tally_http_request_duration_seconds_bucket{route=\"GET /v1/leads\",le=\"+Inf\"} 5",
+            "tally_http_request_duration_seconds_sum{route=\"GET /v1/leads\"} 47.063",
+            "tally_http_request_duration_seconds_count{route=\"GET /v1/leads\"} 5",
         ] {
             assert!(
                 text.lines().any(|l| l == line),
@@ -254,7 +358,12 @@ mod tests {
                 declared.push(rest.split(' ').next().unwrap_or("").to_owned());
             } else if !line.starts_with('#') {
                 let name = line.split(['{', ' ']).next().unwrap_or("");
-                assert!(declared.iter().any(|d| d == name), "{line}");
+                let family = ["_bucket", "_sum", "_count"]
+                    .iter()
+                    .find_map(|suffix| name.strip_suffix(suffix))
+                    .filter(|f| declared.iter().any(|d| d == f))
+                    .unwrap_or(name);
+                assert!(declared.iter().any(|d| d == family), "{line}");
             }
         }
     }

@@ -15,7 +15,9 @@ use futures::stream::{self, StreamExt};
 use serde_json::Value;
 use tracing::{error, info, warn, Instrument};
 
-use crate::counters::{CounterDelta, CounterSink};
+use std::collections::BTreeMap;
+
+use crate::counters::{CountedSources, CounterDelta, CounterSink};
 use crate::event::{Event, FieldError, Limits};
 use crate::observability::Metrics;
 use crate::queue::Envelope;
@@ -96,6 +98,8 @@ enum Fate {
 pub struct Processor<S, C> {
     store: S,
     counters: C,
+    /// Labels events by source in the counters when their message does not say how ingest did.
+    counted: CountedSources,
     limits: Limits,
     max_receive_count: u32,
     /// Without it, a failed message waits out the queue's visibility timeout.
@@ -107,10 +111,18 @@ impl<S: EventStore, C: CounterSink> Processor<S, C> {
         Self {
             store,
             counters,
+            counted: CountedSources::default(),
             limits,
             max_receive_count,
             backoff: None,
         }
+    }
+
+    /// The sources counted by name (ingest's `COUNTED_SOURCES`), for events whose message
+    /// carries no labels: replays, and messages queued before labels were.
+    pub fn with_counted_sources(mut self, counted: CountedSources) -> Self {
+        self.counted = counted;
+        self
     }
 
     /// Failed messages come back after `backoff`'s delay for their delivery count instead of
@@ -132,10 +144,11 @@ impl<S: EventStore, C: CounterSink> Processor<S, C> {
             .enumerate()
             .flat_map(|(index, message)| units(message).into_iter().map(move |u| (index, u)))
             .collect();
-        let fates: Vec<(usize, Fate)> = stream::iter(units)
+        let fates: Vec<(usize, Option<String>, Fate)> = stream::iter(units)
             .map(|(index, unit)| {
                 let message = &messages[index];
-                async move { (index, self.one(message, unit).await) }
+                let label = self.label(&unit);
+                async move { (index, label, self.one(message, unit).await) }
             })
             .buffer_unordered(CONCURRENCY)
             .collect()
@@ -143,10 +156,16 @@ impl<S: EventStore, C: CounterSink> Processor<S, C> {
 
         let mut delta = CounterDelta::default();
         let mut retry = vec![false; messages.len()];
-        for (index, fate) in fates {
+        for (index, label, fate) in fates {
+            let by_source = |counts: &mut BTreeMap<String, u64>| {
+                if let Some(label) = &label {
+                    *counts.entry(label.clone()).or_default() += 1;
+                }
+            };
             match fate {
                 Fate::Stored { latency_ms } => {
                     delta.processed += 1;
+                    by_source(&mut delta.processed_by_source);
                     delta.latency.record(latency_ms);
                 }
                 Fate::Duplicate => delta.duplicate += 1,
@@ -154,6 +173,7 @@ impl<S: EventStore, C: CounterSink> Processor<S, C> {
                 Fate::Rejected => delta.rejected += 1,
                 Fate::Failed { dead } => {
                     delta.failed += 1;
+                    by_source(&mut delta.failed_by_source);
                     delta.dead_lettered += u64::from(dead);
                     retry[index] = true;
                 }
@@ -321,6 +341,17 @@ impl<S: EventStore, C: CounterSink> Processor<S, C> {
         }
     }
 
+    /// The source label a decoded event is counted under: ingest's, when its message carries
+    /// one that could be (the event's source, or the shared label), else by this list.
+    fn label(&self, unit: &Unit) -> Option<String> {
+        let decoded = unit.decoded.as_ref().ok()?;
+        let source = decoded.event.source.as_str();
+        Some(match decoded.counted_as.as_deref() {
+            Some(label) if label == source || label == CountedSources::OTHER => label.to_owned(),
+            _ => self.counted.label(source, false).to_owned(),
+        })
+    }
+
     /// Whether an earlier delivery of this very submission recorded this rejection.
     async fn rejected_before(&self, record: &FailureRecord) -> bool {
         let Some(provenance) = &record.provenance else {
@@ -349,6 +380,8 @@ struct Decoded {
     event: Event,
     event_json: String,
     provenance: Provenance,
+    /// The label ingest counted its acceptance under, if the message says.
+    counted_as: Option<String>,
 }
 
 struct Rejection {
@@ -391,6 +424,7 @@ fn units(message: &InboundMessage) -> Vec<Unit> {
             let decoded = match (serde_json::from_str::<Event>(raw), received_at) {
                 (Ok(event), Ok(received_at)) => Ok(Decoded {
                     event,
+                    counted_as: envelope.counted_as(i).map(str::to_owned),
                     event_json: raw.to_owned(),
                     provenance: Provenance {
                         submission_id,

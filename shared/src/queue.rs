@@ -34,6 +34,10 @@ pub struct Envelope<'a> {
     pub event: Option<&'a RawValue>,
     #[serde(borrow, default, skip_serializing_if = "Vec::is_empty")]
     pub events: Vec<&'a RawValue>,
+    /// The pipeline counters' source label of each event, as ingest counted its acceptance,
+    /// so `process` counts it under the same one. Absent from replays and older messages.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub counted_as: Vec<String>,
 }
 
 impl<'a> Envelope<'a> {
@@ -52,6 +56,17 @@ impl<'a> Envelope<'a> {
         );
         out
     }
+
+    /// The counters' source label of the `i`-th submission, when ingest gave one per event.
+    pub fn counted_as(&self, i: usize) -> Option<&str> {
+        (self.counted_as.len() == self.submissions_len())
+            .then(|| self.counted_as.get(i).map(String::as_str))
+            .flatten()
+    }
+
+    fn submissions_len(&self) -> usize {
+        usize::from(self.event.is_some()) + self.events.len()
+    }
 }
 
 /// One accepted event, ready to be packed.
@@ -61,6 +76,8 @@ pub struct QueuedEvent<'a> {
     pub json: &'a str,
     pub event_type: &'a str,
     pub source: &'a str,
+    /// The source label ingest counted the event under, when it counted it.
+    pub counted_as: Option<&'a str>,
 }
 
 /// A message and the events (a range of the packed slice) it carries.
@@ -83,7 +100,9 @@ pub fn pack_events(
         let mut end = start;
         let mut bytes = ENVELOPE_BYTES + correlation_id.len();
         while end < events.len() && end - start < MAX_EVENTS_PER_MESSAGE {
-            let size = events[end].json.len() + 1;
+            // The event, its comma, and its quoted label and comma.
+            let size =
+                events[end].json.len() + 1 + events[end].counted_as.map_or(0, |l| l.len() + 3);
             if end > start && bytes + size > MAX_MESSAGE_BYTES {
                 break;
             }
@@ -114,6 +133,11 @@ fn message(
         correlation_id: correlation_id.to_owned(),
         event: None,
         events: raw,
+        counted_as: events
+            .iter()
+            .map(|e| e.counted_as.map(str::to_owned))
+            .collect::<Option<Vec<_>>>()
+            .unwrap_or_default(),
     })?;
     // Attributes name the type and source when every event shares them (a DLQ is easier to
     // browse); a mixed message leaves them out.
@@ -185,6 +209,7 @@ mod tests {
                 json,
                 event_type: kind,
                 source: "api",
+                counted_as: Some("api"),
             })
             .collect()
     }
@@ -247,5 +272,36 @@ mod tests {
             submissions[0].0, "s-1",
             "the old form keeps its submission id"
         );
+    }
+
+    #[test]
+    fn labels_travel_with_their_events_only_when_every_event_has_one() {
+        let jsons: Vec<String> = (0..3).map(|i| event(i, "A", 0)).collect();
+        let mut events = queued(&jsons, "A");
+        events[1].counted_as = Some("(other)");
+        let packed = pack_events(&events, "c", Utc::now()).unwrap_or_default();
+        let envelope: Envelope<'_> =
+            serde_json::from_str(&packed[0].message.body).unwrap_or_else(|e| panic!("{e}"));
+        let labels: Vec<Option<&str>> = (0..4).map(|i| envelope.counted_as(i)).collect();
+        assert_eq!(labels, [Some("api"), Some("(other)"), Some("api"), None]);
+
+        // A replay counts nothing at ingest: no labels at all.
+        events[1].counted_as = None;
+        let packed = pack_events(&events, "c", Utc::now()).unwrap_or_default();
+        assert!(!packed[0].message.body.contains("countedAs"));
+
+        // Labels count against the 64 KiB: 100 events of 600 bytes fit one message, but not
+        // with 32-character labels.
+        let label = "x".repeat(32);
+        let jsons: Vec<String> = (0..100).map(|i| event(i, "A", 600)).collect();
+        let mut events = queued(&jsons, "A");
+        for e in &mut events {
+            e.counted_as = Some(&label);
+        }
+        let packed = pack_events(&events, "c", Utc::now()).unwrap_or_default();
+        assert!(packed.len() > 1);
+        assert!(packed
+            .iter()
+            .all(|p| p.message.body.len() <= MAX_MESSAGE_BYTES));
     }
 }

@@ -278,6 +278,15 @@ async fn poison_message_reaches_the_dlq_with_dead_letter_recorded() -> Result<()
         ),
         (2, 1, u64::from(p.max_receive_count), 1)
     );
+    // By source too: every failed delivery of the poison event, under the label it was
+    // accepted under.
+    let accepted: Vec<&String> = totals.accepted_by_source.keys().collect();
+    assert_eq!(accepted.len(), 1, "{totals:?}");
+    assert_eq!(
+        totals.failed_by_source.get(accepted[0]),
+        Some(&u64::from(p.max_receive_count)),
+        "{totals:?}"
+    );
     for id in ["good-1", "good-2"] {
         let good = p.stored(id).await?;
         assert_eq!(good.attempts, 1, "{id} stored on the first delivery");
@@ -478,6 +487,15 @@ async fn generic_webhook_and_gzip_sample() -> Result<()> {
     assert_eq!(
         p.stored(&gzip_event_id).await?.status,
         EventStatus::Processed
+    );
+    // Processed events are counted under the label their acceptance was: the configured
+    // webhook source by name, though process's own list does not name it.
+    let totals = p.counters.totals().await?;
+    assert_eq!(totals.processed_by_source, totals.accepted_by_source);
+    assert_eq!(
+        totals.processed_by_source.get("shop"),
+        Some(&1),
+        "{totals:?}"
     );
     Ok(())
 }

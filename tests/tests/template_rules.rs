@@ -239,7 +239,10 @@ fn ingest_and_process_write_only_the_counter_items_of_the_analytics_table() -> R
         "dynamodb:BatchWriteItem",
         "dynamodb:*",
     ];
-    for id in ["IngestFunction", "ProcessFunction"] {
+    for (id, counters) in [
+        ("IngestFunction", vec!["COUNTERS#pipeline", "COUNTERS#http"]),
+        ("ProcessFunction", vec!["COUNTERS#pipeline"]),
+    ] {
         let function = resources.get(id).with_context(|| id.to_owned())?;
         let writes: Vec<&Value> = statements(function)
             .into_iter()
@@ -265,7 +268,7 @@ fn ingest_and_process_write_only_the_counter_items_of_the_analytics_table() -> R
                 .and_then(|c| c.get("dynamodb:LeadingKeys"));
             assert_eq!(
                 strings(keys),
-                vec!["COUNTERS#pipeline"],
+                counters,
                 "{id} may write analytics items beyond the counters: {statement:?}"
             );
         }

@@ -1,11 +1,14 @@
 //! `ingest`: the HTTP routes that accept events (API Gateway HTTP API, payload 2.0).
 
 use lambda_http::{run, service_fn, Error, Request};
-use tally::aws::{sdk_config, secrets_cache, DynamoCounters, SqsEventQueue};
+use std::sync::Arc;
+
+use tally::aws::{sdk_config, secrets_cache, DynamoCounters, DynamoLatencies, SqsEventQueue};
 use tally::config::{process_env, secrets_arn, IngestConfig};
 use tally::http::lambda::{from_lambda, to_lambda};
 use tally::ingest::Ingest;
 use tally::observability::init_logging;
+use tally::request_latency::{LatencyBuffer, FLUSH_EVERY};
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
@@ -16,7 +19,9 @@ async fn main() -> Result<(), Error> {
     let aws = sdk_config().await;
     let queue = SqsEventQueue::new(&aws, config.work_queue_url.clone());
     let counters = DynamoCounters::new(&aws, config.analytics_table.clone());
-    let mut ingest = Ingest::new(config, queue, counters);
+    let latencies = DynamoLatencies::new(&aws, config.analytics_table.clone());
+    let mut ingest = Ingest::new(config, queue, counters)
+        .with_latencies(LatencyBuffer::new(Arc::new(latencies), FLUSH_EVERY));
     if let Some(secrets) = secrets_cache(&aws, secrets_arn) {
         ingest = ingest.with_secrets(secrets);
     }

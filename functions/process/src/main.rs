@@ -25,7 +25,8 @@ async fn main() -> Result<(), Error> {
         config.limits,
         config.max_receive_count,
     )
-    .with_backoff(visibility, config.backoff);
+    .with_backoff(visibility, config.backoff)
+    .with_counted_sources(config.counted_sources);
     run(service_fn(move |event: LambdaEvent<SqsEvent>| async move {
         let span = tracing::info_span!("invocation", request_id = %event.context.request_id);
         #[cfg(feature = "faults")]

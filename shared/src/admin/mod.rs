@@ -23,6 +23,7 @@ use crate::observability::Metrics;
 use crate::ops::QueueStats;
 use crate::queue::{pack_events, EventQueue, OutboundMessage, QueuedEvent};
 use crate::redrive::{RedriveQueues, RedriveRequest, Redriver};
+use crate::request_latency::LatencyBuffer;
 use crate::scoring::{LeadFailures, LeadRecompute};
 use crate::secrets::{Secrets, SecretsCache};
 use crate::store::{EventStatus, EventStore, StatusChange, StoredEvent};
@@ -133,6 +134,8 @@ struct Replayed {
 pub struct AdminApi {
     keys: SecretsCache,
     ports: AdminPorts,
+    /// Request times by route, for `/metrics`.
+    latencies: Option<LatencyBuffer>,
 }
 
 impl AdminApi {
@@ -143,7 +146,14 @@ impl AdminApi {
                 ..Secrets::default()
             }),
             ports,
+            latencies: None,
         }
+    }
+
+    /// Records each request's time by route in `latencies`.
+    pub fn with_latencies(mut self, latencies: LatencyBuffer) -> Self {
+        self.latencies = Some(latencies);
+        self
     }
 
     /// Reads the keys from `secrets` instead.
@@ -153,9 +163,12 @@ impl AdminApi {
     }
 
     pub async fn handle(&self, request: HttpRequest) -> HttpResponse {
-        serve("admin", &request, async |correlation_id, metrics| {
-            self.route(&request, correlation_id, metrics).await
-        })
+        serve(
+            "admin",
+            &request,
+            self.latencies.as_ref(),
+            async |correlation_id, metrics| self.route(&request, correlation_id, metrics).await,
+        )
         .await
     }
 
@@ -300,6 +313,8 @@ impl AdminApi {
             json,
             event_type: &event.event_type,
             source: &event.source,
+            // Counted at ingest already; process labels it by its own list.
+            counted_as: None,
         };
         let messages: Vec<OutboundMessage> = pack_events(&[queued], correlation, received_at)
             .map_err(|_| ApiError::Internal)?

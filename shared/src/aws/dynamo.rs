@@ -656,12 +656,7 @@ impl CounterSink for DynamoCounters {
                     "deadLettered" => totals.dead_lettered += v,
                     other if totals.latency.add_attribute(other, v) => {}
                     other => {
-                        if let Some(source) = other.strip_prefix("accepted.") {
-                            *totals
-                                .accepted_by_source
-                                .entry(source.to_owned())
-                                .or_default() += v;
-                        }
+                        totals.add_by_source(other, v);
                     }
                 }
             }

@@ -9,6 +9,7 @@ mod failed;
 mod firehose;
 mod item;
 mod jobs;
+mod latencies;
 mod lead_failures;
 mod leads;
 mod live;
@@ -23,6 +24,7 @@ mod stages;
 pub use analytics::DynamoAggregates;
 pub use dynamo::{hour_shard, DynamoCounters, DynamoEventStore, HOUR_SHARDS};
 pub use firehose::FirehoseArchive;
+pub use latencies::DynamoLatencies;
 pub use leads::DynamoLeads;
 pub use live::{DynamoConnections, ManagementApiSender};
 pub use ops::{DynamoTableProbe, SqsQueueStats};
@@ -59,6 +61,7 @@ pub fn query_ports(
         leads: Arc::new(DynamoLeads::new(aws, analytics.clone())),
         history: Arc::new(DynamoEventStore::new(aws, config.events_table.clone())),
         counters: Arc::new(DynamoCounters::new(aws, analytics.clone())),
+        latencies: Arc::new(DynamoLatencies::new(aws, analytics.clone())),
         queues: vec![
             NamedQueue {
                 label: "work",

@@ -26,6 +26,7 @@ use crate::error::ApiError;
 use crate::http::{serve, HttpRequest, HttpResponse};
 use crate::observability::Metrics;
 use crate::ops::{NamedDependency, NamedQueue, ReadinessCache, READINESS_TTL};
+use crate::request_latency::{LatencyBuffer, LatencyStore};
 use crate::scoring::{LeadHistory, LeadReader, RuleStore};
 use crate::secrets::{Secrets, SecretsCache};
 
@@ -173,6 +174,8 @@ pub struct QueryPorts {
     pub history: Arc<dyn LeadHistory>,
     /// The pipeline counters `ingest` and `process` keep.
     pub counters: Arc<dyn CounterSink>,
+    /// The HTTP functions' request times by route.
+    pub latencies: Arc<dyn LatencyStore>,
     /// The queues `/metrics` reports the depth of.
     pub queues: Vec<NamedQueue>,
     /// What `/health/ready` checks.
@@ -184,6 +187,8 @@ pub struct QueryApi {
     keys: SecretsCache,
     ports: QueryPorts,
     readiness: ReadinessCache,
+    /// This function's request times by route.
+    recorded: Option<LatencyBuffer>,
 }
 
 impl QueryApi {
@@ -200,7 +205,14 @@ impl QueryApi {
             }),
             ports,
             readiness: ReadinessCache::new(ttl),
+            recorded: None,
         }
+    }
+
+    /// Records each request's time by route in `latencies`.
+    pub fn with_latencies(mut self, latencies: LatencyBuffer) -> Self {
+        self.recorded = Some(latencies);
+        self
     }
 
     /// Reads the keys from `secrets` instead (only for routes that need a key).
@@ -210,9 +222,12 @@ impl QueryApi {
     }
 
     pub async fn handle(&self, request: HttpRequest) -> HttpResponse {
-        serve("query", &request, async |_, metrics| {
-            self.route(&request, metrics).await
-        })
+        serve(
+            "query",
+            &request,
+            self.recorded.as_ref(),
+            async |_, metrics| self.route(&request, metrics).await,
+        )
         .await
     }
 
@@ -236,7 +251,9 @@ impl QueryApi {
         let response = match &route {
             Route::Health => HttpResponse::json(200, &json!({"status": "ok"})),
             Route::Ready => operations::ready(&p.dependencies, &self.readiness, request).await?,
-            Route::Metrics => operations::metrics(&*p.counters, &p.queues, request).await?,
+            Route::Metrics => {
+                operations::metrics(&*p.counters, &*p.latencies, &p.queues, request).await?
+            }
             Route::Aggregations => aggregations::aggregations(aggregates, request).await?,
             Route::Top => aggregations::top(aggregates, request).await?,
             Route::EventsReport => reports::events(aggregates, request).await?,

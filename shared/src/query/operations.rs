@@ -9,6 +9,7 @@ use crate::error::ApiError;
 use crate::event::FieldError;
 use crate::http::{HttpRequest, HttpResponse};
 use crate::ops::{prometheus, NamedDependency, NamedQueue, ReadinessCache};
+use crate::request_latency::LatencyStore;
 
 /// `200 {"status": "ok", "checks": {...}}` when every dependency answers; otherwise `503` naming
 /// the first that does not, with every failing one in `details`. The answer is at most the
@@ -39,9 +40,10 @@ pub(crate) async fn ready(
     ))
 }
 
-/// The pipeline counters and queue depths in the Prometheus text format.
+/// The pipeline counters, request times and queue depths in the Prometheus text format.
 pub(crate) async fn metrics(
     counters: &dyn CounterSink,
+    latencies: &dyn LatencyStore,
     queues: &[NamedQueue],
     request: &HttpRequest,
 ) -> Result<HttpResponse, ApiError> {
@@ -53,12 +55,13 @@ pub(crate) async fn metrics(
             .map(|depth| (q.label, depth))
             .map_err(|_| ApiError::unavailable(q.name))
     }));
-    let (totals, depths) = futures::join!(counters.totals(), depths);
+    let (totals, routes, depths) = futures::join!(counters.totals(), latencies.totals(), depths);
     let totals = totals.map_err(ApiError::analytics_down)?;
+    let routes = routes.map_err(ApiError::analytics_down)?;
     let depths = depths?;
     Ok(HttpResponse::text_as(
         200,
         "text/plain; version=0.0.4; charset=utf-8",
-        prometheus(&totals, &depths),
+        prometheus(&totals, &routes, &depths),
     ))
 }

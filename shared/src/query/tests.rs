@@ -14,6 +14,7 @@ use crate::auth::ApiKeys;
 use crate::counters::{CounterDelta, CounterSink};
 use crate::http::HttpRequest;
 use crate::ops::{Dependency, NamedDependency, NamedQueue, QueueDepth, QueueStats};
+use crate::request_latency::{LatencyBuffer, MemoryLatencies};
 use crate::rollup::{Rollup, WindowAggregates};
 use crate::scoring::{MemoryHistory, MemoryLeads, MemoryRules};
 use crate::store::StoreError;
@@ -90,6 +91,7 @@ pub(super) fn api(reader: CountingReader) -> Result<Fixture, String> {
     let history = Arc::new(MemoryHistory::default());
     let rules = Arc::new(MemoryRules::default());
     let ops = Arc::new(FakeOps::default());
+    let latencies = Arc::new(MemoryLatencies::default());
     let queue = |label, name| NamedQueue {
         label,
         name,
@@ -101,6 +103,7 @@ pub(super) fn api(reader: CountingReader) -> Result<Fixture, String> {
         leads: leads.clone(),
         history: history.clone(),
         counters: ops.clone(),
+        latencies: latencies.clone(),
         queues: vec![queue("work", "work queue")],
         dependencies: vec![
             NamedDependency {
@@ -115,7 +118,9 @@ pub(super) fn api(reader: CountingReader) -> Result<Fixture, String> {
     };
     Ok(Fixture {
         // Readiness answers are reused for 50 ms here, so a test sees a change after a sleep.
-        api: QueryApi::with_readiness_ttl(keys, ports, Duration::from_millis(50)),
+        // Every request's time is stored at once.
+        api: QueryApi::with_readiness_ttl(keys, ports, Duration::from_millis(50))
+            .with_latencies(LatencyBuffer::new(latencies, Duration::ZERO)),
         aggregates,
         leads,
         history,
@@ -228,6 +233,19 @@ async fn metrics_in_prometheus_text_and_readiness_naming_what_fails() -> Result<
             "{line}: {}",
             response.body
         );
+    }
+    // Requests are timed under their route's name, unmatched ones under one label.
+    assert_eq!(
+        f.handle(get("/v1/nothing", &[], Some("r"))).await.status,
+        404
+    );
+    let again = f.handle(get("/metrics", &[], Some("r"))).await.body;
+    for line in [
+        "tally_http_request_duration_seconds_count{route=\"GET /metrics\"} 1",
+        "tally_http_request_duration_seconds_bucket{route=\"GET /metrics\",le=\"+Inf\"} 1",
+        "tally_http_request_duration_seconds_count{route=\"unmatched\"} 1",
+    ] {
+        assert!(again.lines().any(|l| l == line), "{line}: {again}");
     }
     for (key, status) in [(None, 401), (Some("i"), 403)] {
         assert_eq!(f.handle(get("/metrics", &[], key)).await.status, status);
