@@ -351,6 +351,23 @@ pub fn reserved_concurrency(
     let Some(value) = &def.reserved_concurrency else {
         return Ok(None);
     };
+    let Some(value) = chosen(value, conditions, resources)? else {
+        return Ok(None);
+    };
+    let text = resolve(value, resources).context("ReservedConcurrentExecutions")?;
+    let reserved = text
+        .parse()
+        .with_context(|| format!("ReservedConcurrentExecutions {text:?} is not a number"))?;
+    Ok(Some(reserved))
+}
+
+/// A property's value under the stack's conditions: an `!If`'s chosen branch, and `None` for
+/// `!Ref AWS::NoValue` (the property is absent).
+pub fn chosen<'v>(
+    value: &'v Value,
+    conditions: Option<&Mapping>,
+    resources: &LocalResources<'_>,
+) -> Result<Option<&'v Value>> {
     let mut value = value;
     if let Value::Tagged(tagged) = value {
         if tagged.tag == "If" {
@@ -377,11 +394,7 @@ pub fn reserved_concurrency(
             return Ok(None);
         }
     }
-    let text = resolve(value, resources).context("ReservedConcurrentExecutions")?;
-    let reserved = text
-        .parse()
-        .with_context(|| format!("ReservedConcurrentExecutions {text:?} is not a number"))?;
-    Ok(Some(reserved))
+    Ok(Some(value))
 }
 
 fn pseudo(name: &str) -> Option<String> {

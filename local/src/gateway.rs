@@ -36,6 +36,7 @@ use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
+use crate::cors::Cors;
 use crate::invoke::{InvokeError, Invoker};
 use crate::throttle::{Buckets, Throttling};
 
@@ -93,6 +94,8 @@ pub struct GatewayConfig {
     /// The HTTP API's throttling (the template's `DefaultRouteSettings` and `RouteSettings`).
     /// Default: none.
     pub throttling: Throttling,
+    /// The HTTP API's `CorsConfiguration`. Default: none (no CORS headers, no preflights).
+    pub cors: Option<Cors>,
 }
 
 impl Default for GatewayConfig {
@@ -101,6 +104,7 @@ impl Default for GatewayConfig {
             integration_timeout: INTEGRATION_TIMEOUT,
             max_body_bytes: MAX_BODY_BYTES,
             throttling: Throttling::default(),
+            cors: None,
         }
     }
 }
@@ -411,44 +415,55 @@ async fn handle(
     let raw_path = request.uri().path().to_owned();
     let raw_query = request.uri().query().unwrap_or("").to_owned();
     let (parts, body) = request.into_parts();
+    let cors = shared.config.cors.as_ref();
 
     let mut route_key = "-".to_owned();
-    let mut response = match read_body(body, shared.config.max_body_bytes).await {
-        BodyRead::TooLarge => {
-            let mut response = gateway_error(StatusCode::PAYLOAD_TOO_LARGE);
-            response
-                .headers_mut()
-                .insert(header::CONNECTION, HeaderValue::from_static("close"));
-            response
-        }
-        BodyRead::Failed(error) => {
-            tracing::debug!(%error, "reading the request body failed");
-            gateway_error(StatusCode::BAD_REQUEST)
-        }
-        BodyRead::Complete(body) => match shared.router.find(&method, &raw_path) {
-            None => gateway_error(StatusCode::NOT_FOUND),
-            Some(matched) => 'matched: {
-                route_key = matched.route_key.to_owned();
-                if let Err(wait) = shared.buckets.take(matched.route_key) {
-                    break 'matched throttled(wait, &request_id);
-                }
-                let event = build_event(&EventInput {
-                    route_key: matched.route_key,
-                    path_parameters: &matched.path_parameters,
-                    method: &method,
-                    raw_path: &raw_path,
-                    raw_query: &raw_query,
-                    headers: &parts.headers,
-                    body: &body,
-                    peer,
-                    local_addr: shared.local_addr,
-                    request_id: &request_id,
-                    now,
-                });
-                invoke(&shared, matched.function, event).await
+    let preflight = cors.and_then(|c| c.preflight(&method, &parts.headers));
+    let mut response = if let Some(preflight) = preflight {
+        route_key = "(CORS preflight)".to_owned();
+        preflight
+    } else {
+        match read_body(body, shared.config.max_body_bytes).await {
+            BodyRead::TooLarge => {
+                let mut response = gateway_error(StatusCode::PAYLOAD_TOO_LARGE);
+                response
+                    .headers_mut()
+                    .insert(header::CONNECTION, HeaderValue::from_static("close"));
+                response
             }
-        },
+            BodyRead::Failed(error) => {
+                tracing::debug!(%error, "reading the request body failed");
+                gateway_error(StatusCode::BAD_REQUEST)
+            }
+            BodyRead::Complete(body) => match shared.router.find(&method, &raw_path) {
+                None => gateway_error(StatusCode::NOT_FOUND),
+                Some(matched) => 'matched: {
+                    route_key = matched.route_key.to_owned();
+                    if let Err(wait) = shared.buckets.take(matched.route_key) {
+                        break 'matched throttled(wait, &request_id);
+                    }
+                    let event = build_event(&EventInput {
+                        route_key: matched.route_key,
+                        path_parameters: &matched.path_parameters,
+                        method: &method,
+                        raw_path: &raw_path,
+                        raw_query: &raw_query,
+                        headers: &parts.headers,
+                        body: &body,
+                        peer,
+                        local_addr: shared.local_addr,
+                        request_id: &request_id,
+                        now,
+                    });
+                    invoke(&shared, matched.function, event).await
+                }
+            },
+        }
     };
+    if let Some(cors) = cors {
+        let origin = parts.headers.get("origin").and_then(|v| v.to_str().ok());
+        cors.decorate(origin, &mut response);
+    }
 
     if let Ok(value) = HeaderValue::from_str(&request_id) {
         response

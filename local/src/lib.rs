@@ -3,6 +3,7 @@
 //! event-source mappings and the schedules. The test harness (`tests/`) uses the same emulator and
 //! provisioning code.
 
+pub mod cors;
 pub mod cost;
 pub mod emulators;
 pub mod events;

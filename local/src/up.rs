@@ -31,6 +31,9 @@ use crate::{EmulatorOptions, Emulators, Stack};
 pub const LOCAL_INGEST_KEY: &str = "local-ingest-key";
 pub const LOCAL_READ_KEY: &str = "local-read-key";
 pub const LOCAL_ADMIN_KEY: &str = "local-admin-key";
+/// A publishable key (scope `track`) for the origins of `--parameter TrackOrigins=...`; there is
+/// none while that parameter is empty.
+pub const LOCAL_TRACK_KEY: &str = "local-track-key";
 pub const LOCAL_TIKTOK_SECRET: &str = "local-tiktok-secret";
 const LOCAL_SECRETS: &[(&str, &str)] = &[
     ("FacebookAppSecret", "local-facebook-secret"),
@@ -411,12 +414,15 @@ impl LocalStack {
         let _ = invoker.scheduler.set(scheduler.clone());
         let throttling = Throttling::from_template(&text, &resources)
             .context("reading the HTTP API's throttling")?;
+        let cors = crate::cors::Cors::from_template(&text, &resources)
+            .context("reading the HTTP API's CORS configuration")?;
         let gateway = Gateway::bind_with_config(
             options.api_addr,
             routes,
             invoker,
             GatewayConfig {
                 throttling,
+                cors,
                 ..GatewayConfig::default()
             },
         )
@@ -612,16 +618,29 @@ fn with_parameter_defaults(text: &str, overrides: &[(String, String)]) -> Result
 /// Template defaults, then the local keys and secrets, then the user's overrides.
 fn parameters(template: &Template, overrides: &[(String, String)]) -> HashMap<String, String> {
     let mut parameters = template.parameters.clone();
-    let keys = [
+    let track_origins = overrides
+        .iter()
+        .rev()
+        .find(|(name, _)| name == "TrackOrigins")
+        .map(|(_, origins)| origins.clone())
+        .or_else(|| parameters.get("TrackOrigins").cloned())
+        .unwrap_or_default();
+    let mut keys = [
         (LOCAL_INGEST_KEY, "ingest"),
         (LOCAL_READ_KEY, "read"),
         (LOCAL_ADMIN_KEY, "admin"),
     ]
     .iter()
     .map(|(key, scope)| format!("{}:{scope}", ApiKeys::digest(key)))
-    .collect::<Vec<_>>()
-    .join(",");
-    parameters.insert("ApiKeyDigests".into(), keys);
+    .collect::<Vec<_>>();
+    if !track_origins.is_empty() {
+        keys.push(format!(
+            "{}:track={}",
+            ApiKeys::digest(LOCAL_TRACK_KEY),
+            track_origins.replace(',', " ")
+        ));
+    }
+    parameters.insert("ApiKeyDigests".into(), keys.join(","));
     for (name, value) in LOCAL_SECRETS {
         parameters.insert((*name).into(), (*value).into());
     }

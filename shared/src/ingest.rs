@@ -5,7 +5,6 @@ use serde_json::{json, Map, Value};
 use subtle::ConstantTimeEq;
 use tracing::{info, warn};
 
-use crate::auth::Scope;
 use crate::body::{self, MediaType, BATCH_LIMIT, MAX_BATCH_EVENTS, SINGLE_LIMIT};
 use crate::config::IngestConfig;
 use crate::counters::{CounterDelta, CounterSink};
@@ -234,15 +233,8 @@ impl<Q: EventQueue, C: CounterSink> Ingest<Q, C> {
         let outcome = match &route {
             Route::FacebookVerify => return self.facebook_handshake(secrets, request),
             Route::Single(_) | Route::Batch | Route::Csv => {
-                secrets
-                    .api_keys
-                    .authorize(request.header("authorization"), Scope::Ingest)?;
-                let ids = IdPolicy::client(
-                    request.header("authorization"),
-                    route.name(),
-                    request.header(IDEMPOTENCY_HEADER),
-                )?;
-                let media = body::media_type(request.header("content-type"));
+                let client = Client::authenticate(&secrets.api_keys, request, &route)?;
+                let media = client.media_type(request);
                 let limit = if matches!(route, Route::Single(_)) {
                     SINGLE_LIMIT
                 } else {
@@ -252,7 +244,7 @@ impl<Q: EventQueue, C: CounterSink> Ingest<Q, C> {
                     (Route::Single(answer), Some(MediaType::Json)) => {
                         let body = decode(request, limit)?;
                         let event_id = self
-                            .single(secrets, &body, &ids, correlation_id, now, metrics)
+                            .single(secrets, &body, &client, correlation_id, now, metrics)
                             .await?;
                         return Ok(match answer {
                             SingleAnswer::V1 => HttpResponse::json(
@@ -292,8 +284,15 @@ impl<Q: EventQueue, C: CounterSink> Ingest<Q, C> {
                         ))
                     }
                 };
-                self.accept(secrets, items, Some(&ids), "api", correlation_id, now)
-                    .await?
+                self.accept(
+                    secrets,
+                    items,
+                    Some(&client.ids),
+                    Poster::Client(&client),
+                    correlation_id,
+                    now,
+                )
+                .await?
             }
             Route::Facebook => {
                 return self
@@ -316,7 +315,7 @@ impl<Q: EventQueue, C: CounterSink> Ingest<Q, C> {
                     secrets,
                     json_items(&body, true)?,
                     Some(&ids),
-                    "tiktok",
+                    Poster::Webhook("tiktok"),
                     correlation_id,
                     now,
                 )
@@ -341,7 +340,7 @@ impl<Q: EventQueue, C: CounterSink> Ingest<Q, C> {
                     secrets,
                     json_items(&body, true)?,
                     Some(&ids),
-                    source,
+                    Poster::Webhook(source),
                     correlation_id,
                     now,
                 )
@@ -367,7 +366,7 @@ impl<Q: EventQueue, C: CounterSink> Ingest<Q, C> {
         &self,
         secrets: &Secrets,
         body: &[u8],
-        ids: &IdPolicy,
+        client: &Client,
         correlation_id: &str,
         now: DateTime<Utc>,
         metrics: &mut Metrics,
@@ -379,14 +378,17 @@ impl<Q: EventQueue, C: CounterSink> Ingest<Q, C> {
                 "expected one event object; send arrays to /v1/events/batch",
             )]));
         }
-        ids.apply(&mut value, 0)
+        client
+            .ids
+            .apply(&mut value, 0)
             .map_err(|e| ApiError::validation(vec![e]))?;
         let ctx = NormalizeContext {
             received_at: now,
             limits: self.config.limits,
-            default_source: "api",
+            default_source: client.default_source(),
         };
         let event = normalize(value, &ctx).map_err(ApiError::validation)?;
+        client.check(&event)?;
         let json = event
             .to_canonical_json()
             .map_err(|e| ApiError::PayloadTooLarge(e.message.into_owned()))?;
@@ -404,20 +406,23 @@ impl<Q: EventQueue, C: CounterSink> Ingest<Q, C> {
     }
 
     /// Normalizes every item (after `ids` has checked, prefixed or derived its id), queues the
-    /// valid ones, and reports each item's fate in order.
+    /// valid ones that `source` may post, and reports each item's fate in order.
     async fn accept(
         &self,
         secrets: &Secrets,
         items: Vec<Item>,
         ids: Option<&IdPolicy>,
-        default_source: &str,
+        source: Poster<'_>,
         correlation_id: &str,
         now: DateTime<Utc>,
     ) -> Result<Outcome, ApiError> {
         let ctx = NormalizeContext {
             received_at: now,
             limits: self.config.limits,
-            default_source,
+            default_source: match source {
+                Poster::Client(client) => client.default_source(),
+                Poster::Webhook(source) => source,
+            },
         };
         let mut results: Vec<Value> = Vec::with_capacity(items.len());
         let mut details_budget = MAX_RESULT_DETAILS;
@@ -431,6 +436,9 @@ impl<Q: EventQueue, C: CounterSink> Ingest<Q, C> {
                         .map_err(|e| ItemError::validation(vec![e]))?;
                 }
                 let event = normalize(value, &ctx).map_err(ItemError::validation)?;
+                if let Poster::Client(client) = source {
+                    client.check(&event)?;
+                }
                 let json = event.to_canonical_json().map_err(|e| ItemError {
                     code: "PAYLOAD_TOO_LARGE",
                     message: e.message.into_owned(),
@@ -556,7 +564,14 @@ impl<Q: EventQueue, C: CounterSink> Ingest<Q, C> {
         let (items, ignored) = facebook_items(parse_json(&body)?)?;
         // Leadgen events are built here with their `fb:` ids; no client id to police.
         let outcome = self
-            .accept(secrets, items, None, "facebook", correlation_id, now)
+            .accept(
+                secrets,
+                items,
+                None,
+                Poster::Webhook("facebook"),
+                correlation_id,
+                now,
+            )
             .await?;
         for rejected in outcome.results.iter().filter(|r| r["status"] == "rejected") {
             warn!(error = %rejected["error"], "facebook leadgen change rejected");
@@ -792,10 +807,22 @@ fn leadgen_event(value: Value) -> Result<Value, ItemError> {
 }
 
 mod bounded_json;
+mod client;
 mod ids;
 
+use client::Client;
+pub use client::TRACK_SOURCE;
+
+/// Who posts a request's items: an API client (its key's rules apply), or a webhook (its
+/// events' default source).
+#[derive(Clone, Copy)]
+enum Poster<'a> {
+    Client(&'a Client),
+    Webhook(&'a str),
+}
+
+use ids::IdPolicy;
 pub use ids::RESERVED_PREFIXES;
-use ids::{IdPolicy, IDEMPOTENCY_HEADER};
 
 #[cfg(test)]
 mod tests;

@@ -1070,3 +1070,128 @@ async fn the_replaced_systems_ingest_paths_are_aliases_of_the_v1_routes() {
         .await;
     assert_eq!(unsigned.status, 404);
 }
+
+#[tokio::test]
+async fn a_track_key_posts_allowed_types_from_its_origins_only() {
+    let mut tracked = config();
+    tracked.api_keys = ApiKeys::parse(&format!(
+        "{}:ingest,{}:track=https://shop.example",
+        ApiKeys::digest("ingest-key"),
+        ApiKeys::digest("pk-shop")
+    ))
+    .unwrap_or_default();
+    let s = Ingest::new(tracked, FakeQueue::default(), FakeCounters::default());
+    const ORIGIN: (&str, &str) = ("origin", "https://shop.example");
+    const TRACK: (&str, &str) = ("authorization", "Bearer pk-shop");
+    let with_query = |mut r: HttpRequest, query: &[(&str, &str)]| {
+        r.query = query
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
+        r
+    };
+
+    let one = s
+        .handle(request(
+            "POST",
+            "/v1/events",
+            &[TRACK, ORIGIN],
+            r#"{"type":"PAGE_VIEW"}"#,
+        ))
+        .await;
+    assert_eq!(one.status, 202, "{}", one.body);
+    let batch =
+        r#"[{"type":"FORM_SUBMISSION"},{"type":"PURCHASE"},{"type":"PAGE_VIEW","source":"api"}]"#;
+    let mixed = s
+        .handle(request("POST", "/v1/events/batch", &[TRACK, ORIGIN], batch))
+        .await;
+    assert_eq!(mixed.status, 207, "{}", mixed.body);
+    let results = body(&mixed)["results"].clone();
+    assert_eq!(results[0]["status"], "queued");
+    for (i, path) in [(1, "/type"), (2, "/source")] {
+        assert_eq!(results[i]["error"]["code"], "FORBIDDEN", "{results}");
+        assert_eq!(results[i]["error"]["details"][0]["path"], path, "{results}");
+    }
+    let sources: Vec<String> = sent(&s).into_iter().filter_map(|m| m.source).collect();
+    assert_eq!(
+        sources,
+        ["web", "web"],
+        "a track key's events have source web"
+    );
+
+    // Refused: another origin, no origin, a type it may not post, CSV.
+    for (headers, path, body_text, status) in [
+        (
+            vec![TRACK, ("origin", "https://evil.example")],
+            "/v1/events",
+            r#"{"type":"PAGE_VIEW"}"#,
+            403,
+        ),
+        (vec![TRACK], "/v1/events", r#"{"type":"PAGE_VIEW"}"#, 403),
+        (
+            vec![TRACK, ORIGIN],
+            "/v1/events",
+            r#"{"type":"PURCHASE"}"#,
+            403,
+        ),
+        (
+            vec![TRACK, ORIGIN, ("content-type", "text/csv")],
+            "/v1/events/csv",
+            "type\nPAGE_VIEW\n",
+            403,
+        ),
+    ] {
+        let r = s.handle(request("POST", path, &headers, body_text)).await;
+        assert_eq!(r.status, status, "{headers:?} {path}: {}", r.body);
+    }
+    assert_eq!(sent(&s).len(), 2, "nothing refused was queued");
+
+    // A beacon: the key and the idempotency key as parameters, the body as text/plain. It
+    // derives the ids a header-sent retry of the same batch derives.
+    let events = r#"[{"type":"PAGE_VIEW"},{"type":"EMAIL_OPEN"}]"#;
+    let beacon = with_query(
+        request(
+            "POST",
+            "/v1/events/batch",
+            &[ORIGIN, ("content-type", "text/plain;charset=UTF-8")],
+            events,
+        ),
+        &[("key", "pk-shop"), ("idempotencyKey", "b-1")],
+    );
+    let beaconed = s.handle(beacon).await;
+    assert_eq!(beaconed.status, 202, "{}", beaconed.body);
+    let fetched = s
+        .handle(request(
+            "POST",
+            "/v1/events/batch",
+            &[TRACK, ORIGIN, ("idempotency-key", "b-1")],
+            events,
+        ))
+        .await;
+    assert_eq!(event_ids(&fetched), event_ids(&beaconed));
+    assert!(event_ids(&beaconed)[0]
+        .as_str()
+        .is_some_and(|id| id.starts_with("ik:")));
+
+    // Only a track key may travel in the URL; a key in both places is a 400; text/plain is
+    // JSON for track keys only.
+    let secret_in_url = with_query(
+        request("POST", "/v1/events/batch", &[ORIGIN], events),
+        &[("key", "ingest-key")],
+    );
+    assert_eq!(s.handle(secret_in_url).await.status, 401);
+    let both = with_query(
+        request("POST", "/v1/events/batch", &[TRACK, ORIGIN], events),
+        &[("key", "pk-shop")],
+    );
+    assert_eq!(s.handle(both).await.status, 400);
+    let plain = s
+        .handle(request(
+            "POST",
+            "/v1/events/batch",
+            &[INGEST, ("content-type", "text/plain")],
+            events,
+        ))
+        .await;
+    assert_eq!(plain.status, 415);
+}
