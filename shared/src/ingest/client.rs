@@ -3,9 +3,10 @@
 //!
 //! A track key may post single events and batches only, from one of its origins (the `Origin`
 //! header, which browsers set and page scripts cannot), events of its allowed types with source
-//! `web`. Beacons (`navigator.sendBeacon`) cannot send headers, so a track key may also come as
-//! the `key` query parameter, with `idempotencyKey` beside it and a `text/plain` JSON body. A
-//! secret key in a URL is refused as unknown: it would be logged wherever URLs are.
+//! `web`. Beacons (`navigator.sendBeacon`) cannot send headers, so on the batch route a track key
+//! may also come as the `key` query parameter, with `idempotencyKey` beside it and a
+//! `text/plain` JSON body. A secret key in a URL is refused as unknown: it would be logged
+//! wherever URLs are.
 
 use std::sync::Arc;
 
@@ -43,8 +44,9 @@ impl Client {
                     "send the key in Authorization or as the key parameter, not both",
                 )]))
             }
-            (None, Some(key)) => (key, true),
-            (header, None) => (bearer(header)?, false),
+            // Beacons send batches; the single route takes keys in Authorization only.
+            (None, Some(key)) if *route == Route::Batch => (key, true),
+            (header, _) => (bearer(header)?, false),
         };
         let caller = keys.caller(key)?;
         let track = match (caller.scope, caller.track) {

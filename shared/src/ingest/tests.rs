@@ -1180,6 +1180,15 @@ async fn a_track_key_posts_allowed_types_from_its_origins_only() {
         &[("key", "ingest-key")],
     );
     assert_eq!(s.handle(secret_in_url).await.status, 401);
+    let single_in_url = with_query(
+        request("POST", "/v1/events", &[ORIGIN], r#"{"type":"PAGE_VIEW"}"#),
+        &[("key", "pk-shop")],
+    );
+    assert_eq!(
+        s.handle(single_in_url).await.status,
+        401,
+        "beacons post batches"
+    );
     let both = with_query(
         request("POST", "/v1/events/batch", &[TRACK, ORIGIN], events),
         &[("key", "pk-shop")],
