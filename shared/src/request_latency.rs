@@ -95,8 +95,8 @@ pub type RouteLatencies = BTreeMap<String, RouteHistogram>;
 
 #[async_trait]
 pub trait LatencyStore: Send + Sync {
-    /// Adds the histograms to the stored ones.
-    async fn add(&self, latencies: &RouteLatencies) -> Result<(), StoreError>;
+    /// Adds one route's histogram to the stored one.
+    async fn add(&self, route: &str, histogram: &RouteHistogram) -> Result<(), StoreError>;
     /// The stored histograms, summed over shards.
     async fn totals(&self) -> Result<RouteLatencies, StoreError>;
 }
@@ -135,36 +135,45 @@ impl LatencyBuffer {
             pending.0 = now;
             std::mem::take(&mut pending.1)
         };
-        if let Err(error) = self.store.add(&due).await {
-            warn!(%error, "request latencies not stored; kept for the next flush");
-            let mut pending = self.pending.lock().await;
-            for (route, histogram) in due {
+        // Route by route, so a failed write keeps its own histogram only: one kept after it
+        // was stored would be counted twice.
+        let written = futures::future::join_all(
+            due.iter()
+                .map(|(route, histogram)| self.store.add(route, histogram)),
+        )
+        .await;
+        let mut pending = self.pending.lock().await;
+        for ((route, histogram), outcome) in due.into_iter().zip(written) {
+            if let Err(error) = outcome {
+                warn!(%error, route, "request latencies not stored; kept for the next flush");
                 pending.1.entry(route).or_default().merge(&histogram);
             }
         }
     }
 }
 
-/// Histograms in memory, for unit tests; `down` makes writes fail.
+/// Histograms in memory, for unit tests; writes of the routes in `down` fail.
 #[derive(Default)]
 pub struct MemoryLatencies {
     stored: std::sync::Mutex<RouteLatencies>,
-    pub down: std::sync::atomic::AtomicBool,
+    pub down: std::sync::Mutex<Vec<String>>,
 }
 
 #[async_trait]
 impl LatencyStore for MemoryLatencies {
-    async fn add(&self, latencies: &RouteLatencies) -> Result<(), StoreError> {
-        if self.down.load(std::sync::atomic::Ordering::SeqCst) {
+    async fn add(&self, route: &str, histogram: &RouteHistogram) -> Result<(), StoreError> {
+        let down = self
+            .down
+            .lock()
+            .map_err(|_| StoreError::Unavailable("lock".into()))?;
+        if down.iter().any(|r| r == route) {
             return Err(StoreError::Unavailable("down".into()));
         }
         let mut stored = self
             .stored
             .lock()
             .map_err(|_| StoreError::Unavailable("lock".into()))?;
-        for (route, histogram) in latencies {
-            stored.entry(route.clone()).or_default().merge(histogram);
-        }
+        stored.entry(route.to_owned()).or_default().merge(histogram);
         Ok(())
     }
 
@@ -216,20 +225,26 @@ mod tests {
             "not yet due"
         );
 
+        // One route's write fails: only its histogram is kept for the next flush.
         let later = start + FLUSH_EVERY;
-        store.down.store(true, std::sync::atomic::Ordering::SeqCst);
+        let set_down = |routes: &[&str]| {
+            if let Ok(mut down) = store.down.lock() {
+                *down = routes.iter().map(|r| (*r).to_owned()).collect();
+            }
+        };
+        set_down(&["POST /v1/events"]);
         buffer.record_at("POST /v1/events", ms(7), later).await;
-        assert!(
-            store.totals().await.unwrap_or_default().is_empty(),
-            "the write failed"
-        );
+        let stored = store.totals().await.unwrap_or_default();
+        assert_eq!(stored.keys().collect::<Vec<_>>(), ["GET /v1/leads"]);
+        assert_eq!(stored["GET /v1/leads"].count(), 2);
 
-        store.down.store(false, std::sync::atomic::Ordering::SeqCst);
+        set_down(&[]);
         buffer
             .record_at("GET /v1/leads", ms(1), later + ms(1))
             .await;
-        assert!(
-            store.totals().await.unwrap_or_default().is_empty(),
+        assert_eq!(
+            store.totals().await.unwrap_or_default()["GET /v1/leads"].count(),
+            2,
             "the interval restarted"
         );
         buffer

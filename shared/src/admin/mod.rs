@@ -77,10 +77,14 @@ impl Route {
     fn resolve(method: &str, path: &str) -> Result<(Self, Dialect), ApiError> {
         let path = path.strip_suffix('/').unwrap_or(path);
         if let Some(rest) = path.strip_prefix("/admin/") {
-            return match Self::resolve_v1(method, &format!("/v1/admin/{rest}"))? {
-                Self::Redrive | Self::Recompute => Err(ApiError::NotFound),
-                route => Ok((route, Dialect::EventFlow)),
-            };
+            // Not EventFlow's: unknown whatever the method.
+            if rest == "redrive" || rest.starts_with("leads/") {
+                return Err(ApiError::NotFound);
+            }
+            return Ok((
+                Self::resolve_v1(method, &format!("/v1/admin/{rest}"))?,
+                Dialect::EventFlow,
+            ));
         }
         Ok((Self::resolve_v1(method, path)?, Dialect::V1))
     }

@@ -718,10 +718,11 @@ async fn eventflow_paths_answer_in_eventflow_shapes() -> Result<(), String> {
     }
     for (method, path) in [
         ("POST", "/admin/redrive"),
+        ("GET", "/admin/redrive"),
         ("POST", "/admin/leads/recompute"),
     ] {
         let (status, _) = call(&f.api, request(method, path, &[], Some("a"))).await;
-        assert_eq!(status, 404, "{path}");
+        assert_eq!(status, 404, "{method} {path}");
     }
 
     // Numbered pages over the same order as the cursor listing: 3 dead letters, 4 failures,

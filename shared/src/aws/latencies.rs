@@ -4,7 +4,6 @@
 
 use async_trait::async_trait;
 use aws_sdk_dynamodb::types::AttributeValue;
-use futures::future::try_join_all;
 
 use super::item::{n, query_all, s};
 use crate::request_latency::{LatencyStore, RouteHistogram, RouteLatencies};
@@ -29,37 +28,33 @@ impl DynamoLatencies {
 
 #[async_trait]
 impl LatencyStore for DynamoLatencies {
-    async fn add(&self, latencies: &RouteLatencies) -> Result<(), StoreError> {
+    async fn add(&self, route: &str, histogram: &RouteHistogram) -> Result<(), StoreError> {
+        let entries = histogram.entries();
+        if entries.is_empty() {
+            return Ok(());
+        }
         let shard = fastrand::u8(0..SHARDS);
-        try_join_all(latencies.iter().map(|(route, histogram)| async move {
-            let entries = histogram.entries();
-            if entries.is_empty() {
-                return Ok(());
-            }
-            let mut request = self
-                .client
-                .update_item()
-                .table_name(&self.table)
-                .key("pk", s(PK))
-                .key("sk", s(format!("{route}#{shard}")))
-                .expression_attribute_names("#route", "route")
-                .expression_attribute_values(":route", s(route));
-            let mut clauses = Vec::with_capacity(entries.len());
-            for (i, (name, amount)) in entries.iter().enumerate() {
-                clauses.push(format!("#n{i} :v{i}"));
-                request = request
-                    .expression_attribute_names(format!("#n{i}"), name)
-                    .expression_attribute_values(format!(":v{i}"), n(amount));
-            }
-            request
-                .update_expression(format!("SET #route = :route ADD {}", clauses.join(", ")))
-                .send()
-                .await
-                .map(|_| ())
-                .map_err(|e| super::store_unavailable(&e))
-        }))
-        .await
-        .map(|_| ())
+        let mut request = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .key("pk", s(PK))
+            .key("sk", s(format!("{route}#{shard}")))
+            .expression_attribute_names("#route", "route")
+            .expression_attribute_values(":route", s(route));
+        let mut clauses = Vec::with_capacity(entries.len());
+        for (i, (name, amount)) in entries.iter().enumerate() {
+            clauses.push(format!("#n{i} :v{i}"));
+            request = request
+                .expression_attribute_names(format!("#n{i}"), name)
+                .expression_attribute_values(format!(":v{i}"), n(amount));
+        }
+        request
+            .update_expression(format!("SET #route = :route ADD {}", clauses.join(", ")))
+            .send()
+            .await
+            .map(|_| ())
+            .map_err(|e| super::store_unavailable(&e))
     }
 
     async fn totals(&self) -> Result<RouteLatencies, StoreError> {
