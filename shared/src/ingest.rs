@@ -406,20 +406,20 @@ impl<Q: EventQueue, C: CounterSink> Ingest<Q, C> {
     }
 
     /// Normalizes every item (after `ids` has checked, prefixed or derived its id), queues the
-    /// valid ones that `source` may post, and reports each item's fate in order.
+    /// valid ones that `poster` may post, and reports each item's fate in order.
     async fn accept(
         &self,
         secrets: &Secrets,
         items: Vec<Item>,
         ids: Option<&IdPolicy>,
-        source: Poster<'_>,
+        poster: Poster<'_>,
         correlation_id: &str,
         now: DateTime<Utc>,
     ) -> Result<Outcome, ApiError> {
         let ctx = NormalizeContext {
             received_at: now,
             limits: self.config.limits,
-            default_source: match source {
+            default_source: match poster {
                 Poster::Client(client) => client.default_source(),
                 Poster::Webhook(source) => source,
             },
@@ -436,7 +436,7 @@ impl<Q: EventQueue, C: CounterSink> Ingest<Q, C> {
                         .map_err(|e| ItemError::validation(vec![e]))?;
                 }
                 let event = normalize(value, &ctx).map_err(ItemError::validation)?;
-                if let Poster::Client(client) = source {
+                if let Poster::Client(client) = poster {
                     client.check(&event)?;
                 }
                 let json = event.to_canonical_json().map_err(|e| ItemError {
