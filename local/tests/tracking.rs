@@ -167,6 +167,10 @@ async fn tally_js_posts_from_its_origin_and_is_refused_elsewhere() -> Result<()>
         ensure!(seen["allowed"]["errors"] == serde_json::json!([]), "{seen}");
         // The PURCHASE was rejected (207); the batch was delivered twice (the first answer lost).
         assert_eq!(statuses("allowed"), [207], "{seen}");
+        assert_eq!(
+            seen["allowed"]["failures"][0]["events"], 1,
+            "one event rejected: {seen}"
+        );
         assert_eq!(seen["allowed"]["deliveries"], 2, "{seen}");
         // No cookie unless the page asks.
         assert_eq!(seen["allowed"]["cookies"], "", "{seen}");

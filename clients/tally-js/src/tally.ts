@@ -33,7 +33,7 @@ export interface EventFields {
   metadata?: Record<string, unknown>;
 }
 
-/** A batch given up, with the API's status (0 when it was never answered) and its events. */
+/** A batch given up, with the API's status (0 when it was never answered) and how many of its events were lost; for 207, the events the API rejected. */
 export interface TallyError {
   status: number;
   message: string;
@@ -87,8 +87,8 @@ export function init(options: TallyOptions): Tally {
   const waiting = new Set<Batch>();
   let timer: ReturnType<typeof setTimeout> | undefined;
 
-  const giveUp = (batch: Batch, status: number, message: string) =>
-    options.onError?.({ status, message, events: batch.events.length });
+  const giveUp = (batch: Batch, status: number, message: string, events = batch.events.length) =>
+    options.onError?.({ status, message, events });
 
   async function send(batch: Batch): Promise<void> {
     batch.attempts += 1;
@@ -108,7 +108,10 @@ export function init(options: TallyOptions): Tally {
       });
       status = response.status;
       if (response.ok) {
-        if (status === 207) giveUp(batch, status, 'some events were rejected');
+        if (status === 207) {
+          const result = await response.json().catch(() => ({}));
+          giveUp(batch, status, 'some events were rejected', result.rejected ?? 0);
+        }
         return;
       }
       message = `HTTP ${status}`;
