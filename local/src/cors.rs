@@ -12,7 +12,7 @@ use axum::http::{HeaderMap, HeaderName, HeaderValue, Response, StatusCode};
 use serde_yaml::Value;
 
 use crate::functions::{chosen, resolve, LocalResources};
-use crate::template::literal;
+use crate::template::{http_api_properties, literal};
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Cors {
@@ -30,16 +30,7 @@ impl Cors {
     pub fn from_template(text: &str, resources: &LocalResources<'_>) -> Result<Option<Self>> {
         let doc: Value = serde_yaml::from_str(text)?;
         let conditions = doc.get("Conditions").and_then(Value::as_mapping);
-        let api = doc
-            .get("Resources")
-            .and_then(Value::as_mapping)
-            .into_iter()
-            .flatten()
-            .map(|(_, r)| r)
-            .find(|r| r.get("Type").and_then(Value::as_str) == Some("AWS::Serverless::HttpApi"));
-        let Some(config) = api
-            .and_then(|a| a.get("Properties"))
-            .and_then(|p| p.get("CorsConfiguration"))
+        let Some(config) = http_api_properties(&doc).and_then(|p| p.get("CorsConfiguration"))
         else {
             return Ok(None);
         };

@@ -324,6 +324,17 @@ fn parse_parameters(section: Option<&Value>) -> Result<HashMap<String, String>> 
     Ok(parameters)
 }
 
+/// The `Properties` of the template's first `AWS::Serverless::HttpApi`, if it has one.
+pub(crate) fn http_api_properties(doc: &Value) -> Option<&Value> {
+    doc.get("Resources")
+        .and_then(Value::as_mapping)
+        .into_iter()
+        .flatten()
+        .map(|(_, r)| r)
+        .find(|r| r.get("Type").and_then(Value::as_str) == Some("AWS::Serverless::HttpApi"))
+        .and_then(|a| a.get("Properties"))
+}
+
 pub(crate) fn literal(value: &Value) -> Option<String> {
     match value {
         Value::String(s) => Some(s.clone()),

@@ -11,6 +11,7 @@ use anyhow::{Context, Result};
 use serde_yaml::Value;
 
 use crate::functions::{resolve, LocalResources};
+use crate::template::http_api_properties;
 
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Throttle {
@@ -31,14 +32,7 @@ impl Throttling {
     /// Reads the first `AWS::Serverless::HttpApi` of the template (parameters resolved).
     pub fn from_template(text: &str, resources: &LocalResources<'_>) -> Result<Self> {
         let doc: Value = serde_yaml::from_str(text)?;
-        let api = doc
-            .get("Resources")
-            .and_then(Value::as_mapping)
-            .into_iter()
-            .flatten()
-            .map(|(_, r)| r)
-            .find(|r| r.get("Type").and_then(Value::as_str) == Some("AWS::Serverless::HttpApi"));
-        let Some(props) = api.and_then(|a| a.get("Properties")) else {
+        let Some(props) = http_api_properties(&doc) else {
             return Ok(Self::default());
         };
         let settings = |v: &Value, what: &str| -> Result<Option<Throttle>> {

@@ -95,6 +95,20 @@ pub fn bucket_of(bounds: &[u64], ms: u64) -> usize {
         .unwrap_or(bounds.len())
 }
 
+/// The stored attribute of bucket `i` of a histogram with `bounds`: `<prefix>le<ms>`, or
+/// `<prefix>inf` for the unbounded one.
+pub fn bucket_attribute(bounds: &[u64], prefix: &str, i: usize) -> String {
+    match bounds.get(i) {
+        Some(bound) => format!("{prefix}le{bound}"),
+        None => format!("{prefix}inf"),
+    }
+}
+
+/// The bucket whose attribute ([`bucket_attribute`]) is `name`.
+pub fn bucket_named(bounds: &[u64], prefix: &str, name: &str) -> Option<usize> {
+    (0..=bounds.len()).find(|i| bucket_attribute(bounds, prefix, *i) == name)
+}
+
 impl LatencyHistogram {
     pub fn record(&mut self, ms: u64) {
         self.sum_ms += ms;
@@ -130,10 +144,7 @@ impl LatencyHistogram {
 
     /// The counter attribute of bucket `i`.
     fn attribute(i: usize) -> String {
-        match LATENCY_BOUNDS_MS.get(i) {
-            Some(bound) => format!("latency.le{bound}"),
-            None => "latency.inf".to_owned(),
-        }
+        bucket_attribute(&LATENCY_BOUNDS_MS, "latency.", i)
     }
 
     /// Adds a stored counter (`latencySumMs`, `latency.le<ms>`, `latency.inf`); false when the
@@ -143,7 +154,7 @@ impl LatencyHistogram {
             self.sum_ms += value;
             return true;
         }
-        match (0..self.buckets.len()).find(|i| Self::attribute(*i) == name) {
+        match bucket_named(&LATENCY_BOUNDS_MS, "latency.", name) {
             Some(i) => {
                 self.buckets[i] += value;
                 true

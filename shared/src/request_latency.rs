@@ -14,7 +14,7 @@ use async_trait::async_trait;
 use tokio::sync::Mutex;
 use tracing::warn;
 
-use crate::counters::bucket_of;
+use crate::counters::{bucket_attribute, bucket_named, bucket_of};
 use crate::store::StoreError;
 
 /// Upper bounds (milliseconds) of the request-latency buckets; the last bucket is unbounded.
@@ -54,10 +54,7 @@ impl RouteHistogram {
 
     /// The stored attribute of bucket `i`: `le<ms>`, or `inf` for the unbounded one.
     pub fn attribute(i: usize) -> String {
-        match REQUEST_BOUNDS_MS.get(i) {
-            Some(bound) => format!("le{bound}"),
-            None => "inf".to_owned(),
-        }
+        bucket_attribute(&REQUEST_BOUNDS_MS, "", i)
     }
 
     /// Non-zero counters as (attribute, amount): `sumMs` and the buckets.
@@ -79,7 +76,7 @@ impl RouteHistogram {
             self.sum_ms = self.sum_ms.saturating_add(value);
             return true;
         }
-        match (0..self.buckets.len()).find(|i| Self::attribute(*i) == name) {
+        match bucket_named(&REQUEST_BOUNDS_MS, "", name) {
             Some(i) => {
                 self.buckets[i] += value;
                 true

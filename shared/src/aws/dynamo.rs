@@ -5,7 +5,7 @@ use aws_sdk_dynamodb::types::{AttributeValue, ReturnValuesOnConditionCheckFailur
 use chrono::{DateTime, Utc};
 use futures::{StreamExt as _, TryStreamExt as _};
 
-use super::item::{n, number, query_all, s, text, Item};
+use super::item::{add_counters, n, number, query_all, s, text, Item};
 use crate::counters::{CounterDelta, CounterSink};
 use crate::event::format_utc;
 use crate::store::{
@@ -606,7 +606,7 @@ impl CounterSink for DynamoCounters {
         if entries.is_empty() {
             return Ok(());
         }
-        let mut request = self
+        let request = self
             .client
             .update_item()
             .table_name(&self.table)
@@ -615,15 +615,9 @@ impl CounterSink for DynamoCounters {
                 "sk",
                 s(format!("shard#{:02}", fastrand::u8(0..COUNTER_SHARDS))),
             );
-        let mut clauses = Vec::with_capacity(entries.len());
-        for (i, (name, amount)) in entries.iter().enumerate() {
-            clauses.push(format!("#n{i} :v{i}"));
-            request = request
-                .expression_attribute_names(format!("#n{i}"), name)
-                .expression_attribute_values(format!(":v{i}"), n(amount));
-        }
+        let (request, add) = add_counters(request, &entries);
         request
-            .update_expression(format!("ADD {}", clauses.join(", ")))
+            .update_expression(add)
             .send()
             .await
             .map(|_| ())

@@ -2,12 +2,25 @@
 //! status, newest first, a page at a time.
 
 use async_trait::async_trait;
+use aws_sdk_dynamodb::operation::query::builders::QueryFluentBuilder;
 use aws_sdk_dynamodb::types::Select;
 
 use super::item::{number, s, text, Item};
 use super::DynamoEventStore;
 use crate::admin::{FailedEvent, FailedEvents, FailedKey, FailedPage};
 use crate::store::{EventStatus, StoreError};
+
+impl DynamoEventStore {
+    /// A query of one status's partition of the failure index.
+    fn by_failure(&self, status: EventStatus) -> QueryFluentBuilder {
+        self.client
+            .query()
+            .table_name(&self.table)
+            .index_name("byFailure")
+            .key_condition_expression("failureStatus = :status")
+            .expression_attribute_values(":status", s(status.as_str()))
+    }
+}
 
 #[async_trait]
 impl FailedEvents for DynamoEventStore {
@@ -25,12 +38,7 @@ impl FailedEvents for DynamoEventStore {
             ])
         });
         let output = self
-            .client
-            .query()
-            .table_name(&self.table)
-            .index_name("byFailure")
-            .key_condition_expression("failureStatus = :status")
-            .expression_attribute_values(":status", s(status.as_str()))
+            .by_failure(status)
             .scan_index_forward(false)
             .limit(limit.clamp(1, 1000) as i32)
             .set_exclusive_start_key(start_key)
@@ -65,12 +73,7 @@ impl FailedEvents for DynamoEventStore {
         let mut start_key = None;
         loop {
             let output = self
-                .client
-                .query()
-                .table_name(&self.table)
-                .index_name("byFailure")
-                .key_condition_expression("failureStatus = :status")
-                .expression_attribute_values(":status", s(status.as_str()))
+                .by_failure(status)
                 .select(Select::Count)
                 .set_exclusive_start_key(start_key)
                 .send()

@@ -4,6 +4,7 @@
 use std::collections::HashMap;
 
 use aws_sdk_dynamodb::operation::query::builders::QueryFluentBuilder;
+use aws_sdk_dynamodb::operation::update_item::builders::UpdateItemFluentBuilder;
 use aws_sdk_dynamodb::types::AttributeValue;
 
 use crate::store::StoreError;
@@ -16,6 +17,22 @@ pub(crate) fn s(v: impl Into<String>) -> AttributeValue {
 
 pub(crate) fn n(v: impl ToString) -> AttributeValue {
     AttributeValue::N(v.to_string())
+}
+
+/// `request` with an `ADD` of each (attribute, amount), names and values as placeholders, and
+/// the `ADD ...` clause of its update expression.
+pub(crate) fn add_counters(
+    mut request: UpdateItemFluentBuilder,
+    entries: &[(String, u64)],
+) -> (UpdateItemFluentBuilder, String) {
+    let mut clauses = Vec::with_capacity(entries.len());
+    for (i, (name, amount)) in entries.iter().enumerate() {
+        clauses.push(format!("#n{i} :v{i}"));
+        request = request
+            .expression_attribute_names(format!("#n{i}"), name)
+            .expression_attribute_values(format!(":v{i}"), n(amount));
+    }
+    (request, format!("ADD {}", clauses.join(", ")))
 }
 
 pub(crate) fn text<'a>(item: &'a Item, key: &str) -> Option<&'a str> {

@@ -5,7 +5,7 @@
 use async_trait::async_trait;
 use aws_sdk_dynamodb::types::AttributeValue;
 
-use super::item::{n, query_all, s};
+use super::item::{add_counters, query_all, s};
 use crate::request_latency::{LatencyStore, RouteHistogram, RouteLatencies};
 use crate::store::StoreError;
 
@@ -34,7 +34,7 @@ impl LatencyStore for DynamoLatencies {
             return Ok(());
         }
         let shard = fastrand::u8(0..SHARDS);
-        let mut request = self
+        let request = self
             .client
             .update_item()
             .table_name(&self.table)
@@ -42,15 +42,9 @@ impl LatencyStore for DynamoLatencies {
             .key("sk", s(format!("{route}#{shard}")))
             .expression_attribute_names("#route", "route")
             .expression_attribute_values(":route", s(route));
-        let mut clauses = Vec::with_capacity(entries.len());
-        for (i, (name, amount)) in entries.iter().enumerate() {
-            clauses.push(format!("#n{i} :v{i}"));
-            request = request
-                .expression_attribute_names(format!("#n{i}"), name)
-                .expression_attribute_values(format!(":v{i}"), n(amount));
-        }
+        let (request, add) = add_counters(request, &entries);
         request
-            .update_expression(format!("SET #route = :route ADD {}", clauses.join(", ")))
+            .update_expression(format!("SET #route = :route {add}"))
             .send()
             .await
             .map(|_| ())
