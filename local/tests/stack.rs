@@ -570,6 +570,7 @@ async fn stored_events_are_rolled_up_and_archived_through_the_stream_mappings() 
     assert_eq!(fired["result"]["task"], "reconcile", "{fired}");
     assert_eq!(days[0]["day"], json!(day), "{fired}");
     assert_eq!(days[0]["settled"], json!(false), "{fired}");
+    assert_eq!(days[0]["unchanged"], json!(false), "{fired}");
     // Scored by the stream's batches as they arrive, no schedule needed.
     let leads =
         tally::aws::DynamoLeads::new(&config, stack.stack.table("AnalyticsTable")?.to_owned());

@@ -286,6 +286,19 @@ async fn reconciliation_reports_and_repairs_drift() -> Result<()> {
         (0, false),
         "{again:?}"
     );
+    // The schedule's next run: nothing counted for the day since, so its events are not read.
+    let scheduled = reconciler.reconcile_if_changed(&day, Utc::now()).await?;
+    assert!(
+        scheduled.unchanged && scheduled.events == 0 && !scheduled.written,
+        "{scheduled:?}"
+    );
+    // A day without events gets an empty snapshot once, then is left unread too.
+    let empty = "2020-01-01";
+    let first = reconciler.reconcile_if_changed(empty, Utc::now()).await?;
+    assert!(first.written && first.events == 0, "{first:?}");
+    let next = reconciler.reconcile_if_changed(empty, Utc::now()).await?;
+    assert!(next.unchanged && !next.written, "{next:?}");
+    assert_eq!(f.aggregates.whole_day(empty).await?, Default::default());
 
     // A snapshot written before daily summaries existed: whole-day reads sum its hours instead,
     // and the next reconciliation adds the summary.
@@ -298,9 +311,9 @@ async fn reconciliation_reports_and_repairs_drift() -> Result<()> {
     f.aggregates.write_compacted(&day, &legacy, &stored).await?;
     assert!(f.aggregates.read_day_totals(&day).await?.is_none());
     assert_eq!(f.aggregates.whole_day(&day).await?, expected_day);
-    let upgrade = reconciler.reconcile_day(&day, Utc::now()).await?;
+    let upgrade = reconciler.reconcile_if_changed(&day, Utc::now()).await?;
     assert!(
-        upgrade.written && upgrade.drift_counters == 0,
+        upgrade.written && !upgrade.unchanged && upgrade.drift_counters == 0,
         "{upgrade:?}"
     );
     let totals = f.aggregates.read_day_totals(&day).await?;

@@ -9,6 +9,7 @@ use tracing::info;
 
 use super::{AggregateStore, HourlyEvents, Reconciler, WindowError, WindowProcessor};
 use crate::observability::Metrics;
+use crate::request_cost::RequestCost;
 use crate::scoring::{
     LeadHistory, LeadRecompute, LeadStore, RecomputeJobs, RuleStore, ScoreReport, Scorer,
 };
@@ -42,6 +43,8 @@ pub struct TaskInput {
     pub days: Option<u32>,
     /// Or exactly this day (`YYYY-MM-DD`).
     pub day: Option<String>,
+    /// Read every day in full, even one unchanged since its last reconciliation.
+    pub full: bool,
     /// Recompute only this lead.
     pub lead_id: Option<String>,
     /// Where a reindex continues (`next` of the run before).
@@ -59,6 +62,8 @@ pub struct RollupInvocation {
     pub days: Option<u32>,
     #[serde(default)]
     pub day: Option<String>,
+    #[serde(default)]
+    pub full: bool,
     #[serde(default)]
     pub lead_id: Option<String>,
     #[serde(default)]
@@ -144,10 +149,14 @@ where
                 task,
                 days: input.days,
                 day: input.day,
+                full: input.full,
                 lead_id: input.lead_id,
                 from: input.from,
             };
-            self.task(task, now, &mut metrics).await
+            // A task's DynamoDB cost is its price (reconciliation reads days of events).
+            let (result, cost) = RequestCost::measure(self.task(task, now, &mut metrics)).await;
+            cost.add_to(&mut metrics);
+            result
         } else {
             if input.window.is_none() && input.records.is_empty() {
                 tracing::warn!("invoked with neither a task nor a stream window; nothing to do");
@@ -203,13 +212,18 @@ where
                 };
                 let mut reports = Vec::new();
                 for day in days {
-                    let report = self.reconciler.reconcile_day(&day, now).await?;
+                    let report = if task.full {
+                        self.reconciler.reconcile_day(&day, now).await?
+                    } else {
+                        self.reconciler.reconcile_if_changed(&day, now).await?
+                    };
                     metrics.count("DaysReconciled", u64::from(report.settled));
+                    metrics.count("DaysUnchanged", u64::from(report.unchanged));
                     metrics.count("RollupDriftCounters", report.drift_counters as u64);
                     metrics.count("RollupDriftEvents", report.drift_events);
-                    info!(day = %report.day, settled = report.settled, events = report.events, drift = report.drift_counters, written = report.written, "reconciled");
+                    info!(day = %report.day, settled = report.settled, unchanged = report.unchanged, events = report.events, drift = report.drift_counters, written = report.written, "reconciled");
                     reports.push(json!({
-                        "day": report.day, "settled": report.settled, "events": report.events,
+                        "day": report.day, "settled": report.settled, "unchanged": report.unchanged, "events": report.events,
                         "driftCounters": report.drift_counters, "driftEvents": report.drift_events, "written": report.written,
                     }));
                 }
