@@ -1,7 +1,7 @@
 //! The scheduled side: recompute settled days from the events table, report drift, and replace
 //! the day's parts with the recomputation.
 //!
-//! Reading a day's events is what reconciliation costs (about 0.08 read units an event), so a
+//! Reading a day's events is what reconciliation costs (about 0.07 read units an event), so a
 //! run reads as little as answers the question: a day reconciled before and given no part since
 //! is not read again, and a day that turns out unsettled is read newest hour first, so the run
 //! stops at the first event still settling instead of after the day's settled hours.
