@@ -69,6 +69,8 @@ impl<A: AggregateStore, H: HourlyEvents> Reconciler<A, H> {
                 ..Default::default()
             });
         }
+        // The full run reads the day again, after its events, so that parts flushed while the
+        // events were read are compared too: one more query, and only for a changed day.
         self.reconcile_day(day, now).await
     }
 
